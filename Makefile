@@ -1,0 +1,65 @@
+# Two commands: `make run` and `make test`. Everything else here is what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DB_URL ?= sqlite:///var/gateway.db
+LISTEN ?= tcp:9500:interface=127.0.0.1
+PYTEST_ARGS ?=
+PROTO := proto/ningbo/gateway/v1/gateway.proto
+GENERATED_DIR := gateway/protocol/generated
+GENERATED := $(GENERATED_DIR)/ningbo/gateway/v1/gateway_pb2.py
+# The PC/SC stack: pyscard builds against swig and libpcsclite-dev; pcscd and vsmartcard-vpcd give
+# a real reader whose card is one of our simulators.
+APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd
+
+.PHONY: run test lint setup system-packages proto db bench clean
+
+run: setup db
+	$(VENV)/bin/gateway serve --listen '$(LISTEN)' --db '$(DB_URL)'
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check gateway simulators tests
+	$(VENV)/bin/mypy gateway simulators
+
+setup: $(INSTALLED) $(GENERATED)
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "warning: Debian packages missing:$$missing (needs root and apt-get); PC/SC tests will be skipped"; \
+	fi
+
+$(INSTALLED): pyproject.toml | system-packages
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	extras=dev; \
+	if [ "$$(dpkg-query -W -f='$${Status}\n' swig libpcsclite-dev 2>/dev/null | grep -c 'install ok installed')" = 2 ]; then extras=dev,pcsc; fi; \
+	$(PY) -m pip install -q -e ".[$$extras]"
+	touch $@
+
+proto: $(GENERATED)
+
+$(GENERATED): $(PROTO) $(INSTALLED)
+	rm -rf $(GENERATED_DIR)
+	mkdir -p $(GENERATED_DIR)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(GENERATED_DIR) --pyi_out=$(GENERATED_DIR) $(PROTO)
+	find $(GENERATED_DIR) -type d -exec touch {}/__init__.py \;
+
+db: setup
+	mkdir -p var
+	$(VENV)/bin/gateway db upgrade --db '$(DB_URL)'
+	$(VENV)/bin/gateway registry demo --db '$(DB_URL)'
+
+clean:
+	rm -rf $(VENV) $(GENERATED_DIR) var/*.db var/*.db-wal var/*.db-shm .mypy_cache .pytest_cache .ruff_cache

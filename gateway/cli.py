@@ -1,0 +1,199 @@
+"""The `gateway` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import ConfigError, GatewayConfig, load_config, validate_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML configuration file (every key has a default; see docs/configuration.md)")
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL",
+                        help="database URL, e.g. sqlite:///var/gateway.db (the default) or "
+                             "postgresql+psycopg://user@127.0.0.1:5432/gateway; overrides the config file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Ningbo medical-settlement gateway: settles medical insurance with the social security card.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway in the foreground",
+                                description="Run the gateway in the foreground until Ctrl+C or SIGTERM.")
+    _add_config(serve)
+    serve.add_argument("--listen", action="append", metavar="ENDPOINT",
+                       help="Twisted server endpoint, e.g. tcp:9500:interface=127.0.0.1 (repeatable; "
+                            "overrides server.listen)")
+    _add_db(serve)
+    serve.add_argument("--log-format", choices=("text", "json"), help="log format (overrides log.format)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warn", "error"),
+                       help="lowest level logged (overrides log.level)")
+
+    db = commands.add_parser("db", help="database schema", description="Manage the database schema.")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="migrate the schema to the newest revision",
+                                     description="Create or migrate the schema (Alembic); safe to run again.")
+    _add_config(upgrade)
+    _add_db(upgrade)
+    current = db_commands.add_parser("current", help="print the schema revision",
+                                     description="Print the database's schema revision and the newest one.")
+    _add_config(current)
+    _add_db(current)
+
+    registry = commands.add_parser("registry", help="load the registry",
+                                   description="Load institutions and terminals into the registry.")
+    registry_commands = registry.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    importing = registry_commands.add_parser(
+        "import", help="import CSV files, all or nothing",
+        description="Import registry CSV files (institutions.csv, terminals.csv). Each file is recognised by "
+                    "its header; every row is validated and, if any is bad, nothing is written. "
+                    "Importing the same files again changes nothing. docs/registry.md describes the columns.",
+    )
+    importing.add_argument("files", nargs="+", type=Path, metavar="FILE.csv")
+    _add_config(importing)
+    _add_db(importing)
+    demo = registry_commands.add_parser(
+        "demo", help="write the demo registry",
+        description="Write the demo institutions and terminals (credential 'demo-secret'). Safe to run again.",
+    )
+    demo.add_argument("--terminals-per-institution", type=int, default=None, metavar="N",
+                      help="terminals registered for each demo institution (default 4)")
+    _add_config(demo)
+    _add_db(demo)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> GatewayConfig:
+    config = load_config(getattr(args, "config", None))
+    if getattr(args, "db", None):
+        config = replace(config, database=replace(config.database, url=args.db))
+    if getattr(args, "listen", None):
+        config = replace(config, server=replace(config.server, listen=tuple(args.listen)))
+    if getattr(args, "log_format", None):
+        config = replace(config, log=replace(config.log, format=args.log_format))
+    if getattr(args, "log_level", None):
+        config = replace(config, log=replace(config.log, level=args.log_level))
+    validate_config(config, "command line")
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "serve":
+            return _serve(config)
+        if args.command == "db":
+            return _db(args, config)
+        if args.command == "registry":
+            return _registry(args, config)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _serve(config: GatewayConfig) -> int:
+    from gateway.app import StartupError, serve
+
+    try:
+        return serve(config)
+    except StartupError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _engine(config: GatewayConfig):  # type: ignore[no-untyped-def]
+    from gateway.db.engine import make_engine
+
+    return make_engine(
+        config.database.url,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        sqlite_synchronous=config.database.sqlite_synchronous,
+    )
+
+
+def _db(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db.engine import DatabaseUrlError, redact_url
+    from gateway.db.migrate import current_revision, head_revision, upgrade
+
+    try:
+        engine = _engine(config)
+        if args.db_command == "upgrade":
+            upgrade(engine)
+            print(f"database {redact_url(config.database.url)} is at schema revision {current_revision(engine)}")
+        else:
+            print(f"current: {current_revision(engine) or 'none'}; newest: {head_revision()}")
+        engine.dispose()
+    except DatabaseUrlError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
+              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db.engine import DatabaseUrlError, redact_url
+    from gateway.db.migrate import current_revision, head_revision
+    from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION, write_demo_registry
+    from gateway.registry.importer import ImportFailed, import_files
+
+    try:
+        engine = _engine(config)
+        if current_revision(engine) != head_revision():
+            print("gateway: the database schema is not current: run `gateway db upgrade` first", file=sys.stderr)
+            return EXIT_FAILED
+        if args.registry_command == "import":
+            report = import_files(engine, args.files)
+        else:
+            per_institution = args.terminals_per_institution or DEFAULT_TERMINALS_PER_INSTITUTION
+            report = write_demo_registry(engine, per_institution)
+        engine.dispose()
+    except ImportFailed as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"gateway: {len(exc.errors)} problem(s) found; nothing was imported", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:
+        if isinstance(exc, DatabaseUrlError):
+            print(f"gateway: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
+              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"registry imported into {redact_url(config.database.url)}: {report.summary()}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The gateway's configuration: a TOML file whose every key has a default.
+
+`docs/configuration.md` documents each key; `gateway.example.toml` lists them all with their defaults.
+Command-line options override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB_URL = "sqlite:///var/gateway.db"
+DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1"
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or holds a bad key or value."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # Twisted server endpoint strings; several may be given to listen on several addresses.
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    max_frame_bytes: int = 64 * 1024
+    idle_timeout_s: float = 120.0
+    max_in_flight_per_connection: int = 32
+    max_connections: int = 20_000
+    max_sessions_per_terminal: int = 4
+    # How long a shutdown waits for requests in flight before closing connections.
+    shutdown_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = DEFAULT_DB_URL
+    # SQLite: how long a connection waits for a lock before failing.
+    busy_timeout_ms: int = 5_000
+    # Threads that run blocking database calls off the reactor.
+    worker_threads: int = 4
+    # SQLite only (ignored elsewhere): the durability the ledger relies on.
+    sqlite_synchronous: str = "FULL"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"  # "text" or "json"
+    level: str = "info"   # "debug", "info", "warn", "error"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_SECTIONS: dict[str, type[Any]] = {"server": ServerConfig, "database": DatabaseConfig, "log": LogConfig}
+_LOG_FORMATS = ("text", "json")
+_LOG_LEVELS = ("debug", "info", "warn", "error")
+_SQLITE_SYNCHRONOUS = ("FULL", "EXTRA")
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    """Read `path` (or return the defaults when it is None) and validate every value."""
+    if path is None:
+        return GatewayConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return config_from_mapping(raw, source=str(path))
+
+
+def config_from_mapping(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
+    sections: dict[str, Any] = {}
+    for section_name, value in raw.items():
+        section_type = _SECTIONS.get(section_name)
+        if section_type is None:
+            raise ConfigError(f"{source}: unknown section [{section_name}]; known: {', '.join(_SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{section_name}] must be a table")
+        sections[section_name] = _build_section(section_type, section_name, value, source)
+    config = GatewayConfig(**sections)
+    validate_config(config, source)
+    return config
+
+
+def _build_section(section_type: type[Any], section_name: str, values: dict[str, Any], source: str) -> Any:
+    defaults = section_type()
+    known = {f.name: f for f in fields(section_type)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key {section_name}.{key}; known: {', '.join(sorted(known))}"
+            )
+        default = getattr(defaults, key)
+        kwargs[key] = _coerce(value, default, f"{section_name}.{key}", source)
+    return replace(defaults, **kwargs)
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{source}: {key} must be a string or a non-empty list of strings")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {key} must be a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} must be a string")
+    return value
+
+
+def validate_config(config: GatewayConfig, source: str = "config") -> None:
+    server = config.server
+    _positive(source, "server.max_frame_bytes", server.max_frame_bytes, upper=16 * 1024 * 1024)
+    if server.max_frame_bytes < 64:
+        raise ConfigError(f"{source}: server.max_frame_bytes must be at least 64")
+    _positive(source, "server.idle_timeout_s", server.idle_timeout_s)
+    _positive(source, "server.max_in_flight_per_connection", server.max_in_flight_per_connection)
+    _positive(source, "server.max_connections", server.max_connections)
+    _positive(source, "server.max_sessions_per_terminal", server.max_sessions_per_terminal)
+    if server.shutdown_grace_s < 0:
+        raise ConfigError(f"{source}: server.shutdown_grace_s must not be negative")
+    if not server.listen:
+        raise ConfigError(f"{source}: server.listen needs at least one endpoint")
+    _positive(source, "database.busy_timeout_ms", config.database.busy_timeout_ms)
+    _positive(source, "database.worker_threads", config.database.worker_threads, upper=64)
+    if config.database.sqlite_synchronous not in _SQLITE_SYNCHRONOUS:
+        raise ConfigError(f"{source}: database.sqlite_synchronous must be one of {_SQLITE_SYNCHRONOUS}")
+    if config.log.format not in _LOG_FORMATS:
+        raise ConfigError(f"{source}: log.format must be one of {_LOG_FORMATS}")
+    if config.log.level not in _LOG_LEVELS:
+        raise ConfigError(f"{source}: log.level must be one of {_LOG_LEVELS}")
+
+
+def _positive(source: str, key: str, value: float, upper: float | None = None) -> None:
+    if value <= 0:
+        raise ConfigError(f"{source}: {key} must be greater than 0 (got {value})")
+    if upper is not None and value > upper:
+        raise ConfigError(f"{source}: {key} must be at most {upper} (got {value})")

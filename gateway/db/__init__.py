@@ -1,0 +1,1 @@
+"""Database bootstrap: the engine, the schema's metadata and its Alembic migrations."""

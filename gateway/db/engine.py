@@ -1,0 +1,84 @@
+"""SQLAlchemy engines from a URL: SQLite embedded by default, PostgreSQL (psycopg 3) when shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from gateway.config import DEFAULT_DB_URL
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def normalise_url(url: str) -> str:
+    """Accept `postgresql://` and `postgres://` as psycopg 3 URLs; check the backend is supported."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseUrlError(f"not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+        parsed = parsed.set(drivername="postgresql")
+    if backend not in SUPPORTED_BACKENDS:
+        raise DatabaseUrlError(f"unsupported database {backend!r}; use sqlite:/// or postgresql+psycopg://")
+    if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(
+    url: str = DEFAULT_DB_URL,
+    *,
+    busy_timeout_ms: int = 5_000,
+    sqlite_synchronous: str = "FULL",
+    pool_size: int = 5,
+) -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, busy_timeout_ms, sqlite_synchronous, pool_size)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str, busy_timeout_ms: int, synchronous: str, pool_size: int) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    connect_args: dict[str, Any] = {
+        # Our worker threads share the pool; SQLAlchemy serialises use of each connection.
+        "check_same_thread": False,
+        "timeout": busy_timeout_ms / 1000,
+    }
+    engine = create_engine(url, connect_args=connect_args, pool_size=pool_size, max_overflow=pool_size)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL lets readers run beside the one writer; FULL fsyncs every commit (a settlement
+            # answered OK must survive a power cut).
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"

@@ -1,0 +1,296 @@
+"""One terminal connection as a state machine, with no I/O (after python-hyper/h11).
+
+Bytes go in with `receive_data`; requests the application must answer come out of `next_event`;
+the application's answers go in with `send_response`; bytes to write come out of `data_to_send`.
+Everything the protocol itself decides — framing limits, decoding, the envelope's checks, sign-in
+state, requests in flight, what an idle timeout does — happens here, so the Twisted adapter only
+moves bytes and timers.
+
+States::
+
+    CONNECTED --SignIn answered OK--> SIGNED_IN --SignOut answered OK--> CLOSING --> CLOSED
+        |                                 |
+        +--- oversized frame, idle timeout, connection refused ---> CLOSING (answer, then close)
+        +--- peer closes -------------------------------------------> CLOSED
+
+CLOSING means: read nothing more, finish the requests in flight, write their answers, then close.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from gateway.protocol.framing import FrameDecoder, FrameTooLarge, encode_frame
+from gateway.protocol.messages import pb
+from gateway.protocol.responses import make_response
+
+MAX_MESSAGE_ID_CHARS = 64
+MAX_TERMINAL_ID_CHARS = 32
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    SIGNED_IN = "signed_in"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_frame_bytes: int = 64 * 1024
+    max_in_flight: int = 32
+    idle_timeout_s: float = 120.0
+
+
+# Events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    """A well-formed request the application must answer with `send_response(token, ...)`."""
+
+    token: int
+    request: pb.Request
+    body: str  # the name of the Request.body field that is set
+
+
+@dataclass(frozen=True)
+class NeedData:
+    """Nothing more until more bytes arrive."""
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The in-flight limit is reached (or the session is closing): stop reading the socket."""
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The peer closed its side; `truncated` if it left half a frame behind."""
+
+    truncated: bool = False
+
+
+Event = RequestReceived | NeedData | Paused | ConnectionClosed
+
+
+@dataclass
+class _InFlight:
+    message_id: str
+    body: str
+    terminal_id: str
+
+
+@dataclass
+class Session:
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    clock: Callable[[], float] = time.time
+
+    state: State = State.CONNECTED
+    terminal_id: str | None = None
+    # Why the session is closing: the status of the last frame it sends, for the operator's log.
+    close_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        self._decoder = FrameDecoder(self.limits.max_frame_bytes)
+        self._outgoing: list[bytes] = []
+        self._in_flight: dict[int, _InFlight] = {}
+        self._tokens = itertools.count(1)
+        self._peer_closed = False
+        self.frames_received = 0
+        self.refusals_sent = 0
+
+    # Input ----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; b"" means the peer closed its side."""
+        if self.state is State.CLOSED:
+            return
+        if data:
+            self._decoder.feed(data)
+        else:
+            self._peer_closed = True
+
+    def next_event(self) -> Event:
+        while True:
+            if self.state is State.CLOSED:
+                return ConnectionClosed(truncated=False)
+            if self.state is State.CLOSING:
+                return self._closed_by_peer() if self._peer_closed else Paused()
+            if len(self._in_flight) >= self.limits.max_in_flight:
+                return Paused()
+            try:
+                frame = self._decoder.next_frame()
+            except FrameTooLarge as exc:
+                self._refuse_and_close(
+                    "",
+                    pb.STATUS_CODE_FRAME_TOO_LARGE,
+                    detail_en=f"{exc.declared_bytes} bytes declared, at most {exc.max_frame_bytes}",
+                    detail_zh=f"报文长度{exc.declared_bytes}字节，上限{exc.max_frame_bytes}字节",
+                )
+                continue
+            if frame is None:
+                return self._closed_by_peer() if self._peer_closed else NeedData()
+            self.frames_received += 1
+            event = self._decode(frame)
+            if event is not None:
+                return event
+
+    def _closed_by_peer(self) -> ConnectionClosed:
+        truncated = self._decoder.buffered_bytes > 0
+        self.state = State.CLOSED
+        return ConnectionClosed(truncated=truncated)
+
+    def _decode(self, frame: bytes) -> RequestReceived | None:
+        try:
+            request = pb.Request.FromString(frame)
+        except DecodeError:
+            self._refuse("", pb.STATUS_CODE_BAD_REQUEST, detail_en="undecodable protobuf", detail_zh="报文无法解析")
+            return None
+        message_id = request.message_id
+        if not _is_token(message_id, MAX_MESSAGE_ID_CHARS):
+            self._refuse(
+                message_id if _is_token(message_id, 256) else "",
+                pb.STATUS_CODE_BAD_REQUEST,
+                detail_en=f"message_id must be 1 to {MAX_MESSAGE_ID_CHARS} printable ASCII characters",
+                detail_zh=f"报文编号须为1至{MAX_MESSAGE_ID_CHARS}位可打印ASCII字符",
+            )
+            return None
+        body = request.WhichOneof("body")
+        if body is None:
+            self._refuse(
+                message_id,
+                pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
+                detail_en="the request has no body this gateway knows",
+                detail_zh="请求缺少交易内容或交易类型未知",
+            )
+            return None
+        if not _is_token(request.terminal_id, MAX_TERMINAL_ID_CHARS):
+            self._refuse(
+                message_id,
+                pb.STATUS_CODE_BAD_REQUEST,
+                detail_en=f"terminal_id must be 1 to {MAX_TERMINAL_ID_CHARS} printable ASCII characters",
+                detail_zh=f"终端编号须为1至{MAX_TERMINAL_ID_CHARS}位可打印ASCII字符",
+            )
+            return None
+        if self.state is State.CONNECTED and body != "sign_in":
+            self._refuse(message_id, pb.STATUS_CODE_NOT_SIGNED_IN)
+            return None
+        if self.state is State.SIGNED_IN and request.terminal_id != self.terminal_id:
+            self._refuse(message_id, pb.STATUS_CODE_TERMINAL_MISMATCH)
+            return None
+        token = next(self._tokens)
+        self._in_flight[token] = _InFlight(message_id, body, request.terminal_id)
+        return RequestReceived(token=token, request=request, body=body)
+
+    # Output ---------------------------------------------------------------------------------
+
+    def send_response(self, token: int, response: pb.Response) -> None:
+        """The final answer to the request `token`; applies SignIn/SignOut outcomes to the state."""
+        pending = self._in_flight.pop(token)
+        response.message_id = pending.message_id
+        response.interim = False
+        if response.status == pb.STATUS_CODE_OK:
+            if pending.body == "sign_in" and self.state is State.CONNECTED:
+                self.state = State.SIGNED_IN
+                self.terminal_id = pending.terminal_id
+            elif pending.body == "sign_out" and self.state is State.SIGNED_IN:
+                self.state = State.CLOSING
+                self.close_reason = "signed out"
+        self._write(response)
+
+    def send_interim(self, token: int, response: pb.Response) -> None:
+        """A frame that does not finish request `token` (an ApduScript for the terminal's reader)."""
+        pending = self._in_flight[token]
+        response.message_id = pending.message_id
+        response.interim = True
+        self._write(response)
+
+    def discard(self, token: int) -> None:
+        """Finish request `token` without an answer (an accepted ApduResult)."""
+        del self._in_flight[token]
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    # Timers and limits ----------------------------------------------------------------------
+
+    def idle_timed_out(self) -> bool:
+        """The idle timer fired. Returns True if the session now closes.
+
+        A connection waiting for its own answers is not idle.
+        """
+        if self.state in (State.CLOSING, State.CLOSED) or self._in_flight:
+            return False
+        self._refuse_and_close("", pb.STATUS_CODE_IDLE_TIMEOUT)
+        return True
+
+    def refuse_connection(self, status: int) -> None:
+        """Answer a connection the gateway cannot take (e.g. at max_connections), then close."""
+        self._refuse_and_close("", status)
+
+    def shut_down(self) -> None:
+        """The gateway is stopping: finish what is in flight, then close."""
+        if self.state in (State.CONNECTED, State.SIGNED_IN):
+            self.state = State.CLOSING
+            self.close_reason = "gateway shutting down"
+
+    def connection_lost(self) -> None:
+        self.state = State.CLOSED
+
+    # Queries --------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def wants_close(self) -> bool:
+        """Close the transport once `data_to_send()` has been written."""
+        return self.state is State.CLOSING and not self._in_flight
+
+    @property
+    def reading_paused(self) -> bool:
+        return self.state is State.CLOSING or len(self._in_flight) >= self.limits.max_in_flight
+
+    # Internals ------------------------------------------------------------------------------
+
+    def _refuse(self, message_id: str, status: int, *, detail_en: str | None = None,
+                detail_zh: str | None = None) -> None:
+        self.refusals_sent += 1
+        self._write(make_response(message_id, status, detail_en=detail_en, detail_zh=detail_zh))
+
+    def _refuse_and_close(self, message_id: str, status: int, *, detail_en: str | None = None,
+                          detail_zh: str | None = None) -> None:
+        self._refuse(message_id, status, detail_en=detail_en, detail_zh=detail_zh)
+        self.state = State.CLOSING
+        self.close_reason = pb.StatusCode.Name(status)  # type: ignore[arg-type]
+
+    def _write(self, response: pb.Response) -> None:
+        if self.state is State.CLOSED:
+            return
+        seconds = self.clock()
+        response.server_time.seconds = int(seconds)
+        response.server_time.nanos = int((seconds % 1) * 1e9)
+        payload = response.SerializeToString()
+        if len(payload) > self.limits.max_frame_bytes:
+            # Never send what the terminal is entitled to refuse; tell it what happened instead.
+            fallback = make_response(
+                response.message_id, pb.STATUS_CODE_INTERNAL_ERROR, detail_en="answer too large",
+                detail_zh="应答报文过长",
+            )
+            payload = fallback.SerializeToString()
+        self._outgoing.append(encode_frame(payload))
+
+
+def _is_token(value: str, max_chars: int) -> bool:
+    """1..max_chars printable ASCII characters, no spaces."""
+    return 0 < len(value) <= max_chars and all("!" <= ch <= "~" for ch in value)

@@ -1,0 +1,1 @@
+"""The registry: institutions and terminals (and, later, insured persons and cards)."""

@@ -1,0 +1,355 @@
+"""`gateway registry import FILE...`: validate every row of every file, then import all or nothing.
+
+Each CSV file is recognised by its header. Every bad row is reported with its file and line number;
+if any row is bad, nothing is written. Importing the same files again changes nothing, so operators
+can reload the registry whenever it changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from gateway.regions import is_known_region
+from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
+from gateway.registry.models import Institution, InstitutionKind, InstitutionLevel, Terminal
+
+# Files larger than this are refused before parsing: the registry is thousands of rows, not GBs.
+MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
+INSTITUTION_CODE = re.compile(r"^[A-Z][0-9]{11}$")
+TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "是"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "否"})
+
+
+class RowProblem(ValueError):
+    """One cell or row is invalid; the message names the column and says what is expected."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file} line {self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+
+class ImportFailed(Exception):
+    def __init__(self, errors: Sequence[RowError]) -> None:
+        super().__init__(f"{len(errors)} problem(s); nothing was imported")
+        self.errors = list(errors)
+
+
+@dataclass
+class TableCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class ImportReport:
+    tables: dict[str, TableCounts] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return "; ".join(
+            f"{name}: {c.inserted} new, {c.updated} updated, {c.unchanged} unchanged"
+            for name, c in self.tables.items()
+        )
+
+
+# Cell parsers ---------------------------------------------------------------------------------
+
+
+def parse_bool(column: str) -> Callable[[str], bool]:
+    def parse(value: str) -> bool:
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise RowProblem(f"{column} must be true or false (got {value!r})")
+
+    return parse
+
+
+def require(row: dict[str, str], column: str) -> str:
+    value = (row.get(column) or "").strip()
+    if not value:
+        raise RowProblem(f"{column} is empty")
+    return value
+
+
+def optional(row: dict[str, str], column: str) -> str | None:
+    value = (row.get(column) or "").strip()
+    return value or None
+
+
+# Tables ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    required_columns: frozenset[str]
+    optional_columns: frozenset[str]
+    key_column: str
+    parse_row: Callable[[dict[str, str]], dict[str, Any]]
+    # Lower numbers are written first (institutions before the terminals that reference them).
+    order: int
+
+
+def _parse_institution(row: dict[str, str]) -> dict[str, Any]:
+    code = require(row, "code")
+    if not INSTITUTION_CODE.match(code):
+        raise RowProblem(f"code {code!r} must be a capital letter and 11 digits, e.g. H33020300001")
+    name = require(row, "name")
+    if len(name) > 100:
+        raise RowProblem("name is longer than 100 characters")
+    region_code = require(row, "region_code")
+    if not is_known_region(region_code):
+        raise RowProblem(f"region_code {region_code!r} is not a known GB/T 2260 code (see regions.csv)")
+    kind = require(row, "kind").lower()
+    kinds = [k.value for k in InstitutionKind]
+    if kind not in kinds:
+        raise RowProblem(f"kind {kind!r} must be one of {', '.join(kinds)}")
+    level = optional(row, "level")
+    levels = [lv.value for lv in InstitutionLevel]
+    if level is not None:
+        level = level.lower()
+        if level not in levels:
+            raise RowProblem(f"level {level!r} must be one of {', '.join(levels)}, or empty")
+    elif kind == InstitutionKind.HOSPITAL:
+        raise RowProblem(f"a hospital needs a level: one of {', '.join(levels)}")
+    designated = parse_bool("cross_region_designated")(require(row, "cross_region_designated"))
+    enabled_text = optional(row, "enabled")
+    enabled = True if enabled_text is None else parse_bool("enabled")(enabled_text)
+    return {
+        "code": code, "name": name, "region_code": region_code, "kind": kind, "level": level,
+        "cross_region_designated": designated, "enabled": enabled,
+    }
+
+
+def _parse_terminal(row: dict[str, str]) -> dict[str, Any]:
+    terminal_id = require(row, "terminal_id")
+    if not TERMINAL_ID.match(terminal_id):
+        raise RowProblem(
+            f"terminal_id {terminal_id!r} must be 1 to 32 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    institution_code = require(row, "institution_code")
+    credential = require(row, "credential")
+    problem = credential_problem(credential)
+    if problem:
+        raise RowProblem(problem)
+    enabled_text = optional(row, "enabled")
+    enabled = True if enabled_text is None else parse_bool("enabled")(enabled_text)
+    return {
+        "terminal_id": terminal_id, "institution_code": institution_code, "credential": credential,
+        "enabled": enabled,
+    }
+
+
+INSTITUTIONS = TableSpec(
+    name="institutions",
+    required_columns=frozenset({"code", "name", "region_code", "kind", "level", "cross_region_designated"}),
+    optional_columns=frozenset({"enabled"}),
+    key_column="code",
+    parse_row=_parse_institution,
+    order=10,
+)
+TERMINALS = TableSpec(
+    name="terminals",
+    required_columns=frozenset({"terminal_id", "institution_code", "credential"}),
+    optional_columns=frozenset({"enabled"}),
+    key_column="terminal_id",
+    parse_row=_parse_terminal,
+    order=20,
+)
+TABLE_SPECS: tuple[TableSpec, ...] = (INSTITUTIONS, TERMINALS)
+
+
+# Reading --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedTable:
+    spec: TableSpec
+    source: str
+    rows: list[tuple[int, dict[str, Any]]]
+
+
+def detect_spec(header: Iterable[str]) -> TableSpec | None:
+    columns = {h.strip() for h in header}
+    for spec in TABLE_SPECS:
+        if spec.required_columns <= columns <= spec.required_columns | spec.optional_columns:
+            return spec
+    return None
+
+
+def read_table(source: str, text: str, errors: list[RowError]) -> ParsedTable | None:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        errors.append(RowError(source, 0, "the file is empty; the first line must be a header"))
+        return None
+    spec = detect_spec(reader.fieldnames)
+    if spec is None:
+        expected = "; ".join(
+            f"{s.name}: {', '.join(sorted(s.required_columns))}"
+            + (f" [optional: {', '.join(sorted(s.optional_columns))}]" if s.optional_columns else "")
+            for s in TABLE_SPECS
+        )
+        errors.append(RowError(source, 1, f"unrecognised header {reader.fieldnames}; expected one of: {expected}"))
+        return None
+    table = ParsedTable(spec, source, [])
+    seen: dict[str, int] = {}
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.append(RowError(source, reader.line_num, f"not valid CSV: {exc}"))
+            return table
+        line = reader.line_num
+        if None in raw:
+            errors.append(RowError(source, line, "more cells than header columns"))
+            continue
+        row = {k.strip(): (v or "") for k, v in raw.items() if k is not None}
+        if not any(v.strip() for v in row.values()):
+            continue  # blank line
+        try:
+            record = spec.parse_row(row)
+        except RowProblem as exc:
+            errors.append(RowError(source, line, str(exc)))
+            continue
+        key = str(record[spec.key_column])
+        if key in seen:
+            errors.append(RowError(source, line, f"{spec.key_column} {key!r} already on line {seen[key]}"))
+            continue
+        seen[key] = line
+        table.rows.append((line, record))
+    return table
+
+
+def read_files(paths: Sequence[Path]) -> list[ParsedTable]:
+    errors: list[RowError] = []
+    tables: list[ParsedTable] = []
+    for path in paths:
+        try:
+            if path.stat().st_size > MAX_IMPORT_FILE_BYTES:
+                errors.append(RowError(str(path), 0, f"larger than {MAX_IMPORT_FILE_BYTES} bytes"))
+                continue
+            text = path.read_bytes().decode("utf-8-sig")
+        except OSError as exc:
+            errors.append(RowError(str(path), 0, f"cannot read: {exc.strerror}"))
+            continue
+        except UnicodeDecodeError as exc:
+            line = text_line_of(path.read_bytes(), exc.start)
+            errors.append(RowError(str(path), line, "not UTF-8 text; save the file as UTF-8 CSV"))
+            continue
+        table = read_table(str(path), text, errors)
+        if table is not None:
+            tables.append(table)
+    names = [t.spec.name for t in tables]
+    for name in set(names):
+        if names.count(name) > 1:
+            errors.append(RowError(", ".join(t.source for t in tables if t.spec.name == name), 0,
+                                   f"more than one {name} file given"))
+    if errors:
+        raise ImportFailed(errors)
+    return tables
+
+
+def text_line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+# Writing --------------------------------------------------------------------------------------
+
+
+def import_tables(engine: Engine, tables: Sequence[ParsedTable]) -> ImportReport:
+    """Check cross-references against the files and the database, then write in one transaction."""
+    report = ImportReport()
+    with Session(engine) as session, session.begin():
+        errors = _check_references(session, tables)
+        if errors:
+            raise ImportFailed(errors)
+        for table in sorted(tables, key=lambda t: t.spec.order):
+            writer = _WRITERS[table.spec.name]
+            counts = report.tables.setdefault(table.spec.name, TableCounts())
+            for _line, record in table.rows:
+                writer(session, record, counts)
+            session.flush()
+    return report
+
+
+def import_files(engine: Engine, paths: Sequence[Path]) -> ImportReport:
+    return import_tables(engine, read_files(paths))
+
+
+def _check_references(session: Session, tables: Sequence[ParsedTable]) -> list[RowError]:
+    errors: list[RowError] = []
+    by_name = {t.spec.name: t for t in tables}
+    terminals = by_name.get("terminals")
+    if terminals is not None:
+        institutions = by_name.get("institutions")
+        codes_in_files = {r["code"] for _, r in institutions.rows} if institutions else set()
+        wanted = {r["institution_code"] for _, r in terminals.rows} - codes_in_files
+        existing = set(session.scalars(select(Institution.code))) if wanted else set()
+        for line, record in terminals.rows:
+            code = record["institution_code"]
+            if code not in codes_in_files and code not in existing:
+                errors.append(RowError(
+                    terminals.source, line,
+                    f"institution_code {code!r} is in neither the institutions file nor the registry",
+                ))
+    return errors
+
+
+def _upsert(session: Session, model: type[Any], key: str, values: dict[str, Any], counts: TableCounts) -> None:
+    existing = session.get(model, key)
+    if existing is None:
+        session.add(model(**values))
+        counts.inserted += 1
+        return
+    changed = False
+    for name, value in values.items():
+        if getattr(existing, name) != value:
+            setattr(existing, name, value)
+            changed = True
+    if changed:
+        counts.updated += 1
+    else:
+        counts.unchanged += 1
+
+
+def _write_institution(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
+    _upsert(session, Institution, record["code"], record, counts)
+
+
+def _write_terminal(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
+    values = dict(record)
+    credential = values.pop("credential")
+    existing = session.get(Terminal, values["terminal_id"])
+    if existing is not None and verify_credential(credential, existing.credential_hash):
+        values["credential_hash"] = existing.credential_hash  # same secret: keep its salt
+    else:
+        values["credential_hash"] = hash_credential(credential)
+    _upsert(session, Terminal, values["terminal_id"], values, counts)
+
+
+_WRITERS: dict[str, Callable[[Session, dict[str, Any], TableCounts], None]] = {
+    "institutions": _write_institution,
+    "terminals": _write_terminal,
+}

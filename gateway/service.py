@@ -1,0 +1,199 @@
+"""What the gateway does with each request a session delivers.
+
+The session (gateway.protocol.session) has already checked the envelope and the sign-in state; here
+each body gets its answer. Blocking work (the registry, later the card readers and the ledger) goes
+through `run_blocking`, which the server backs with a thread pool so the reactor never waits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+
+from gateway.config import ServerConfig
+from gateway.protocol.messages import pb
+from gateway.protocol.responses import make_response
+from gateway.protocol.session import RequestReceived
+from gateway.registry.credentials import verify_credential
+from gateway.registry.directory import TerminalDirectory, TerminalRecord
+
+RunBlocking = Callable[..., "Deferred[Any]"]
+
+log = Logger(namespace="gateway.service")
+
+# Bodies whose behaviour arrives with later issues (reader, rules, ledger). Until then each gets a
+# defined refusal rather than silence.
+NOT_YET_OFFERED: dict[str, str] = {
+    "read_card": "ReadCard",
+    "query_balance": "QueryBalance",
+    "pre_settle": "PreSettle",
+    "settle": "Settle",
+    "revoke": "Revoke",
+    "reverse": "Reverse",
+    "query_transaction": "QueryTransaction",
+}
+
+
+@dataclass
+class ConnectionContext:
+    """What the service remembers about one connection."""
+
+    peer: str
+    session_id: str
+    terminal: TerminalRecord | None = None
+
+
+@dataclass
+class TerminalSessions:
+    """Open signed-in sessions per terminal id, bounded by max_sessions_per_terminal."""
+
+    max_sessions_per_terminal: int
+    _open: dict[str, int] = field(default_factory=dict)
+
+    def try_acquire(self, terminal_id: str) -> bool:
+        count = self._open.get(terminal_id, 0)
+        if count >= self.max_sessions_per_terminal:
+            return False
+        self._open[terminal_id] = count + 1
+        return True
+
+    def release(self, terminal_id: str) -> None:
+        count = self._open.get(terminal_id, 0) - 1
+        if count > 0:
+            self._open[terminal_id] = count
+        else:
+            self._open.pop(terminal_id, None)
+
+    def open_sessions(self, terminal_id: str) -> int:
+        return self._open.get(terminal_id, 0)
+
+
+class GatewayService:
+    def __init__(
+        self,
+        *,
+        directory: TerminalDirectory,
+        run_blocking: RunBlocking,
+        server_config: ServerConfig,
+    ) -> None:
+        self._directory = directory
+        self._run_blocking = run_blocking
+        self._config = server_config
+        self.sessions = TerminalSessions(server_config.max_sessions_per_terminal)
+        self._session_ids = itertools.count(1)
+        self._handlers: dict[str, Callable[[ConnectionContext, pb.Request], Any]] = {
+            "sign_in": self._sign_in,
+            "sign_out": self._sign_out,
+            "heartbeat": self._heartbeat,
+            "card_event": self._card_event,
+            "apdu_result": self._apdu_result,
+        }
+
+    def new_context(self, peer: str) -> ConnectionContext:
+        return ConnectionContext(peer=peer, session_id=f"S{next(self._session_ids):08d}")
+
+    def connection_closed(self, context: ConnectionContext) -> None:
+        if context.terminal is not None:
+            self.sessions.release(context.terminal.terminal_id)
+            log.info("terminal {terminal_id} disconnected ({session_id})",
+                     terminal_id=context.terminal.terminal_id, session_id=context.session_id)
+            context.terminal = None
+
+    def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
+        """The answer to one request; never fails (errors become INTERNAL_ERROR)."""
+        handler = self._handlers.get(event.body)
+        if handler is None:
+            name = NOT_YET_OFFERED.get(event.body, event.body)
+            return succeed(make_response(
+                event.request.message_id, pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
+                detail_en=f"{name} is not offered by this gateway version yet",
+                detail_zh=f"本网关版本暂不支持{name}交易",
+            ))
+        result: Deferred[pb.Response | None] = maybeDeferred(handler, context, event.request)
+        result.addErrback(self._internal_error, context, event)
+        return result
+
+    def _internal_error(self, failure: Any, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        # The request itself is not logged: it may carry a PIN.
+        log.failure("request {message_id} ({body}) from {session_id} failed", failure,
+                    message_id=event.request.message_id, body=event.body, session_id=context.session_id)
+        return make_response(event.request.message_id, pb.STATUS_CODE_INTERNAL_ERROR)
+
+    # Handlers -------------------------------------------------------------------------------
+
+    def _sign_in(self, context: ConnectionContext, request: pb.Request) -> Deferred[pb.Response]:
+        looked_up: Deferred[TerminalRecord | None] = self._run_blocking(
+            self._directory.find_terminal, request.terminal_id
+        )
+        return looked_up.addCallback(self._signed_in, context, request)
+
+    def _signed_in(
+        self, record: TerminalRecord | None, context: ConnectionContext, request: pb.Request
+    ) -> pb.Response:
+        message_id = request.message_id
+        terminal_id = request.terminal_id
+        if record is None or not verify_credential(request.sign_in.credential, record.credential_hash):
+            log.warn("sign-in refused for {terminal_id} from {peer}: unknown terminal or wrong credential",
+                     terminal_id=terminal_id, peer=context.peer)
+            return make_response(message_id, pb.STATUS_CODE_UNKNOWN_TERMINAL)
+        if not record.enabled:
+            log.warn("sign-in refused for {terminal_id}: terminal disabled", terminal_id=terminal_id)
+            return make_response(message_id, pb.STATUS_CODE_TERMINAL_DISABLED)
+        if not record.institution_enabled:
+            log.warn("sign-in refused for {terminal_id}: institution {institution} disabled",
+                     terminal_id=terminal_id, institution=record.institution_code)
+            return make_response(message_id, pb.STATUS_CODE_INSTITUTION_DISABLED)
+        already_signed_in = context.terminal is not None
+        if not already_signed_in and not self.sessions.try_acquire(terminal_id):
+            log.warn("sign-in refused for {terminal_id}: {count} sessions already open",
+                     terminal_id=terminal_id, count=self.sessions.open_sessions(terminal_id))
+            return make_response(
+                message_id, pb.STATUS_CODE_TOO_MANY_SESSIONS,
+                detail_en=f"at most {self._config.max_sessions_per_terminal}",
+                detail_zh=f"上限{self._config.max_sessions_per_terminal}个",
+            )
+        context.terminal = record
+        log.info("terminal {terminal_id} of {institution} signed in from {peer} ({session_id}, software {software})",
+                 terminal_id=terminal_id, institution=record.institution_code, peer=context.peer,
+                 session_id=context.session_id, software=request.sign_in.software_version[:64])
+        response = make_response(message_id, pb.STATUS_CODE_OK)
+        result = response.sign_in
+        result.institution_code = record.institution_code
+        result.institution_name = record.institution_name
+        result.session_id = context.session_id
+        result.limits.max_frame_bytes = self._config.max_frame_bytes
+        result.limits.idle_timeout_s = int(self._config.idle_timeout_s)
+        result.limits.max_in_flight_requests = self._config.max_in_flight_per_connection
+        return response
+
+    def _sign_out(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
+        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+        response.sign_out.SetInParent()
+        return response
+
+    def _heartbeat(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
+        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+        response.heartbeat.SetInParent()
+        return response
+
+    def _card_event(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
+        if request.card_event.kind == pb.CARD_EVENT_KIND_UNSPECIFIED:
+            return make_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                                 detail_en="card_event.kind must be INSERTED or REMOVED",
+                                 detail_zh="插拔卡事件类型缺失")
+        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+        response.card_event.SetInParent()
+        return response
+
+    def _apdu_result(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
+        script_id = request.apdu_result.script_id[:64]
+        return make_response(
+            request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+            detail_en=f"no APDU script {script_id!r} is outstanding for this terminal",
+            detail_zh=f"没有待回复的APDU脚本{script_id}",
+        )

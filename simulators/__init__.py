@@ -1,0 +1,1 @@
+"""Simulators: virtual cards and terminals for development, tests and load."""
