@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DB_URL ?= sqlite:///var/gateway.db
-LISTEN ?= tcp:9500:interface=127.0.0.1
+LISTEN ?= tcp:9500:interface=127.0.0.1:backlog=1024
 PYTEST_ARGS ?=
 PROTO := proto/ningbo/gateway/v1/gateway.proto
 GENERATED_DIR := gateway/protocol/generated

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DB_URL = "sqlite:///var/gateway.db"
-DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1"
+# A deep accept queue: after a restart thousands of terminals reconnect at once.
+DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
 
 
 class ConfigError(ValueError):

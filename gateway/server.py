@@ -47,6 +47,10 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self._admitted = False
         self.closed: Deferred[None] = Deferred()
 
+    def callLater(self, period: float, func: Any) -> Any:
+        # TimeoutMixin's timer, on the factory's clock (a test clock in tests).
+        return self.factory.clock.callLater(period, func)
+
     # Connection lifecycle -------------------------------------------------------------------
 
     def connectionMade(self) -> None:

@@ -32,6 +32,7 @@ from gateway.protocol.responses import make_response
 
 MAX_MESSAGE_ID_CHARS = 64
 MAX_TERMINAL_ID_CHARS = 32
+MAX_ECHOED_MESSAGE_ID_CHARS = 256
 
 
 class State(enum.Enum):
@@ -156,7 +157,8 @@ class Session:
         message_id = request.message_id
         if not _is_token(message_id, MAX_MESSAGE_ID_CHARS):
             self._refuse(
-                message_id if _is_token(message_id, 256) else "",
+                # Echo a bad id the terminal can still correlate; never a huge one.
+                message_id if len(message_id) <= MAX_ECHOED_MESSAGE_ID_CHARS else "",
                 pb.STATUS_CODE_BAD_REQUEST,
                 detail_en=f"message_id must be 1 to {MAX_MESSAGE_ID_CHARS} printable ASCII characters",
                 detail_zh=f"报文编号须为1至{MAX_MESSAGE_ID_CHARS}位可打印ASCII字符",

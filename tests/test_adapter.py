@@ -1,0 +1,296 @@
+"""The Twisted adapter over in-memory transports: real service and registry, a test clock, no sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session as DbSession
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.testing import StringTransport
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+
+from gateway.config import ServerConfig
+from gateway.protocol.framing import FrameDecoder
+from gateway.protocol.messages import pb
+from gateway.protocol.session import RequestReceived
+from gateway.registry.directory import TerminalDirectory
+from gateway.registry.models import Institution, Terminal
+from gateway.server import TerminalFactory, TerminalProtocol
+from gateway.service import ConnectionContext, GatewayService
+from tests.wire import DEMO_TERMINAL, frame, request, sign_in
+
+OK = pb.STATUS_CODE_OK
+
+
+def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    return maybeDeferred(function, *args)
+
+
+class Harness:
+    def __init__(self, engine: Engine, **server: Any) -> None:
+        self.clock = Clock()
+        self.config = ServerConfig(**server)
+        self.service = GatewayService(
+            directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config
+        )
+        self.factory = TerminalFactory(self.service, self.config, self.clock)
+
+    def connect(self) -> Connection:
+        return Connection(self)
+
+
+class Connection:
+    def __init__(self, harness: Harness) -> None:
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol = harness.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert isinstance(protocol, TerminalProtocol)
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+        self._decoder = FrameDecoder(1 << 20)
+
+    def send(self, *requests: pb.Request) -> None:
+        self.protocol.dataReceived(b"".join(frame(r.SerializeToString()) for r in requests))
+
+    def responses(self) -> list[pb.Response]:
+        self._decoder.feed(self.transport.value())
+        self.transport.clear()
+        out = []
+        while (payload := self._decoder.next_frame()) is not None:
+            out.append(pb.Response.FromString(payload))
+        return out
+
+    def call(self, req: pb.Request) -> pb.Response:
+        self.send(req)
+        [response] = self.responses()
+        return response
+
+    def close(self) -> None:
+        self.protocol.connectionLost(None)
+
+
+@pytest.fixture
+def harness(demo_engine: Engine) -> Harness:
+    return Harness(demo_engine)
+
+
+def test_a_demo_terminal_signs_in_and_heartbeats(harness: Harness) -> None:
+    connection = harness.connect()
+    response = connection.call(sign_in())
+    assert response.status == OK, response.message_en
+    assert response.sign_in.institution_code == "H33020300001"
+    assert response.sign_in.limits.max_frame_bytes == harness.config.max_frame_bytes
+    assert response.sign_in.limits.idle_timeout_s == 120
+    heartbeat = connection.call(request("heartbeat", "hb-1"))
+    assert (heartbeat.message_id, heartbeat.status, heartbeat.HasField("heartbeat")) == ("hb-1", OK, True)
+
+
+SIGN_IN_REFUSALS = [
+    ("unregistered terminal", "H99999999999-01", "demo-secret", None, pb.STATUS_CODE_UNKNOWN_TERMINAL),
+    ("wrong credential", DEMO_TERMINAL, "not-the-secret", None, pb.STATUS_CODE_UNKNOWN_TERMINAL),
+    ("empty credential", DEMO_TERMINAL, "", None, pb.STATUS_CODE_UNKNOWN_TERMINAL),
+    ("disabled terminal", DEMO_TERMINAL, "demo-secret", "terminal", pb.STATUS_CODE_TERMINAL_DISABLED),
+    ("disabled institution", DEMO_TERMINAL, "demo-secret", "institution", pb.STATUS_CODE_INSTITUTION_DISABLED),
+]
+
+
+@pytest.mark.parametrize(("case", "terminal_id", "credential", "disable", "status"), SIGN_IN_REFUSALS,
+                         ids=[r[0] for r in SIGN_IN_REFUSALS])
+def test_sign_in_refusals(demo_engine: Engine, case: str, terminal_id: str, credential: str,
+                          disable: str | None, status: int) -> None:
+    with DbSession(demo_engine) as db, db.begin():
+        if disable == "terminal":
+            db.execute(update(Terminal).where(Terminal.terminal_id == DEMO_TERMINAL).values(enabled=False))
+        if disable == "institution":
+            db.execute(update(Institution).where(Institution.code == "H33020300001").values(enabled=False))
+    connection = Harness(demo_engine).connect()
+    response = connection.call(sign_in(terminal_id=terminal_id, credential=credential))
+    assert response.status == status
+    assert "demo-secret" not in response.message_en + response.message_zh
+    # Still not signed in, still open.
+    assert connection.call(request("heartbeat", "hb", terminal_id)).status == pb.STATUS_CODE_NOT_SIGNED_IN
+    assert not connection.transport.disconnecting
+
+
+def test_sessions_per_terminal_are_limited_and_freed_on_disconnect(demo_engine: Engine) -> None:
+    harness = Harness(demo_engine, max_sessions_per_terminal=1)
+    first, second = harness.connect(), harness.connect()
+    assert first.call(sign_in()).status == OK
+    assert second.call(sign_in()).status == pb.STATUS_CODE_TOO_MANY_SESSIONS
+    first.close()
+    assert second.call(sign_in("again")).status == OK
+
+
+def test_signing_in_twice_on_one_connection_takes_one_session(demo_engine: Engine) -> None:
+    harness = Harness(demo_engine, max_sessions_per_terminal=1)
+    connection = harness.connect()
+    assert connection.call(sign_in("one")).status == OK
+    assert connection.call(sign_in("two")).status == OK
+    assert harness.service.sessions.open_sessions(DEMO_TERMINAL) == 1
+
+
+def test_connections_over_the_limit_are_answered_and_closed(demo_engine: Engine) -> None:
+    harness = Harness(demo_engine, max_connections=1)
+    kept, refused = harness.connect(), harness.connect()
+    [response] = refused.responses()
+    assert response.status == pb.STATUS_CODE_TOO_MANY_CONNECTIONS
+    assert refused.transport.disconnecting
+    assert not kept.transport.disconnecting
+    refused.close()
+    kept.close()
+    assert harness.factory.connections == set()
+
+
+def test_idle_connections_are_closed_after_idle_timeout_s(demo_engine: Engine) -> None:
+    harness = Harness(demo_engine, idle_timeout_s=30.0)
+    connection = harness.connect()
+    connection.call(sign_in())
+    harness.clock.advance(29)
+    connection.call(request("heartbeat", "hb"))  # resets the timer
+    harness.clock.advance(29)
+    assert not connection.transport.disconnecting
+    harness.clock.advance(1.5)
+    [response] = connection.responses()
+    assert response.status == pb.STATUS_CODE_IDLE_TIMEOUT
+    assert connection.transport.disconnecting
+
+
+def test_sign_out_answers_then_closes(harness: Harness) -> None:
+    connection = harness.connect()
+    connection.call(sign_in())
+    response = connection.call(request("sign_out", "bye"))
+    assert response.status == OK and response.HasField("sign_out")
+    assert connection.transport.disconnecting
+
+
+def test_messages_of_later_releases_get_a_defined_refusal(harness: Harness) -> None:
+    connection = harness.connect()
+    connection.call(sign_in())
+    for body in ("read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"):
+        response = connection.call(request(body, f"m-{body}"))
+        assert response.status == pb.STATUS_CODE_UNSUPPORTED_MESSAGE, body
+        assert response.message_id == f"m-{body}"
+    assert not connection.transport.disconnecting
+
+
+def test_card_events_are_acknowledged_and_an_unsolicited_apdu_result_refused(harness: Harness) -> None:
+    connection = harness.connect()
+    connection.call(sign_in())
+    event = request("card_event", "ce", kind=pb.CARD_EVENT_KIND_REMOVED)
+    assert connection.call(event).status == OK
+    assert connection.call(request("card_event", "ce2")).status == pb.STATUS_CODE_BAD_REQUEST
+    result = connection.call(request("apdu_result", "ar", script_id="nope"))
+    assert result.status == pb.STATUS_CODE_BAD_REQUEST
+
+
+class HeldService:
+    """A service whose answers the test releases by hand."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[RequestReceived, Deferred[pb.Response | None]]] = []
+
+    def new_context(self, peer: str) -> ConnectionContext:
+        return ConnectionContext(peer=peer, session_id="S1")
+
+    def connection_closed(self, context: ConnectionContext) -> None:
+        pass
+
+    def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
+        answer: Deferred[pb.Response | None] = Deferred()
+        self.pending.append((event, answer))
+        return answer
+
+    def release(self, index: int = 0) -> None:
+        _event, answer = self.pending.pop(index)
+        answer.callback(pb.Response(status=OK))
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[HeldService, Connection]]:
+    service = HeldService()
+    harness = Harness.__new__(Harness)
+    harness.clock = Clock()
+    harness.config = ServerConfig(max_in_flight_per_connection=2)
+    harness.service = service  # type: ignore[assignment]
+    harness.factory = TerminalFactory(service, harness.config, harness.clock)  # type: ignore[arg-type]
+    connection = harness.connect()
+    connection.send(sign_in())
+    service.release()
+    connection.responses()
+    yield service, connection
+
+
+def test_reading_stops_at_the_in_flight_limit_and_resumes(held: tuple[HeldService, Connection]) -> None:
+    service, connection = held
+    connection.send(*(request("heartbeat", f"h{i}") for i in range(3)))
+    assert len(service.pending) == 2
+    assert connection.transport.producerState == "paused"
+    service.release(1)
+    assert len(service.pending) == 2  # the third was taken from the buffer
+    assert connection.transport.producerState == "paused"
+    service.release()
+    assert connection.transport.producerState == "producing"
+    assert [r.message_id for r in connection.responses()] == ["h1", "h0"]
+
+
+def test_a_peer_that_does_not_read_its_answers_stops_our_reading(held: tuple[HeldService, Connection]) -> None:
+    service, connection = held
+    connection.protocol.pauseProducing()  # what the transport does when its write buffer fills
+    assert connection.transport.producerState == "paused"
+    connection.send(request("heartbeat", "queued"))
+    assert service.pending == []  # not even decoded while writes are blocked
+    connection.protocol.resumeProducing()
+    assert connection.transport.producerState == "producing"
+    assert len(service.pending) == 1
+
+
+def test_shutdown_waits_for_requests_in_flight(held: tuple[HeldService, Connection]) -> None:
+    service, connection = held
+    connection.send(request("heartbeat", "last"))
+    closed = connection.protocol.factory.close_all()
+    assert not connection.transport.disconnecting
+    service.release()
+    assert connection.transport.disconnecting
+    assert [r.message_id for r in connection.responses()] == ["last"]
+    connection.close()
+    assert closed.called
+
+
+class BrokenDirectory:
+    def find_terminal(self, terminal_id: str) -> Any:
+        raise RuntimeError("database on fire")
+
+
+def test_a_failing_handler_answers_internal_error_and_keeps_serving(demo_engine: Engine) -> None:
+    harness = Harness(demo_engine)
+    harness.service._directory = BrokenDirectory()  # type: ignore[assignment]
+    connection = harness.connect()
+    response = connection.call(sign_in())
+    assert response.status == pb.STATUS_CODE_INTERNAL_ERROR
+    assert not connection.transport.disconnecting
+
+
+def test_pins_never_reach_the_log(demo_engine: Engine) -> None:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        harness = Harness(demo_engine)
+        harness.service._directory = BrokenDirectory()  # type: ignore[assignment]
+        connection = harness.connect()
+        pin = "987654"
+        settle = request("settle", "s1", pin=pin, total_fen=100)
+        connection.call(settle)  # before sign-in
+        connection.call(sign_in())  # fails inside: logged with a traceback
+        connection.call(request("query_balance", "q1", pin=pin))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert events, "expected the failure to be logged"
+    from twisted.logger import formatEvent
+
+    for event in events:
+        text = formatEvent(event) + repr(event)
+        assert pin not in text

@@ -1,0 +1,256 @@
+"""The session state machine, driven with bytes and answers only: no sockets, no reactor."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from gateway.protocol.framing import FrameDecoder
+from gateway.protocol.messages import pb
+from gateway.protocol.session import (
+    ConnectionClosed,
+    NeedData,
+    Paused,
+    RequestReceived,
+    Session,
+    SessionLimits,
+    State,
+)
+from gateway.protocol.status import STATUS_TEXTS
+from tests.wire import DEMO_TERMINAL, frame, request, sign_in
+
+OK = pb.STATUS_CODE_OK
+
+
+def responses(session: Session) -> list[pb.Response]:
+    decoder = FrameDecoder(max_frame_bytes=1 << 20)
+    decoder.feed(session.data_to_send())
+    out = []
+    while (payload := decoder.next_frame()) is not None:
+        out.append(pb.Response.FromString(payload))
+    return out
+
+
+def feed(session: Session, *requests: pb.Request) -> None:
+    session.receive_data(b"".join(frame(r.SerializeToString()) for r in requests))
+
+
+def answer_ok(session: Session, event: RequestReceived) -> None:
+    session.send_response(event.token, pb.Response(status=OK))
+
+
+def signed_in_session(**limits: object) -> Session:
+    session = Session(SessionLimits(**limits), clock=lambda: 1_700_000_000.25)  # type: ignore[arg-type]
+    feed(session, sign_in())
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    answer_ok(session, event)
+    session.data_to_send()
+    assert session.state is State.SIGNED_IN
+    return session
+
+
+def test_a_new_session_waits_for_data() -> None:
+    session = Session()
+    assert session.state is State.CONNECTED
+    assert session.next_event() == NeedData()
+
+
+def test_sign_in_answered_ok_signs_the_session_in_for_that_terminal() -> None:
+    session = Session()
+    feed(session, sign_in())
+    event = session.next_event()
+    assert isinstance(event, RequestReceived) and event.body == "sign_in"
+    assert session.state is State.CONNECTED  # not before the answer
+    answer_ok(session, event)
+    assert session.state is State.SIGNED_IN
+    assert session.terminal_id == DEMO_TERMINAL
+    [response] = responses(session)
+    assert response.message_id == "sign-in" and response.status == OK
+
+
+def test_a_refused_sign_in_leaves_the_session_connected() -> None:
+    session = Session()
+    feed(session, sign_in())
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    session.send_response(event.token, pb.Response(status=pb.STATUS_CODE_UNKNOWN_TERMINAL))
+    assert session.state is State.CONNECTED
+    assert session.terminal_id is None
+
+
+# What the session itself answers, without the application: one row per refusal.
+REFUSALS = [
+    ("garbage protobuf", b"\xff\xff\xff\xff", "", pb.STATUS_CODE_BAD_REQUEST),
+    ("empty frame: no message id", b"", "", pb.STATUS_CODE_BAD_REQUEST),
+    ("no message id", pb.Request(terminal_id="T1", heartbeat=pb.Heartbeat()).SerializeToString(),
+     "", pb.STATUS_CODE_BAD_REQUEST),
+    ("message id with a space", pb.Request(terminal_id="T1", message_id="a b", heartbeat=pb.Heartbeat())
+     .SerializeToString(), "a b", pb.STATUS_CODE_BAD_REQUEST),
+    ("message id of 65 characters", pb.Request(terminal_id="T1", message_id="x" * 65, heartbeat=pb.Heartbeat())
+     .SerializeToString(), "x" * 65, pb.STATUS_CODE_BAD_REQUEST),
+    ("no body", pb.Request(terminal_id="T1", message_id="m").SerializeToString(), "m",
+     pb.STATUS_CODE_UNSUPPORTED_MESSAGE),
+    ("unknown body field 99", pb.Request(terminal_id="T1", message_id="m").SerializeToString()
+     + b"\x9a\x06\x00", "m", pb.STATUS_CODE_UNSUPPORTED_MESSAGE),
+    ("no terminal id", pb.Request(message_id="m", heartbeat=pb.Heartbeat()).SerializeToString(), "m",
+     pb.STATUS_CODE_BAD_REQUEST),
+    ("heartbeat before sign-in", request("heartbeat").SerializeToString(), "m1", pb.STATUS_CODE_NOT_SIGNED_IN),
+    ("settle before sign-in", request("settle").SerializeToString(), "m1", pb.STATUS_CODE_NOT_SIGNED_IN),
+]
+
+
+@pytest.mark.parametrize(("case", "payload", "message_id", "status"), REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_the_session_refuses_bad_requests_and_stays_open(
+    case: str, payload: bytes, message_id: str, status: int
+) -> None:
+    session = Session()
+    session.receive_data(frame(payload))
+    assert session.next_event() == NeedData()
+    [response] = responses(session)
+    assert (response.message_id, response.status) == (message_id, status)
+    assert response.message_en and response.message_zh
+    assert session.state is State.CONNECTED
+    # And the connection is still usable.
+    feed(session, sign_in())
+    assert isinstance(session.next_event(), RequestReceived)
+
+
+def test_every_refusal_text_exists_for_every_status() -> None:
+    for code in pb.StatusCode.values():
+        if code != pb.STATUS_CODE_UNSPECIFIED:
+            assert STATUS_TEXTS[code].en and STATUS_TEXTS[code].zh
+
+
+def test_a_terminal_id_other_than_the_signed_in_one_is_refused() -> None:
+    session = signed_in_session()
+    feed(session, request("heartbeat", "m2", terminal_id="H33020300001-02"))
+    assert session.next_event() == NeedData()
+    [response] = responses(session)
+    assert response.status == pb.STATUS_CODE_TERMINAL_MISMATCH
+
+
+def test_an_oversized_length_is_answered_then_the_session_closes() -> None:
+    session = signed_in_session(max_frame_bytes=1024)
+    session.receive_data(struct.pack(">I", 2**31 - 1))
+    assert session.next_event() == Paused()
+    [response] = responses(session)
+    assert response.status == pb.STATUS_CODE_FRAME_TOO_LARGE
+    assert "2147483647" in response.message_en
+    assert session.state is State.CLOSING and session.wants_close
+
+
+def test_requests_before_an_oversized_frame_are_still_answered_before_closing() -> None:
+    session = signed_in_session(max_frame_bytes=1024)
+    feed(session, request("heartbeat", "m2"))
+    session.receive_data(struct.pack(">I", 5000))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    assert session.next_event() == Paused()
+    assert not session.wants_close  # m2 is still in flight
+    answer_ok(session, event)
+    assert session.wants_close
+    assert [r.status for r in responses(session)] == [pb.STATUS_CODE_FRAME_TOO_LARGE, OK]
+
+
+def test_reading_pauses_at_the_in_flight_limit_and_resumes_below_it() -> None:
+    session = signed_in_session(max_in_flight=2)
+    feed(session, *(request("heartbeat", f"h{i}") for i in range(3)))
+    first, second = session.next_event(), session.next_event()
+    assert isinstance(first, RequestReceived) and isinstance(second, RequestReceived)
+    assert session.next_event() == Paused()
+    assert session.reading_paused
+    answer_ok(session, second)  # answers may come in any order
+    third = session.next_event()
+    assert isinstance(third, RequestReceived) and third.request.message_id == "h2"
+    assert session.in_flight == 2
+
+
+def test_answers_echo_the_message_id_of_their_request() -> None:
+    session = signed_in_session()
+    feed(session, request("heartbeat", "a"), request("heartbeat", "b"))
+    a, b = session.next_event(), session.next_event()
+    assert isinstance(a, RequestReceived) and isinstance(b, RequestReceived)
+    session.send_response(b.token, pb.Response(status=OK))
+    session.send_response(a.token, pb.Response(status=OK))
+    assert [r.message_id for r in responses(session)] == ["b", "a"]
+
+
+def test_sign_out_closes_after_the_answer() -> None:
+    session = signed_in_session()
+    feed(session, request("sign_out", "bye"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    answer_ok(session, event)
+    assert session.state is State.CLOSING and session.wants_close
+    assert session.next_event() == Paused()  # reads nothing more
+
+
+def test_idle_timeout_answers_and_closes_an_idle_session() -> None:
+    session = signed_in_session()
+    assert session.idle_timed_out()
+    [response] = responses(session)
+    assert response.status == pb.STATUS_CODE_IDLE_TIMEOUT
+    assert session.wants_close
+
+
+def test_a_session_waiting_for_its_answers_is_not_idle() -> None:
+    session = signed_in_session()
+    feed(session, request("heartbeat", "slow"))
+    assert isinstance(session.next_event(), RequestReceived)
+    assert not session.idle_timed_out()
+    assert session.state is State.SIGNED_IN
+
+
+def test_peer_close_mid_frame_is_reported_as_truncated() -> None:
+    session = Session()
+    session.receive_data(frame(sign_in().SerializeToString())[:7])
+    session.receive_data(b"")
+    assert session.next_event() == ConnectionClosed(truncated=True)
+    assert session.state is State.CLOSED
+
+
+def test_peer_close_between_frames_is_clean() -> None:
+    session = Session()
+    session.receive_data(b"")
+    assert session.next_event() == ConnectionClosed(truncated=False)
+
+
+def test_refused_connection_answers_then_closes() -> None:
+    session = Session()
+    session.refuse_connection(pb.STATUS_CODE_TOO_MANY_CONNECTIONS)
+    [response] = responses(session)
+    assert response.status == pb.STATUS_CODE_TOO_MANY_CONNECTIONS
+    assert session.wants_close
+
+
+def test_an_interim_frame_does_not_finish_the_request() -> None:
+    session = signed_in_session()
+    feed(session, request("read_card", "rc"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    session.send_interim(event.token, pb.Response(status=OK, apdu_script=pb.ApduScript(script_id="s1")))
+    assert session.in_flight == 1
+    answer_ok(session, event)
+    interim, final = responses(session)
+    assert (interim.message_id, interim.interim, final.message_id, final.interim) == ("rc", True, "rc", False)
+
+
+def test_every_frame_carries_the_server_time() -> None:
+    session = Session(clock=lambda: 1_700_000_000.5)
+    session.receive_data(frame(b"\xff"))
+    session.next_event()
+    [response] = responses(session)
+    assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_000, 500_000_000)
+
+
+def test_shut_down_finishes_in_flight_requests_first() -> None:
+    session = signed_in_session()
+    feed(session, request("heartbeat", "last"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    session.shut_down()
+    assert not session.wants_close
+    answer_ok(session, event)
+    assert session.wants_close

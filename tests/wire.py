@@ -1,0 +1,66 @@
+"""Test helpers for speaking the wire protocol over a blocking socket."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from gateway.protocol.messages import pb
+
+DEMO_TERMINAL = "H33020300001-01"
+DEMO_CREDENTIAL = "demo-secret"
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def request(body: str, message_id: str = "m1", terminal_id: str = DEMO_TERMINAL, **fields: object) -> pb.Request:
+    req = pb.Request(terminal_id=terminal_id, message_id=message_id)
+    getattr(req, body).SetInParent()
+    for name, value in fields.items():
+        setattr(getattr(req, body), name, value)
+    return req
+
+
+def sign_in(message_id: str = "sign-in", terminal_id: str = DEMO_TERMINAL,
+            credential: str = DEMO_CREDENTIAL) -> pb.Request:
+    return request("sign_in", message_id, terminal_id, credential=credential)
+
+
+class WireClient:
+    def __init__(self, host: str, port: int, timeout_s: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+
+    def send(self, req: pb.Request) -> None:
+        self.sock.sendall(frame(req.SerializeToString()))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read_exactly(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError(f"closed after {len(data)} of {count} bytes")
+            data += chunk
+        return data
+
+    def receive(self) -> pb.Response:
+        (length,) = struct.unpack(">I", self._read_exactly(4))
+        return pb.Response.FromString(self._read_exactly(length))
+
+    def call(self, req: pb.Request) -> pb.Response:
+        self.send(req)
+        return self.receive()
+
+    def closed_by_peer(self) -> bool:
+        """True once the gateway has closed the connection (reads EOF)."""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
