@@ -29,6 +29,8 @@ class ServerConfig:
     max_in_flight_per_connection: int = 32
     max_connections: int = 20_000
     max_sessions_per_terminal: int = 4
+    # After a final error frame, how long to drain the peer's bytes before closing for good.
+    close_linger_s: float = 2.0
     # How long a shutdown waits for requests in flight before closing connections.
     shutdown_grace_s: float = 10.0
 
@@ -137,6 +139,7 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "server.max_in_flight_per_connection", server.max_in_flight_per_connection)
     _positive(source, "server.max_connections", server.max_connections)
     _positive(source, "server.max_sessions_per_terminal", server.max_sessions_per_terminal)
+    _positive(source, "server.close_linger_s", server.close_linger_s, upper=60)
     if server.shutdown_grace_s < 0:
         raise ConfigError(f"{source}: server.shutdown_grace_s must not be negative")
     if not server.listen:

@@ -45,6 +45,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self._reading_paused = False
         self._write_blocked = False
         self._admitted = False
+        self._closing = False
+        self._linger_timer: Any = None
         self.closed: Deferred[None] = Deferred()
 
     def callLater(self, period: float, func: Any) -> Any:
@@ -75,6 +77,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self._linger_timer is not None and self._linger_timer.active():
+            self._linger_timer.cancel()
         if self.session is not None:
             self.session.connection_lost()
         if self.context is not None:
@@ -164,14 +168,29 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         data = session.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
-        if session.wants_close:
+        if session.wants_close and not self._closing:
+            self._closing = True
             self.setTimeout(None)  # type: ignore[no-untyped-call]
             if session.close_reason:
                 log.info("closing connection from {peer}: {reason}",
                          peer=self.context.peer if self.context else "?", reason=session.close_reason)
+            self._close_lingering()
+        self._update_reading()
+
+    def _close_lingering(self) -> None:
+        """Send our last bytes and a FIN, keep draining the peer's bytes for a while, then close.
+
+        Closing a socket with unread bytes makes the kernel send a reset that can overtake our
+        final frame; half-closing first lets the terminal read why it was disconnected.
+        """
+        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        if lose_write is None:
             self.transport.loseConnection()
             return
-        self._update_reading()
+        lose_write()
+        self._linger_timer = self.factory.clock.callLater(
+            self.factory.config.close_linger_s, self.transport.loseConnection
+        )
 
     def _update_reading(self) -> None:
         session = self.session

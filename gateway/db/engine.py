@@ -30,7 +30,7 @@ def normalise_url(url: str) -> str:
         parsed = parsed.set(drivername="postgresql")
     if backend not in SUPPORTED_BACKENDS:
         raise DatabaseUrlError(f"unsupported database {backend!r}; use sqlite:/// or postgresql+psycopg://")
-    if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+    if backend == "postgresql" and parsed.drivername != "postgresql+psycopg":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 

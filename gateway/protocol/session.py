@@ -13,7 +13,8 @@ States::
         +--- oversized frame, idle timeout, connection refused ---> CLOSING (answer, then close)
         +--- peer closes -------------------------------------------> CLOSED
 
-CLOSING means: read nothing more, finish the requests in flight, write their answers, then close.
+CLOSING means: take no more requests (bytes still arriving are dropped), finish the requests in
+flight, write their answers, then close.
 """
 
 from __future__ import annotations
@@ -106,17 +107,24 @@ class Session:
         self._peer_closed = False
         self.frames_received = 0
         self.refusals_sent = 0
+        self.bytes_discarded = 0
 
     # Input ----------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the peer; b"" means the peer closed its side."""
+        """Bytes from the peer; b"" means the peer closed its side.
+
+        While closing, bytes are read and dropped: unread bytes would make the kernel reset the
+        connection and destroy the answer that explains the close.
+        """
         if self.state is State.CLOSED:
             return
-        if data:
-            self._decoder.feed(data)
-        else:
+        if not data:
             self._peer_closed = True
+        elif self.state is State.CLOSING:
+            self.bytes_discarded += len(data)
+        else:
+            self._decoder.feed(data)
 
     def next_event(self) -> Event:
         while True:
@@ -261,7 +269,7 @@ class Session:
 
     @property
     def reading_paused(self) -> bool:
-        return self.state is State.CLOSING or len(self._in_flight) >= self.limits.max_in_flight
+        return self.state is not State.CLOSING and len(self._in_flight) >= self.limits.max_in_flight
 
     # Internals ------------------------------------------------------------------------------
 

@@ -1,0 +1,300 @@
+"""`gateway serve` as a subprocess on an ephemeral loopback port, spoken to over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.protocol.messages import pb
+from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
+
+ROOT = Path(__file__).resolve().parent.parent
+OK = pb.STATUS_CODE_OK
+DISABLED_TERMINAL = "H33020300001-99"
+
+
+class RunningGateway:
+    def __init__(self, tmp: Path) -> None:
+        db = f"sqlite:///{tmp / 'e2e.db'}"
+        run = [sys.executable, "-m", "gateway"]
+        subprocess.run([*run, "db", "upgrade", "--db", db], check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([*run, "registry", "demo", "--db", db], check=True, capture_output=True, cwd=ROOT)
+        extra = tmp / "terminals.csv"
+        extra.write_text(f"terminal_id,institution_code,credential,enabled\n"
+                         f"{DISABLED_TERMINAL},H33020300001,demo-secret,false\n", encoding="utf-8")
+        subprocess.run([*run, "registry", "import", str(extra), "--db", db], check=True, capture_output=True, cwd=ROOT)
+        self.process = subprocess.Popen(
+            [*run, "serve", "--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--db", db,
+             "--log-format", "json"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self.port = self._wait_until_listening()
+        self._drain = threading.Thread(target=self._read_output, daemon=True)
+        self._drain.start()
+
+    def _wait_until_listening(self) -> int:
+        deadline = time.monotonic() + 30
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("gateway exited before listening:\n" + "".join(self.lines))
+            self.lines.append(line)
+            if line.startswith("Gateway listening on "):
+                address = line.split()[3].rstrip(".")
+                return int(address.rsplit(":", 1)[1])
+        raise RuntimeError("gateway did not start listening in 30 s")
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def client(self) -> WireClient:
+        return WireClient("127.0.0.1", self.port)
+
+    def signed_in_client(self) -> WireClient:
+        client = self.client()
+        assert client.call(sign_in()).status == OK
+        return client
+
+    def assert_alive_and_serving(self) -> None:
+        assert self.process.poll() is None, "gateway died:\n" + "".join(self.lines[-30:])
+        client = self.signed_in_client()
+        assert client.call(request("heartbeat", "alive")).status == OK
+        client.close()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._drain.join(timeout=5)
+        return code
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    running = RunningGateway(tmp_path_factory.mktemp("gateway"))
+    yield running
+    running.stop()
+
+
+def test_a_client_generated_from_proto_alone_signs_in_and_heartbeats(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    out = tmp_path / "generated"
+    out.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
+         str(ROOT / "proto/ningbo/gateway/v1/gateway.proto")],
+        check=True,
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(out)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/clients/independent_client.py"), "127.0.0.1", str(gateway.port),
+         DEMO_TERMINAL, "demo-secret"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen == {
+        "sign_in": "STATUS_CODE_OK", "institution": "H33020300001",
+        "sign_in_echo": "H33020300001202611240900000000",
+        "heartbeat": "STATUS_CODE_OK", "heartbeat_echo": "H33020300001202611240900000000",
+        "heartbeat_body": "heartbeat", "sign_out": "STATUS_CODE_OK", "closed_after_sign_out": True,
+        "imported_gateway_package": False,
+    }
+
+
+def test_random_bytes_get_answers_or_a_close_and_nothing_else(gateway: RunningGateway) -> None:
+    rng = random.Random(20261124)
+    for _ in range(20):
+        client = gateway.client()
+        client.send_raw(rng.randbytes(rng.randint(1, 70_000)))
+        try:
+            client.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the gateway may already have closed
+        # Whatever comes back must be well-formed frames, then the close.
+        data = b""
+        try:
+            while chunk := client.sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pytest.fail("the gateway reset the connection instead of closing it after its answer")
+        while data:
+            (length,) = struct.unpack(">I", data[:4])
+            response = pb.Response.FromString(data[4 : 4 + length])
+            assert response.status != OK
+            data = data[4 + length :]
+        client.close()
+    gateway.assert_alive_and_serving()
+
+
+def test_a_truncated_frame_then_close_harms_nothing(gateway: RunningGateway) -> None:
+    client = gateway.client()
+    client.send_raw(frame(sign_in().SerializeToString())[:9])
+    client.close()
+    gateway.assert_alive_and_serving()
+
+
+def test_a_zero_length_frame_is_a_bad_request_and_the_connection_stays_usable(gateway: RunningGateway) -> None:
+    client = gateway.client()
+    client.send_raw(b"\x00\x00\x00\x00")
+    assert client.receive().status == pb.STATUS_CODE_BAD_REQUEST
+    assert client.call(sign_in()).status == OK
+    client.close()
+
+
+@pytest.mark.parametrize("declared", [2**31 - 1, 2**32 - 1, 65_537])
+def test_an_oversized_length_is_answered_then_closed(gateway: RunningGateway, declared: int) -> None:
+    client = gateway.signed_in_client()
+    client.send_raw(struct.pack(">I", declared) + b"x" * 100)
+    response = client.receive()
+    assert response.status == pb.STATUS_CODE_FRAME_TOO_LARGE
+    assert str(declared) in response.message_en
+    assert client.closed_by_peer()
+    gateway.assert_alive_and_serving()
+
+
+def test_garbage_protobuf_is_a_bad_request_and_the_connection_stays_usable(gateway: RunningGateway) -> None:
+    client = gateway.signed_in_client()
+    client.send_raw(frame(b"\x0a\xff\xff\xff\xff\x0f"))
+    assert client.receive().status == pb.STATUS_CODE_BAD_REQUEST
+    assert client.call(request("heartbeat", "after-garbage")).status == OK
+    client.close()
+
+
+def test_missing_and_unknown_bodies_are_unsupported_messages(gateway: RunningGateway) -> None:
+    client = gateway.signed_in_client()
+    missing = pb.Request(terminal_id=DEMO_TERMINAL, message_id="no-body")
+    assert client.call(missing).status == pb.STATUS_CODE_UNSUPPORTED_MESSAGE
+    unknown = missing.SerializeToString() + b"\xfa\x3e\x00"  # field 1000, a body from the future
+    client.send_raw(frame(unknown))
+    response = client.receive()
+    assert (response.message_id, response.status) == ("no-body", pb.STATUS_CODE_UNSUPPORTED_MESSAGE)
+    assert client.call(request("heartbeat", "still-here")).status == OK
+    client.close()
+
+
+def test_requests_before_sign_in_are_refused(gateway: RunningGateway) -> None:
+    client = gateway.client()
+    for body in ("heartbeat", "settle", "read_card"):
+        response = client.call(request(body, f"early-{body}"))
+        assert (response.message_id, response.status) == (f"early-{body}", pb.STATUS_CODE_NOT_SIGNED_IN)
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("terminal_id", "credential", "status"),
+    [
+        ("H00000000000-01", "demo-secret", pb.STATUS_CODE_UNKNOWN_TERMINAL),
+        (DEMO_TERMINAL, "wrong-secret", pb.STATUS_CODE_UNKNOWN_TERMINAL),
+        (DISABLED_TERMINAL, "demo-secret", pb.STATUS_CODE_TERMINAL_DISABLED),
+    ],
+)
+def test_unknown_and_disabled_terminals_cannot_sign_in(
+    gateway: RunningGateway, terminal_id: str, credential: str, status: int
+) -> None:
+    client = gateway.client()
+    response = client.call(sign_in(terminal_id=terminal_id, credential=credential))
+    assert response.status == status
+    assert response.message_en and response.message_zh
+    client.close()
+
+
+def test_a_thousand_connections_opened_and_dropped_at_once(gateway: RunningGateway) -> None:
+    steady = gateway.signed_in_client()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def keep_heartbeating() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                response = steady.call(request("heartbeat", f"steady-{n}"))
+                if response.status != OK:
+                    failures.append(pb.StatusCode.Name(response.status))
+            except OSError as exc:
+                failures.append(repr(exc))
+                return
+            time.sleep(0.01)
+
+    beating = threading.Thread(target=keep_heartbeating)
+    beating.start()
+    sockets = []
+    try:
+        for _ in range(1000):
+            sockets.append(socket.create_connection(("127.0.0.1", gateway.port), timeout=10))
+        for index, sock in enumerate(sockets):
+            if index % 2:  # half reset, half closed politely
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+    finally:
+        for sock in sockets:
+            sock.close()
+        time.sleep(0.5)
+        stop.set()
+        beating.join(timeout=10)
+    assert failures == []
+    gateway.assert_alive_and_serving()
+    steady.close()
+
+
+def test_logs_are_json_and_mask_nothing_secret(gateway: RunningGateway) -> None:
+    client = gateway.client()
+    client.call(sign_in(credential="wrong-credential-123"))
+    client.call(request("settle", "pin-carrier", pin="135790"))
+    client.close()
+    time.sleep(0.2)
+    text = "".join(gateway.lines)
+    assert "135790" not in text and "wrong-credential-123" not in text and "demo-secret" not in text
+    for line in gateway.lines:
+        if line.startswith("{"):
+            json.loads(line)
+
+
+def test_sigterm_stops_the_gateway_cleanly(tmp_path: Path) -> None:
+    running = RunningGateway(tmp_path)
+    client = running.signed_in_client()
+    assert running.stop() == 0
+    assert client.closed_by_peer()
+    assert any("gateway stopping" in line for line in running.lines)
+
+
+def test_serve_refuses_an_unmigrated_database_with_advice(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--db", f"sqlite:///{tmp_path / 'empty.db'}",
+         "--listen", "tcp:0:interface=127.0.0.1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "gateway db upgrade" in result.stderr
+
+
+def test_serve_reports_a_port_in_use(gateway: RunningGateway, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'second.db'}"
+    subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade", "--db", db], cwd=ROOT, check=True,
+                   capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--db", db, "--listen",
+         f"tcp:{gateway.port}:interface=127.0.0.1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
