@@ -10,8 +10,8 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session as DbSession
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.testing import StringTransport
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
 from gateway.config import ServerConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -60,7 +61,7 @@ def test_any_split_of_the_stream_yields_the_same_frames(payloads: list[bytes], c
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     decoder = FrameDecoder(max_frame_bytes=300)
     received = []
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         decoder.feed(stream[start:end])
         while (payload := decoder.next_frame()) is not None:
             received.append(payload)

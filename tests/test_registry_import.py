@@ -35,7 +35,8 @@ def count(engine: Engine, model: type) -> int:
 
 
 def test_import_writes_institutions_and_terminals(migrated_engine: Engine, tmp_path: Path) -> None:
-    report = import_files(migrated_engine, [write(tmp_path, "t.csv", TERMINALS), write(tmp_path, "i.csv", INSTITUTIONS)])
+    files = [write(tmp_path, "t.csv", TERMINALS), write(tmp_path, "i.csv", INSTITUTIONS)]  # any order
+    report = import_files(migrated_engine, files)
     assert report.tables["institutions"].inserted == 2
     assert report.tables["terminals"].inserted == 2
     with Session(migrated_engine) as db:

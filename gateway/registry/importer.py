@@ -242,32 +242,32 @@ def read_table(source: str, text: str, errors: list[RowError]) -> ParsedTable | 
     return table
 
 
-def read_files(paths: Sequence[Path]) -> list[ParsedTable]:
-    errors: list[RowError] = []
+def read_files(paths: Sequence[Path], errors: list[RowError]) -> list[ParsedTable]:
+    """Parse every file; problems are appended to `errors` so that all are reported together."""
     tables: list[ParsedTable] = []
     for path in paths:
         try:
             if path.stat().st_size > MAX_IMPORT_FILE_BYTES:
                 errors.append(RowError(str(path), 0, f"larger than {MAX_IMPORT_FILE_BYTES} bytes"))
                 continue
-            text = path.read_bytes().decode("utf-8-sig")
+            data = path.read_bytes()
         except OSError as exc:
             errors.append(RowError(str(path), 0, f"cannot read: {exc.strerror}"))
             continue
+        try:
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = text_line_of(path.read_bytes(), exc.start)
-            errors.append(RowError(str(path), line, "not UTF-8 text; save the file as UTF-8 CSV"))
+            errors.append(RowError(str(path), text_line_of(data, exc.start),
+                                   "not UTF-8 text; save the file as UTF-8 CSV"))
             continue
         table = read_table(str(path), text, errors)
         if table is not None:
             tables.append(table)
     names = [t.spec.name for t in tables]
-    for name in set(names):
+    for name in sorted(set(names)):
         if names.count(name) > 1:
             errors.append(RowError(", ".join(t.source for t in tables if t.spec.name == name), 0,
                                    f"more than one {name} file given"))
-    if errors:
-        raise ImportFailed(errors)
     return tables
 
 
@@ -278,11 +278,16 @@ def text_line_of(data: bytes, offset: int) -> int:
 # Writing --------------------------------------------------------------------------------------
 
 
-def import_tables(engine: Engine, tables: Sequence[ParsedTable]) -> ImportReport:
-    """Check cross-references against the files and the database, then write in one transaction."""
+def import_tables(
+    engine: Engine, tables: Sequence[ParsedTable], earlier_errors: Sequence[RowError] = ()
+) -> ImportReport:
+    """Check cross-references against the files and the database, then write in one transaction.
+
+    Raises ImportFailed with every problem (those found while reading, too) and writes nothing.
+    """
     report = ImportReport()
     with Session(engine) as session, session.begin():
-        errors = _check_references(session, tables)
+        errors = [*earlier_errors, *_check_references(session, tables)]
         if errors:
             raise ImportFailed(errors)
         for table in sorted(tables, key=lambda t: t.spec.order):
@@ -295,7 +300,9 @@ def import_tables(engine: Engine, tables: Sequence[ParsedTable]) -> ImportReport
 
 
 def import_files(engine: Engine, paths: Sequence[Path]) -> ImportReport:
-    return import_tables(engine, read_files(paths))
+    errors: list[RowError] = []
+    tables = read_files(paths, errors)
+    return import_tables(engine, tables, errors)
 
 
 def _check_references(session: Session, tables: Sequence[ParsedTable]) -> list[RowError]:
