@@ -135,7 +135,9 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "server.max_frame_bytes", server.max_frame_bytes, upper=16 * 1024 * 1024)
     if server.max_frame_bytes < 64:
         raise ConfigError(f"{source}: server.max_frame_bytes must be at least 64")
-    _positive(source, "server.idle_timeout_s", server.idle_timeout_s)
+    if server.idle_timeout_s < 1:
+        # SignInResult reports it in whole seconds.
+        raise ConfigError(f"{source}: server.idle_timeout_s must be at least 1 (got {server.idle_timeout_s})")
     _positive(source, "server.max_in_flight_per_connection", server.max_in_flight_per_connection)
     _positive(source, "server.max_connections", server.max_connections)
     _positive(source, "server.max_sessions_per_terminal", server.max_sessions_per_terminal)

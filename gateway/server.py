@@ -124,11 +124,11 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         session = self.session
         assert session is not None
         self._pumping = True
+        frames_before = session.frames_received
         try:
             while not self._write_blocked:
                 event = session.next_event()
                 if isinstance(event, RequestReceived):
-                    self.resetTimeout()  # type: ignore[no-untyped-call]
                     self._dispatch(event)
                 elif isinstance(event, ConnectionClosed):
                     if event.truncated:
@@ -139,6 +139,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
                     break
         finally:
             self._pumping = False
+        if session.frames_received != frames_before and not self._closing:
+            self.resetTimeout()  # type: ignore[no-untyped-call]  # any frame, even a refused one, is activity
         self._flush()
 
     def _dispatch(self, event: RequestReceived) -> None:

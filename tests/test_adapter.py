@@ -294,3 +294,14 @@ def test_pins_never_reach_the_log(demo_engine: Engine) -> None:
     for event in events:
         text = formatEvent(event) + repr(event)
         assert pin not in text
+
+
+def test_any_frame_counts_as_activity_for_the_idle_timer(demo_engine: Engine) -> None:
+    harness = Harness(demo_engine, idle_timeout_s=30.0)
+    connection = harness.connect()
+    harness.clock.advance(29)
+    connection.call(request("heartbeat", "refused-but-alive"))  # NOT_SIGNED_IN, still a frame
+    harness.clock.advance(29)
+    assert not connection.transport.disconnecting
+    harness.clock.advance(2)
+    assert connection.transport.disconnecting

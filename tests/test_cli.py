@@ -63,7 +63,7 @@ def test_a_bad_config_file_is_a_usage_error(tmp_path: Path, capsys: pytest.Captu
     path = tmp_path / "gw.toml"
     path.write_text("[server]\nidle_timeout_s = 0\n")
     assert main(["db", "current", "--config", str(path)]) == 2
-    assert "server.idle_timeout_s must be greater than 0" in capsys.readouterr().err
+    assert "server.idle_timeout_s must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.postgres

@@ -47,7 +47,7 @@ def test_values_from_a_file_override_defaults(tmp_path: Path) -> None:
         ({"server": {"max_frame_bytes": "big"}}, "server.max_frame_bytes must be a whole number"),
         ({"server": {"max_frame_bytes": 0}}, "server.max_frame_bytes must be greater than 0"),
         ({"server": {"max_frame_bytes": 1 << 30}}, "must be at most"),
-        ({"server": {"idle_timeout_s": -1}}, "server.idle_timeout_s must be greater than 0"),
+        ({"server": {"idle_timeout_s": 0.5}}, "server.idle_timeout_s must be at least 1"),
         ({"server": {"max_in_flight_per_connection": True}}, "must be a whole number"),
         ({"server": {"listen": []}}, "server.listen must be a string or a non-empty list"),
         ({"database": {"sqlite_synchronous": "OFF"}}, "database.sqlite_synchronous must be one of"),

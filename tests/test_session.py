@@ -254,3 +254,31 @@ def test_shut_down_finishes_in_flight_requests_first() -> None:
     assert not session.wants_close
     answer_ok(session, event)
     assert session.wants_close
+
+
+def test_only_one_sign_in_at_a_time_before_the_session_is_signed_in() -> None:
+    session = Session()
+    feed(session, sign_in("first"), sign_in("second", terminal_id="H33020300001-02"))
+    first = session.next_event()
+    assert isinstance(first, RequestReceived)
+    assert session.next_event() == NeedData()
+    [refusal] = responses(session)
+    assert (refusal.message_id, refusal.status) == ("second", pb.STATUS_CODE_BAD_REQUEST)
+    answer_ok(session, first)
+    assert session.terminal_id == DEMO_TERMINAL
+
+
+def test_a_request_waiting_for_the_terminals_reader_does_not_block_its_apdu_result() -> None:
+    session = signed_in_session(max_in_flight=1)
+    feed(session, request("read_card", "rc"), request("apdu_result", "ar", script_id="s1"))
+    read_card = session.next_event()
+    assert isinstance(read_card, RequestReceived)
+    assert session.next_event() == Paused()
+    session.send_interim(read_card.token, pb.Response(status=OK, apdu_script=pb.ApduScript(script_id="s1")))
+    assert not session.reading_paused
+    result = session.next_event()
+    assert isinstance(result, RequestReceived) and result.body == "apdu_result"
+    session.discard(result.token)
+    session.terminal_answered(read_card.token)
+    answer_ok(session, read_card)
+    assert session.in_flight == 0

@@ -87,6 +87,9 @@ class _InFlight:
     message_id: str
     body: str
     terminal_id: str
+    # An interim frame (ApduScript) went out: the request waits for the terminal itself and does
+    # not count against the in-flight limit, so that the terminal's ApduResult can still be read.
+    awaiting_terminal: bool = False
 
 
 @dataclass
@@ -132,7 +135,7 @@ class Session:
                 return ConnectionClosed(truncated=False)
             if self.state is State.CLOSING:
                 return self._closed_by_peer() if self._peer_closed else Paused()
-            if len(self._in_flight) >= self.limits.max_in_flight:
+            if self._working() >= self.limits.max_in_flight:
                 return Paused()
             try:
                 frame = self._decoder.next_frame()
@@ -192,6 +195,11 @@ class Session:
         if self.state is State.CONNECTED and body != "sign_in":
             self._refuse(message_id, pb.STATUS_CODE_NOT_SIGNED_IN)
             return None
+        if body == "sign_in" and any(p.body == "sign_in" for p in self._in_flight.values()):
+            self._refuse(message_id, pb.STATUS_CODE_BAD_REQUEST,
+                         detail_en="a SignIn is already in progress on this connection: wait for its answer",
+                         detail_zh="本连接已有签到正在处理，请等待其应答")
+            return None
         if self.state is State.SIGNED_IN and request.terminal_id != self.terminal_id:
             self._refuse(message_id, pb.STATUS_CODE_TERMINAL_MISMATCH)
             return None
@@ -218,9 +226,16 @@ class Session:
     def send_interim(self, token: int, response: pb.Response) -> None:
         """A frame that does not finish request `token` (an ApduScript for the terminal's reader)."""
         pending = self._in_flight[token]
+        pending.awaiting_terminal = True
         response.message_id = pending.message_id
         response.interim = True
         self._write(response)
+
+    def terminal_answered(self, token: int) -> None:
+        """The terminal answered request `token`'s interim frame: it counts as in flight again."""
+        pending = self._in_flight.get(token)
+        if pending is not None:
+            pending.awaiting_terminal = False
 
     def discard(self, token: int) -> None:
         """Finish request `token` without an answer (an accepted ApduResult)."""
@@ -269,7 +284,10 @@ class Session:
 
     @property
     def reading_paused(self) -> bool:
-        return self.state is not State.CLOSING and len(self._in_flight) >= self.limits.max_in_flight
+        return self.state is not State.CLOSING and self._working() >= self.limits.max_in_flight
+
+    def _working(self) -> int:
+        return sum(1 for p in self._in_flight.values() if not p.awaiting_terminal)
 
     # Internals ------------------------------------------------------------------------------
 

@@ -1,0 +1,278 @@
+"""The social security card driver: the only code in the gateway that speaks the card's APDUs.
+
+A whole card read is one script (SELECT, then every record by short file id) so that a reader at a
+counter terminal costs one round trip; only a card that answers 61xx or 6Cxx costs follow-up rounds.
+A PIN verification is one more script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from gateway.reader import apdu
+from gateway.reader.agency import derive_card_key, reset_mac
+from gateway.reader.base import CardReader
+from gateway.reader.card import CardData, validate_card
+from gateway.reader.errors import AgencyKeyRefused, CardProblem, CardUnreadable, PinLocked, PinWrong
+
+# A card that keeps asking for GET RESPONSE or another Le beyond this is broken.
+MAX_FOLLOW_UP_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    field: str
+    sfi: int
+    record: int
+    tag: int
+    length: int
+    decode: Callable[[bytes], Any]
+
+    @property
+    def command(self) -> bytes:
+        return apdu.read_record_by_sfi(self.sfi, self.record, self.length + 2)
+
+
+def _ascii(value: bytes) -> str:
+    try:
+        return value.rstrip(b"\x00\xff ").decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise CardUnreadable("a text field is not ASCII", "卡内字段不是ASCII文本") from exc
+
+
+def _hex(value: bytes) -> str:
+    return value.hex().upper()
+
+
+def _bcd_digits(value: bytes) -> str:
+    digits = value.hex()
+    if not digits.isdigit():
+        raise CardUnreadable("a BCD field holds non-digits", "卡内BCD字段含非数字")
+    return digits
+
+
+def _bcd_date(value: bytes) -> date:
+    digits = _bcd_digits(value)
+    try:
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError as exc:
+        raise CardUnreadable(f"{digits} is not a date", f"{digits}不是有效日期") from exc
+
+
+def _gbk_name(value: bytes) -> str:
+    try:
+        return value.rstrip(b"\x00\xff \x20").decode("gbk").strip()
+    except UnicodeDecodeError as exc:
+        raise CardUnreadable("the name is not GBK text", "姓名不是GBK编码") from exc
+
+
+def _sex(value: bytes) -> str:
+    # Cards write the GB/T 2261 code as an ASCII digit; some write it as a binary number.
+    byte = value[0]
+    return chr(byte) if 0x30 <= byte <= 0x39 else str(byte)
+
+
+def _ethnicity(value: bytes) -> str:
+    return f"{value[0]:02d}"
+
+
+EF05_RECORDS = (
+    RecordSpec("card_identification_code", apdu.EF05_SFI, 1, 0x01, 16, _hex),
+    RecordSpec("spec_version", apdu.EF05_SFI, 3, 0x03, 4, _ascii),
+    RecordSpec("issue_date", apdu.EF05_SFI, 5, 0x05, 4, _bcd_date),
+    RecordSpec("expiry_date", apdu.EF05_SFI, 6, 0x06, 4, _bcd_date),
+    RecordSpec("card_number", apdu.EF05_SFI, 7, 0x07, 9, _ascii),
+)
+EF06_RECORDS = (
+    RecordSpec("social_security_number", apdu.EF06_SFI, 1, 0x08, 18, _ascii),
+    RecordSpec("name", apdu.EF06_SFI, 2, 0x09, 30, _gbk_name),
+    RecordSpec("sex", apdu.EF06_SFI, 3, 0x0A, 1, _sex),
+    RecordSpec("ethnicity", apdu.EF06_SFI, 4, 0x0B, 1, _ethnicity),
+    RecordSpec("birthplace", apdu.EF06_SFI, 5, 0x0C, 3, _bcd_digits),
+    RecordSpec("birth_date", apdu.EF06_SFI, 6, 0x0D, 4, _bcd_date),
+)
+RECORDS = EF05_RECORDS + EF06_RECORDS
+
+
+def read_script() -> list[bytes]:
+    return [apdu.select_aid(), *(spec.command for spec in RECORDS)]
+
+
+@dataclass
+class _Item:
+    """One command being resolved across rounds (61xx: GET RESPONSE; 6Cxx: again with the right Le)."""
+
+    command: bytes
+    response: apdu.ResponseApdu | None = None
+    get_responses: list[int] = field(default_factory=list)
+    data: bytes = b""
+
+    @property
+    def needs_follow_up(self) -> bool:
+        return self.response is not None and self.response.sw1 in (0x61, 0x6C)
+
+
+def _parse(raw: bytes) -> apdu.ResponseApdu:
+    try:
+        return apdu.ResponseApdu.parse(raw)
+    except apdu.ApduError as exc:
+        raise CardUnreadable(str(exc), "卡片应答格式错误") from exc
+
+
+class SocialSecurityCardDriver:
+    def __init__(self, reader: CardReader, today: Callable[[], date] = date.today) -> None:
+        self.reader = reader
+        self._today = today
+
+    def _transmit(self, commands: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]:
+        return self.reader.transmit(list(commands), stop_on_error=stop_on_error)
+
+    @inlineCallbacks
+    def _resolve(self, commands: Sequence[bytes]) -> Any:
+        """Run `commands`, following 61xx and 6Cxx up to MAX_FOLLOW_UP_ROUNDS; final responses in order."""
+        items = [_Item(c) for c in commands]
+        raw = yield self._transmit(commands)
+        if len(raw) != len(commands):
+            raise CardUnreadable(f"{len(raw)} responses to {len(commands)} commands", "读卡器应答数量不符")
+        for item, response in zip(items, raw, strict=True):
+            item.response = _parse(response)
+        for _round in range(MAX_FOLLOW_UP_ROUNDS):
+            pending = [item for item in items if item.needs_follow_up]
+            if not pending:
+                break
+            script = [apdu.select_aid()]
+            plan: list[tuple[_Item, int]] = []
+            for item in pending:
+                assert item.response is not None
+                if item.response.sw1 == 0x6C:
+                    item.command = apdu.with_le(item.command, item.response.sw2)
+                    item.get_responses.clear()
+                    item.data = b""
+                    script.append(item.command)
+                    plan.append((item, 1))
+                else:
+                    item.get_responses.append(item.response.sw2)
+                    script.append(item.command)
+                    script.extend(apdu.get_response(length) for length in item.get_responses)
+                    plan.append((item, 1 + len(item.get_responses)))
+            raw = yield self._transmit(script)
+            if len(raw) != len(script):
+                raise CardUnreadable(f"{len(raw)} responses to {len(script)} commands", "读卡器应答数量不符")
+            position = 1
+            for item, count in plan:
+                answers = [_parse(r) for r in raw[position : position + count]]
+                position += count
+                if count == 1:
+                    item.response = answers[0]
+                else:
+                    # The command's own 61xx, then one GET RESPONSE each: the data is their concatenation.
+                    item.data = b"".join(a.data for a in answers[1:])
+                    last = answers[-1]
+                    item.response = apdu.ResponseApdu(item.data, last.sw1, last.sw2)
+        else:
+            if any(item.needs_follow_up for item in items):
+                raise CardUnreadable("the card keeps asking for more exchanges", "卡片应答异常")
+        return [item.response for item in items]
+
+    @inlineCallbacks
+    def read(self) -> Any:
+        """Read and validate EF05 and EF06. Fires with CardData; fails with a CardProblem."""
+        responses: list[apdu.ResponseApdu] = yield self._resolve(read_script())
+        select, records = responses[0], responses[1:]
+        self._check_selected(select)
+        values: dict[str, Any] = {}
+        for spec, response in zip(RECORDS, records, strict=True):
+            if not response.ok:
+                raise CardUnreadable(f"record {spec.tag:02X} answered SW {response.sw:04X}",
+                                     f"读取记录{spec.tag:02X}失败（{response.sw:04X}）")
+            values[spec.field] = self._decode(spec, response.data)
+        card = CardData(issuing_region_code=values["card_identification_code"][:6], **values)
+        validate_card(card, self._today())
+        return card
+
+    @staticmethod
+    def _check_selected(select: apdu.ResponseApdu) -> None:
+        if select.ok:
+            return
+        if select.sw == apdu.SW_FILE_NOT_FOUND:
+            raise CardUnreadable("no social security application on this card", "该卡不是社会保障卡")
+        raise CardUnreadable(f"SELECT answered SW {select.sw:04X}", f"选择应用失败（{select.sw:04X}）")
+
+    @staticmethod
+    def _decode(spec: RecordSpec, data: bytes) -> Any:
+        try:
+            tag, value = apdu.parse_tlv(data)
+        except apdu.ApduError as exc:
+            raise CardUnreadable(str(exc), f"记录{spec.tag:02X}格式错误") from exc
+        if tag != spec.tag:
+            raise CardUnreadable(f"record {spec.record} of SFI {spec.sfi} carries tag {tag:02X}, expected "
+                                 f"{spec.tag:02X}", "记录标签不符")
+        if len(value) != spec.length:
+            raise CardUnreadable(f"tag {spec.tag:02X} is {len(value)} bytes, expected {spec.length}",
+                                 f"记录{spec.tag:02X}长度错误")
+        return spec.decode(value)
+
+    @inlineCallbacks
+    def verify_pin(self, pin: str) -> Any:
+        """Fires with None when the card accepts the PIN; fails with PinWrong(tries_left) or PinLocked."""
+        try:
+            command = apdu.verify_pin(pin)
+        except apdu.ApduError as exc:
+            raise CardProblem(str(exc), "密码须为6位数字", status=_bad_request()) from exc
+        raw = yield self._transmit([apdu.select_aid(), command], stop_on_error=True)
+        self._check_pin_answer(raw)
+
+    @inlineCallbacks
+    def change_pin(self, old_pin: str, new_pin: str) -> Any:
+        try:
+            command = apdu.change_pin(old_pin, new_pin)
+        except apdu.ApduError as exc:
+            raise CardProblem(str(exc), "密码须为6位数字", status=_bad_request()) from exc
+        raw = yield self._transmit([apdu.select_aid(), command], stop_on_error=True)
+        self._check_pin_answer(raw)
+
+    @inlineCallbacks
+    def reset_pin(self, master_key: bytes, card_identification_code: str, new_pin: str) -> Any:
+        """The card agency's unblock: a fresh challenge, then RESET RETRY COUNTER under the agency key."""
+        new_pin_bcd = apdu.pin_to_bcd(new_pin)
+        raw = yield self._transmit([apdu.select_aid(), apdu.get_challenge()], stop_on_error=True)
+        if len(raw) != 2:
+            self._check_selected(_parse(raw[0]) if raw else apdu.ResponseApdu(b"", 0x6F, 0x00))
+        challenge = _parse(raw[1])
+        if not challenge.ok or len(challenge.data) != apdu.CHALLENGE_BYTES:
+            raise CardUnreadable(f"GET CHALLENGE answered {challenge}", "获取随机数失败")
+        card_key = derive_card_key(master_key, card_identification_code)
+        mac = reset_mac(card_key, challenge.data, apdu.reset_retry_counter_header(), new_pin_bcd)
+        raw = yield self._transmit([apdu.reset_retry_counter(new_pin, mac)])
+        answer = _parse(raw[0]) if raw else apdu.ResponseApdu(b"", 0x6F, 0x00)
+        if answer.sw == apdu.SW_SECURITY_NOT_SATISFIED:
+            raise AgencyKeyRefused("the card refused the agency key", "卡片拒绝了经办机构密钥")
+        if not answer.ok:
+            raise CardUnreadable(f"RESET RETRY COUNTER answered SW {answer.sw:04X}", "重置密码失败")
+
+    def _check_pin_answer(self, raw: list[bytes]) -> None:
+        if len(raw) < 2:
+            self._check_selected(_parse(raw[0]) if raw else apdu.ResponseApdu(b"", 0x6F, 0x00))
+            raise CardUnreadable("no answer to the PIN command", "卡片未应答密码校验")
+        answer = _parse(raw[1])
+        if answer.ok:
+            return
+        if answer.sw == apdu.SW_SECURITY_BLOCKED:
+            raise PinLocked()
+        if answer.sw1 == 0x63 and answer.sw2 & 0xF0 == 0xC0:
+            tries_left = answer.sw2 & 0x0F
+            if tries_left == 0:
+                raise PinLocked()
+            raise PinWrong(tries_left)
+        raise CardUnreadable(f"the PIN command answered SW {answer.sw:04X}", f"密码校验应答异常（{answer.sw:04X}）")
+
+
+def _bad_request() -> int:
+    from gateway.protocol.messages import pb
+
+    return pb.STATUS_CODE_BAD_REQUEST
