@@ -155,8 +155,9 @@ def make_holder(index: int, seed: int = DEFAULT_SEED) -> DemoHolder:
                       rng.randint(1, 28))
     sex = "1" if rng.random() < 0.5 else "2"
     birthplace = card_region if rng.random() < 0.7 else rng.choice(NINGBO_DISTRICTS + OTHER_ZHEJIANG_CITIES)
+    sequence = rng.randint(0, 499) * 2 + (1 if sex == "1" else 0)  # odd for men (GB 11643)
     person = DemoPerson(
-        social_security_number=make_id_number(birthplace, birth_date, rng.randint(0, 499) * 2 + (1 if sex == "1" else 0)),
+        social_security_number=make_id_number(birthplace, birth_date, sequence),
         name=rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2))),
         sex=sex,
         ethnicity="01" if rng.random() < 0.9 else f"{rng.randint(2, 56):02d}",

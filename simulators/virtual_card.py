@@ -446,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.list:
         for holder in demo_population(args.persons, args.seed):
-            for card in holder.cards:
-                print(f"{card.card_number}\t{holder.case}\t{card.kind}\t{card.status}\t{holder.person.name}")
+            for demo_card in holder.cards:
+                print(f"{demo_card.card_number}\t{holder.case}\t{demo_card.kind}\t{demo_card.status}\t"
+                      f"{holder.person.name}")
         return 0
     host, _, port = args.vpcd.rpartition(":")
     try:
