@@ -69,7 +69,8 @@ def serve(config: GatewayConfig) -> int:
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)
     service = GatewayService(
-        directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server
+        directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server,
+        reader_config=config.reader, reactor=reactor,
     )
     factory = TerminalFactory(service, config.server, reactor)
     ports: list[Any] = []

@@ -47,6 +47,19 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class ReaderConfig:
+    # How long the terminal's own reader may take to answer one ApduScript.
+    relay_timeout_s: float = 5.0
+    # How long a PC/SC reader on the gateway host may take for one script.
+    pcsc_timeout_s: float = 10.0
+    # The demo population that `virtual:CARD` readers take their cards from.
+    virtual_persons: int = 200
+    virtual_seed: int = 2026
+    # Terminal id -> reader ("terminal", "pcsc:NAME", "virtual[:CARD]"), overriding the registry.
+    terminals: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" or "json"
     level: str = "info"   # "debug", "info", "warn", "error"
@@ -56,10 +69,13 @@ class LogConfig:
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
-_SECTIONS: dict[str, type[Any]] = {"server": ServerConfig, "database": DatabaseConfig, "log": LogConfig}
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig, "database": DatabaseConfig, "reader": ReaderConfig, "log": LogConfig,
+}
 _LOG_FORMATS = ("text", "json")
 _LOG_LEVELS = ("debug", "info", "warn", "error")
 _SQLITE_SYNCHRONOUS = ("FULL", "EXTRA")
@@ -107,6 +123,10 @@ def _build_section(section_type: type[Any], section_name: str, values: dict[str,
 
 
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    if key == "reader.terminals":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f'{source}: [reader.terminals] maps terminal ids to readers, e.g. "T1" = "terminal"')
+        return tuple(sorted(value.items()))
     if isinstance(default, tuple):
         if isinstance(value, str):
             return (value,)
@@ -150,6 +170,17 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "database.worker_threads", config.database.worker_threads, upper=64)
     if config.database.sqlite_synchronous not in _SQLITE_SYNCHRONOUS:
         raise ConfigError(f"{source}: database.sqlite_synchronous must be one of {_SQLITE_SYNCHRONOUS}")
+    reader = config.reader
+    _positive(source, "reader.relay_timeout_s", reader.relay_timeout_s, upper=120)
+    _positive(source, "reader.pcsc_timeout_s", reader.pcsc_timeout_s, upper=120)
+    _positive(source, "reader.virtual_persons", reader.virtual_persons, upper=10_000_000)
+    from gateway.reader.spec import ReaderSpec
+
+    for terminal_id, spec in reader.terminals:
+        try:
+            ReaderSpec.parse(spec)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: reader.terminals.{terminal_id}: {exc}") from exc
     if config.log.format not in _LOG_FORMATS:
         raise ConfigError(f"{source}: log.format must be one of {_LOG_FORMATS}")
     if config.log.level not in _LOG_LEVELS:

@@ -27,6 +27,7 @@ from gateway.protocol.session import (
     Session,
     SessionLimits,
 )
+from gateway.reader.relay import ApduRelay
 from gateway.service import ConnectionContext, GatewayService
 
 log = Logger(namespace="gateway.server")
@@ -59,6 +60,12 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         factory = self.factory
         self.session = Session(factory.session_limits, clock=factory.clock.seconds)
         self.context = factory.service.new_context(_peer_name(self.transport))
+        self.context.relay = ApduRelay(
+            send_interim=self._send_interim,
+            terminal_answered=self.session.terminal_answered,
+            clock=factory.clock,
+            timeout_s=factory.service.reader_config.relay_timeout_s,
+        )
         # Our outgoing bytes: the transport pauses us when the peer stops reading its answers.
         self.transport.registerProducer(self, True)
         if not factory.admit(self):
@@ -148,6 +155,13 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         answer = self.factory.service.handle(self.context, event)
         answer.addCallback(self._answer, event.token)
         answer.addErrback(self._answer_failed, event)
+
+    def _send_interim(self, token: int, response: pb.Response) -> None:
+        session = self.session
+        assert session is not None
+        session.send_interim(token, response)
+        if not self._pumping:
+            self._flush()
 
     def _answer(self, response: pb.Response | None, token: int) -> None:
         session = self.session

@@ -10,15 +10,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from gateway.config import ServerConfig
+from gateway.config import ReaderConfig, ServerConfig
+from gateway.logs import mask_id
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.session import RequestReceived
+from gateway.reader.assignment import ReaderAssignments
+from gateway.reader.card import CardData
+from gateway.reader.driver import SocialSecurityCardDriver
+from gateway.reader.errors import CardProblem, PinWrong
+from gateway.reader.relay import ApduRelay
 from gateway.registry.credentials import verify_credential
 from gateway.registry.directory import TerminalDirectory, TerminalRecord
 
@@ -29,7 +37,6 @@ log = Logger(namespace="gateway.service")
 # Bodies whose behaviour arrives with later issues (reader, rules, ledger). Until then each gets a
 # defined refusal rather than silence.
 NOT_YET_OFFERED: dict[str, str] = {
-    "read_card": "ReadCard",
     "query_balance": "QueryBalance",
     "pre_settle": "PreSettle",
     "settle": "Settle",
@@ -39,6 +46,14 @@ NOT_YET_OFFERED: dict[str, str] = {
 }
 
 
+# China has one time zone and no daylight saving: card expiry is judged by Beijing's calendar day.
+BEIJING = timezone(timedelta(hours=8))
+
+
+def beijing_today() -> date:
+    return datetime.now(BEIJING).date()
+
+
 @dataclass
 class ConnectionContext:
     """What the service remembers about one connection."""
@@ -46,6 +61,8 @@ class ConnectionContext:
     peer: str
     session_id: str
     terminal: TerminalRecord | None = None
+    # The terminal's own card reader, driven over this connection (set by the server adapter).
+    relay: ApduRelay | None = None
 
 
 @dataclass
@@ -80,16 +97,26 @@ class GatewayService:
         directory: TerminalDirectory,
         run_blocking: RunBlocking,
         server_config: ServerConfig,
+        reader_config: ReaderConfig | None = None,
+        reactor: Any = None,
+        today: Callable[[], date] = beijing_today,
     ) -> None:
         self._directory = directory
         self._run_blocking = run_blocking
         self._config = server_config
+        self.reader_config = reader_config or ReaderConfig()
+        self._today = today
         self.sessions = TerminalSessions(server_config.max_sessions_per_terminal)
+        self.readers = ReaderAssignments(self.reader_config, reactor, self.forget_card)
+        # The card last read at each terminal, until it is removed (a CardEvent or the reader's own
+        # monitor says so). Later requests of the same visit use it instead of reading again.
+        self.card_cache: dict[str, CardData] = {}
         self._session_ids = itertools.count(1)
-        self._handlers: dict[str, Callable[[ConnectionContext, pb.Request], Any]] = {
+        self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {
             "sign_in": self._sign_in,
             "sign_out": self._sign_out,
             "heartbeat": self._heartbeat,
+            "read_card": self._read_card,
             "card_event": self._card_event,
             "apdu_result": self._apdu_result,
         }
@@ -97,8 +124,15 @@ class GatewayService:
     def new_context(self, peer: str) -> ConnectionContext:
         return ConnectionContext(peer=peer, session_id=f"S{next(self._session_ids):08d}")
 
+    def forget_card(self, terminal_id: str) -> None:
+        self.card_cache.pop(terminal_id, None)
+
     def connection_closed(self, context: ConnectionContext) -> None:
+        if context.relay is not None:
+            context.relay.connection_lost()
         if context.terminal is not None:
+            if self.readers.spec_for(context.terminal.terminal_id, context.terminal.reader).kind == "terminal":
+                self.forget_card(context.terminal.terminal_id)
             self.sessions.release(context.terminal.terminal_id)
             log.info("terminal {terminal_id} disconnected ({session_id})",
                      terminal_id=context.terminal.terminal_id, session_id=context.session_id)
@@ -114,7 +148,7 @@ class GatewayService:
                 detail_en=f"{name} is not offered by this gateway version yet",
                 detail_zh=f"本网关版本暂不支持{name}交易",
             ))
-        result: Deferred[pb.Response | None] = maybeDeferred(handler, context, event.request)
+        result: Deferred[pb.Response | None] = maybeDeferred(handler, context, event)
         result.addErrback(self._internal_error, context, event)
         return result
 
@@ -126,7 +160,8 @@ class GatewayService:
 
     # Handlers -------------------------------------------------------------------------------
 
-    def _sign_in(self, context: ConnectionContext, request: pb.Request) -> Deferred[pb.Response]:
+    def _sign_in(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
+        request = event.request
         looked_up: Deferred[TerminalRecord | None] = self._run_blocking(
             self._directory.find_terminal, request.terminal_id
         )
@@ -171,29 +206,80 @@ class GatewayService:
         result.limits.max_in_flight_requests = self._config.max_in_flight_per_connection
         return response
 
-    def _sign_out(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
-        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+    def _sign_out(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        response = make_response(event.request.message_id, pb.STATUS_CODE_OK)
         response.sign_out.SetInParent()
         return response
 
-    def _heartbeat(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
-        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+    def _heartbeat(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        response = make_response(event.request.message_id, pb.STATUS_CODE_OK)
         response.heartbeat.SetInParent()
         return response
 
-    def _card_event(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
-        if request.card_event.kind == pb.CARD_EVENT_KIND_UNSPECIFIED:
+    def _read_card(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
+        terminal = context.terminal
+        assert terminal is not None and context.relay is not None
+        message_id = event.request.message_id
+        try:
+            reader = self.readers.reader_for(terminal.terminal_id, terminal.reader, context.relay, event.token)
+        except CardProblem as problem:
+            return succeed(card_problem_response(message_id, problem))
+        driver = SocialSecurityCardDriver(reader, today=self._today)
+        reading: Deferred[Any] = driver.read()
+
+        def read(card: CardData) -> pb.Response:
+            self.card_cache[terminal.terminal_id] = card
+            log.info("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
+                     holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
+            response = make_response(message_id, pb.STATUS_CODE_OK)
+            fill_card(response.read_card.card, card)
+            return response
+
+        def refused(failure: Failure) -> pb.Response:
+            problem = failure.value
+            if not isinstance(problem, CardProblem):
+                return failure  # type: ignore[return-value]  # becomes INTERNAL_ERROR in handle()
+            self.forget_card(terminal.terminal_id)
+            log.info("card read at {terminal_id} refused: {status} ({detail})", terminal_id=terminal.terminal_id,
+                     status=pb.StatusCode.Name(problem.status), detail=problem.detail_en)
+            return card_problem_response(message_id, problem)
+
+        return reading.addCallbacks(read, refused)
+
+    def _card_event(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        request = event.request
+        kind = request.card_event.kind
+        if kind == pb.CARD_EVENT_KIND_UNSPECIFIED:
             return make_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
                                  detail_en="card_event.kind must be INSERTED or REMOVED",
                                  detail_zh="插拔卡事件类型缺失")
+        assert context.terminal is not None and context.relay is not None
+        # Either way the card data read before belongs to a card that is no longer there.
+        self.forget_card(context.terminal.terminal_id)
+        context.relay.card_event(kind, request.card_event.atr)
         response = make_response(request.message_id, pb.STATUS_CODE_OK)
         response.card_event.SetInParent()
         return response
 
-    def _apdu_result(self, context: ConnectionContext, request: pb.Request) -> pb.Response:
+    def _apdu_result(self, context: ConnectionContext, event: RequestReceived) -> pb.Response | None:
+        request = event.request
+        if context.relay is not None and context.relay.deliver(request.apdu_result):
+            return None  # an answer to our script: not answered itself
         script_id = request.apdu_result.script_id[:64]
         return make_response(
             request.message_id, pb.STATUS_CODE_BAD_REQUEST,
-            detail_en=f"no APDU script {script_id!r} is outstanding for this terminal",
-            detail_zh=f"没有待回复的APDU脚本{script_id}",
+            detail_en=f"no APDU script {script_id!r} is outstanding for this terminal (late or unknown)",
+            detail_zh=f"没有待回复的APDU脚本{script_id}（已超时或不存在）",
         )
+
+
+def card_problem_response(message_id: str, problem: CardProblem) -> pb.Response:
+    response = make_response(message_id, problem.status, detail_en=problem.detail_en, detail_zh=problem.detail_zh)
+    if isinstance(problem, PinWrong):
+        response.pin_tries_left = problem.tries_left
+    return response
+
+
+def fill_card(message: pb.Card, card: CardData) -> None:
+    for name, value in card.as_dict().items():
+        setattr(message, name, value)

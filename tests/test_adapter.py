@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from gateway.config import ServerConfig
+from gateway.config import ReaderConfig, ServerConfig
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.messages import pb
 from gateway.protocol.session import RequestReceived
@@ -170,7 +170,7 @@ def test_sign_out_answers_then_closes(harness: Harness) -> None:
 def test_messages_of_later_releases_get_a_defined_refusal(harness: Harness) -> None:
     connection = harness.connect()
     connection.call(sign_in())
-    for body in ("read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"):
+    for body in ("query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"):
         response = connection.call(request(body, f"m-{body}"))
         assert response.status == pb.STATUS_CODE_UNSUPPORTED_MESSAGE, body
         assert response.message_id == f"m-{body}"
@@ -189,6 +189,8 @@ def test_card_events_are_acknowledged_and_an_unsolicited_apdu_result_refused(har
 
 class HeldService:
     """A service whose answers the test releases by hand."""
+
+    reader_config = ReaderConfig()
 
     def __init__(self) -> None:
         self.pending: list[tuple[RequestReceived, Deferred[pb.Response | None]]] = []

@@ -28,6 +28,25 @@ DEMO_INSTITUTIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
 )
 
 
+# Terminal -03 of each demo institution reads an in-process virtual card of the demo population
+# (`virtual:CARD`); the others use their own reader at the counter, by APDU relay.
+VIRTUAL_READER_TERMINAL = 3
+DEMO_VIRTUAL_CARDS: tuple[str, ...] = (
+    "N00000001",  # in Ningbo, no PIN
+    "Z00000101",  # another Zhejiang city, filed: PIN 000000
+    "N00000301",  # retired employee in Ningbo
+    "Z00000401",  # another Zhejiang city, not filed
+    "W00000701",  # outside the province
+    "N00001101",  # reported lost
+)
+
+
+def demo_reader(institution_index: int, number: int) -> str:
+    if number == VIRTUAL_READER_TERMINAL:
+        return f"virtual:{DEMO_VIRTUAL_CARDS[institution_index % len(DEMO_VIRTUAL_CARDS)]}"
+    return "terminal"
+
+
 def demo_terminal_id(institution_code: str, number: int) -> str:
     return f"{institution_code}-{number:02d}"
 
@@ -40,10 +59,10 @@ def demo_csv(terminals_per_institution: int = DEFAULT_TERMINALS_PER_INSTITUTION)
         writer.writerow([code, name, region, kind, level, "true" if designated else "false"])
     terminals = io.StringIO()
     writer = csv.writer(terminals, lineterminator="\n")
-    writer.writerow(["terminal_id", "institution_code", "credential", "enabled"])
-    for code, *_ in DEMO_INSTITUTIONS:
+    writer.writerow(["terminal_id", "institution_code", "credential", "enabled", "reader"])
+    for index, (code, *_) in enumerate(DEMO_INSTITUTIONS):
         for number in range(1, terminals_per_institution + 1):
-            writer.writerow([demo_terminal_id(code, number), code, DEMO_CREDENTIAL, "true"])
+            writer.writerow([demo_terminal_id(code, number), code, DEMO_CREDENTIAL, "true", demo_reader(index, number)])
     return institutions.getvalue(), terminals.getvalue()
 
 

@@ -20,6 +20,7 @@ class TerminalRecord:
     institution_enabled: bool
     institution_kind: str
     institution_region_code: str
+    reader: str = "terminal"
 
 
 class TerminalDirectory:
@@ -46,4 +47,5 @@ class TerminalDirectory:
                 institution_enabled=institution.enabled,
                 institution_kind=institution.kind,
                 institution_region_code=institution.region_code,
+                reader=terminal.reader,
             )

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
 from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
 from gateway.registry.models import Institution, InstitutionKind, InstitutionLevel, Terminal
@@ -154,9 +155,13 @@ def _parse_terminal(row: dict[str, str]) -> dict[str, Any]:
         raise RowProblem(problem)
     enabled_text = optional(row, "enabled")
     enabled = True if enabled_text is None else parse_bool("enabled")(enabled_text)
+    try:
+        reader = str(ReaderSpec.parse(optional(row, "reader") or "terminal"))
+    except ValueError as exc:
+        raise RowProblem(str(exc)) from exc
     return {
         "terminal_id": terminal_id, "institution_code": institution_code, "credential": credential,
-        "enabled": enabled,
+        "enabled": enabled, "reader": reader,
     }
 
 
@@ -171,7 +176,7 @@ INSTITUTIONS = TableSpec(
 TERMINALS = TableSpec(
     name="terminals",
     required_columns=frozenset({"terminal_id", "institution_code", "credential"}),
-    optional_columns=frozenset({"enabled"}),
+    optional_columns=frozenset({"enabled", "reader"}),
     key_column="terminal_id",
     parse_row=_parse_terminal,
     order=20,

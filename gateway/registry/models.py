@@ -54,6 +54,9 @@ class Terminal(Base):
     # Salted HMAC-SHA256 of the terminal's credential (gateway.registry.credentials); never the secret.
     credential_hash: Mapped[str] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The card reader serving this terminal (gateway.reader.spec): "terminal" is its own reader, by
+    # APDU relay; "pcsc:NAME" a reader on the gateway host; "virtual[:CARD]" an in-process virtual card.
+    reader: Mapped[str] = mapped_column(String(80), server_default="terminal", default="terminal")
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

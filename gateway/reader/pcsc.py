@@ -1,0 +1,236 @@
+"""The `pcsc` backend: readers attached to the gateway host, through pcscd and pyscard.
+
+pyscard's calls block, so each reader has its own single worker thread (calls to one card are
+serialised; a slow card never holds up another reader or the reactor). Every call has a deadline:
+a card that stops answering gives READER_UNAVAILABLE, never a stuck request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from gateway.reader.base import Presence, PresenceEvent, PresenceListener, continues_script
+from gateway.reader.errors import CardProblem, CardRemoved, NoCard, ReaderUnavailable
+
+DEFAULT_TRANSMIT_TIMEOUT_S = 10.0
+MONITOR_POLL_MS = 500
+
+# PC/SC return codes pyscard surfaces in its exceptions (winscard.h).
+SCARD_E_NO_SMARTCARD = 0x8010000C
+SCARD_W_REMOVED_CARD = 0x80100069
+SCARD_W_RESET_CARD = 0x80100068
+SCARD_E_UNKNOWN_READER = 0x80100009
+SCARD_E_READER_UNAVAILABLE = 0x80100017
+SCARD_E_NO_SERVICE = 0x8010001D
+SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
+SCARD_E_TIMEOUT = 0x8010000A
+
+
+def pyscard_available() -> bool:
+    try:
+        import smartcard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def list_readers() -> list[str]:
+    """Names of the PC/SC readers pcscd knows. Raises ReaderUnavailable when pcscd cannot be reached."""
+    if not pyscard_available():
+        raise ReaderUnavailable("pyscard is not installed (make installs it with swig and libpcsclite-dev)",
+                                "未安装pyscard")
+    from smartcard.Exceptions import SmartcardException
+    from smartcard.System import readers
+
+    try:
+        return [str(reader) for reader in readers()]
+    except SmartcardException as exc:
+        raise ReaderUnavailable(f"the PC/SC service is not reachable: {exc}", "PC/SC服务不可用") from exc
+
+
+def _problem(exc: BaseException, reader: str) -> CardProblem:
+    """Map a pyscard exception to the protocol's card problems."""
+    from smartcard.Exceptions import CardConnectionException, NoCardException
+
+    code = getattr(exc, "hresult", None)
+    text = str(exc)
+    if isinstance(exc, NoCardException) or code == SCARD_E_NO_SMARTCARD:
+        return NoCard(f"no card in reader {reader}", f"读卡器{reader}中无卡")
+    if code in (SCARD_W_REMOVED_CARD, SCARD_W_RESET_CARD) or "removed" in text.lower():
+        return CardRemoved(f"the card left reader {reader}", f"卡片已从读卡器{reader}拔出")
+    if code in (SCARD_E_UNKNOWN_READER, SCARD_E_READER_UNAVAILABLE, SCARD_E_NO_SERVICE,
+                SCARD_E_NO_READERS_AVAILABLE) or isinstance(exc, CardConnectionException):
+        return ReaderUnavailable(f"reader {reader}: {text}", f"读卡器{reader}不可用")
+    return ReaderUnavailable(f"reader {reader}: {exc.__class__.__name__}: {text}", f"读卡器{reader}不可用")
+
+
+class PcscReader:
+    def __init__(self, name: str, reactor: Any, *, transmit_timeout_s: float = DEFAULT_TRANSMIT_TIMEOUT_S) -> None:
+        self._name = name
+        self._reactor = reactor
+        self._timeout_s = transmit_timeout_s
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"pcsc-{name}")
+        self._pool.start()
+        reactor.addSystemEventTrigger("after", "shutdown", self.close)
+        self._connection: Any = None
+        self._listeners: list[PresenceListener] = []
+        self._monitor: _PresenceMonitor | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # Work on the reader's own thread -------------------------------------------------------
+
+    def _run(self, work: Callable[[], Any]) -> Deferred[Any]:
+        result: Deferred[Any] = deferToThreadPool(self._reactor, self._pool, work)
+        return result.addTimeout(
+            self._timeout_s, self._reactor,
+            onTimeoutCancel=lambda _result, timeout: _raise(ReaderUnavailable(
+                f"reader {self._name} did not answer within {timeout:g} s", f"读卡器{self._name}应答超时")),
+        )
+
+    def _find_reader(self) -> Any:
+        from smartcard.System import readers
+
+        try:
+            available = readers()
+        except Exception as exc:
+            raise _problem(exc, self._name) from exc
+        for reader in available:
+            if str(reader) == self._name:
+                return reader
+        raise ReaderUnavailable(f"reader {self._name} is not connected", f"读卡器{self._name}未连接")
+
+    def _connect(self) -> Any:
+        if self._connection is None:
+            connection = self._find_reader().createConnection()
+            try:
+                connection.connect()
+            except Exception as exc:
+                raise _problem(exc, self._name) from exc
+            self._connection = connection
+        return self._connection
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # the card or reader may be gone already
+                connection.disconnect()
+
+    def _transmit_blocking(self, commands: Sequence[bytes], stop_on_error: bool) -> list[bytes]:
+        responses: list[bytes] = []
+        try:
+            connection = self._connect()
+            for command in commands:
+                data, sw1, sw2 = connection.transmit(list(command))
+                response = bytes(data) + bytes((sw1, sw2))
+                responses.append(response)
+                if stop_on_error and not continues_script(response):
+                    break
+        except CardProblem:
+            self._drop_connection()
+            raise
+        except Exception as exc:
+            self._drop_connection()
+            raise _problem(exc, self._name) from exc
+        return responses
+
+    def transmit(self, commands: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]:
+        batch = [bytes(c) for c in commands]
+        return self._run(lambda: self._transmit_blocking(batch, stop_on_error))
+
+    def _present_blocking(self) -> bool:
+        try:
+            self._connect()
+        except NoCard:
+            return False
+        return True
+
+    def card_present(self) -> Deferred[bool]:
+        return self._run(self._present_blocking)
+
+    def atr(self) -> Deferred[bytes]:
+        return self._run(lambda: bytes(self._connect().getATR()))
+
+    # Insertion and removal ------------------------------------------------------------------
+
+    def subscribe(self, listener: PresenceListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        if self._monitor is None:
+            self._monitor = _PresenceMonitor(self._name, self._on_presence_thread)
+            self._monitor.start()
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _on_presence_thread(self, event: PresenceEvent) -> None:
+        self._reactor.callFromThread(self._on_presence, event)
+
+    def _on_presence(self, event: PresenceEvent) -> None:
+        if event.presence is Presence.REMOVED:
+            self._pool.callInThread(self._drop_connection)
+        for listener in list(self._listeners):
+            listener(event)
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop()
+        self._pool.callInThread(self._drop_connection)
+        self._pool.stop()
+
+
+def _raise(problem: CardProblem) -> Any:
+    raise problem
+
+
+class _PresenceMonitor(threading.Thread):
+    """Watches one reader with SCardGetStatusChange and reports insertions and removals."""
+
+    def __init__(self, reader: str, report: Callable[[PresenceEvent], None]) -> None:
+        super().__init__(daemon=True, name=f"pcsc-monitor-{reader}")
+        self._reader = reader
+        self._report = report
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        from smartcard.scard import (
+            SCARD_S_SUCCESS,
+            SCARD_SCOPE_USER,
+            SCARD_STATE_CHANGED,
+            SCARD_STATE_PRESENT,
+            SCARD_STATE_UNAWARE,
+            SCardEstablishContext,
+            SCardGetStatusChange,
+            SCardReleaseContext,
+        )
+
+        result, context = SCardEstablishContext(SCARD_SCOPE_USER)
+        if result != SCARD_S_SUCCESS:
+            return
+        try:
+            state = SCARD_STATE_UNAWARE
+            present: bool | None = None
+            while not self._stopping.is_set():
+                result, states = SCardGetStatusChange(context, MONITOR_POLL_MS, [(self._reader, state)])
+                if result != SCARD_S_SUCCESS or not states:
+                    if result != SCARD_E_TIMEOUT and self._stopping.wait(MONITOR_POLL_MS / 1000):
+                        return
+                    continue
+                _name, event_state, atr = states[0]
+                state = event_state & ~SCARD_STATE_CHANGED
+                now_present = bool(event_state & SCARD_STATE_PRESENT)
+                if present is not None and now_present != present:
+                    presence = Presence.INSERTED if now_present else Presence.REMOVED
+                    self._report(PresenceEvent(self._reader, presence, bytes(atr) if now_present else b""))
+                present = now_present
+        finally:
+            SCardReleaseContext(context)

@@ -1,0 +1,156 @@
+"""The `terminal` backend: the card reader at a counter terminal, driven over its own connection.
+
+The gateway sends an ApduScript (an interim Response to the request being served) and the terminal
+answers with an ApduResult. One script per card read, one per PIN verification; each has a deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+
+from gateway.protocol.messages import pb
+from gateway.protocol.responses import make_response
+from gateway.reader.base import Presence, PresenceEvent, PresenceListener
+from gateway.reader.errors import CardProblem, CardRemoved, CardUnreadable, NoCard, ReaderUnavailable
+
+MAX_SCRIPT_COMMANDS = 32
+
+
+@dataclass
+class _Pending:
+    token: int
+    commands: int
+    stop_on_error: bool
+    result: Deferred[list[bytes]]
+    timer: Any
+
+
+class ApduRelay:
+    """One per terminal connection: the scripts out at the terminal and their answers."""
+
+    def __init__(
+        self,
+        *,
+        send_interim: Callable[[int, pb.Response], None],
+        terminal_answered: Callable[[int], None],
+        clock: Any,
+        timeout_s: float,
+        name: str = "terminal",
+    ) -> None:
+        self._send_interim = send_interim
+        self._terminal_answered = terminal_answered
+        self._clock = clock
+        self.timeout_s = timeout_s
+        self.name = name
+        self._ids = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._listeners: list[PresenceListener] = []
+        self.card_present: bool | None = None  # unknown until the terminal reports a CardEvent
+
+    def reader_for(self, token: int) -> RelayReader:
+        return RelayReader(self, token)
+
+    def send(self, token: int, commands: Sequence[bytes], stop_on_error: bool) -> Deferred[list[bytes]]:
+        if not 0 < len(commands) <= MAX_SCRIPT_COMMANDS:
+            raise ValueError(f"a script has 1 to {MAX_SCRIPT_COMMANDS} commands")
+        script_id = f"A{next(self._ids)}"
+        result: Deferred[list[bytes]] = Deferred()
+        timer = self._clock.callLater(self.timeout_s, self._timed_out, script_id)
+        self._pending[script_id] = _Pending(token, len(commands), stop_on_error, result, timer)
+        interim = make_response("", pb.STATUS_CODE_OK)
+        script = interim.apdu_script
+        script.script_id = script_id
+        script.commands.extend(commands)
+        script.stop_on_error = stop_on_error
+        script.timeout_ms = int(self.timeout_s * 1000)
+        self._send_interim(token, interim)
+        return result
+
+    def deliver(self, answer: pb.ApduResult) -> bool:
+        """The terminal's ApduResult. False if no such script is outstanding (late or unknown)."""
+        pending = self._pending.pop(answer.script_id, None)
+        if pending is None:
+            return False
+        pending.timer.cancel()
+        self._terminal_answered(pending.token)
+        problem = self._problem(answer, pending)
+        if problem is not None:
+            pending.result.errback(problem)
+        else:
+            pending.result.callback([bytes(r) for r in answer.responses])
+        return True
+
+    def _problem(self, answer: pb.ApduResult, pending: _Pending) -> CardProblem | None:
+        error = answer.error
+        if error == pb.READER_ERROR_NO_CARD:
+            return NoCard("no card in the terminal's reader", "终端读卡器中无卡")
+        if error == pb.READER_ERROR_CARD_REMOVED:
+            return CardRemoved("the card left the terminal's reader", "卡片已从终端读卡器拔出")
+        if error == pb.READER_ERROR_READER_FAILURE:
+            return ReaderUnavailable("the terminal's reader failed", "终端读卡器故障")
+        if error != pb.READER_ERROR_UNSPECIFIED:
+            return ReaderUnavailable(f"the terminal reported reader error {error}", "终端读卡器异常")
+        count = len(answer.responses)
+        if count > pending.commands or (not pending.stop_on_error and count != pending.commands) or count == 0:
+            return CardUnreadable(f"the terminal returned {count} responses to {pending.commands} commands",
+                                  "终端返回的APDU应答数量不符")
+        if any(len(r) < 2 for r in answer.responses):
+            return CardUnreadable("the terminal returned a response without a status word",
+                                  "终端返回的APDU应答缺少状态字")
+        return None
+
+    def _timed_out(self, script_id: str) -> None:
+        pending = self._pending.pop(script_id, None)
+        if pending is None:
+            return
+        self._terminal_answered(pending.token)
+        pending.result.errback(ReaderUnavailable(
+            f"the terminal's reader did not answer within {self.timeout_s:g} s", "终端读卡器应答超时"))
+
+    def card_event(self, kind: int, atr: bytes) -> None:
+        presence = Presence.INSERTED if kind == pb.CARD_EVENT_KIND_INSERTED else Presence.REMOVED
+        self.card_present = presence is Presence.INSERTED
+        event = PresenceEvent(self.name, presence, atr if self.card_present else b"")
+        for listener in list(self._listeners):
+            listener(event)
+
+    def subscribe(self, listener: PresenceListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def connection_lost(self) -> None:
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.timer.cancel()
+            item.result.errback(ReaderUnavailable("the terminal disconnected", "终端已断开连接"))
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+
+class RelayReader:
+    """The CardReader for one request of one terminal: scripts go out as interim frames of that request."""
+
+    def __init__(self, relay: ApduRelay, token: int) -> None:
+        self._relay = relay
+        self._token = token
+
+    @property
+    def name(self) -> str:
+        return self._relay.name
+
+    def transmit(self, commands: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]:
+        return self._relay.send(self._token, list(commands), stop_on_error)
+
+    def card_present(self) -> Deferred[bool]:
+        # Only the terminal's CardEvents tell; when it never sent one, assume a card and let a read say.
+        return succeed(self._relay.card_present is not False)
+
+    def subscribe(self, listener: PresenceListener) -> Callable[[], None]:
+        return self._relay.subscribe(listener)
