@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="terminals registered for each demo institution (default 4)")
     _add_config(demo)
     _add_db(demo)
+    from gateway.cli_card import add_card_commands
+
+    add_card_commands(commands, _add_config)
     return parser
 
 
@@ -108,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(args, config)
         if args.command == "registry":
             return _registry(args, config)
+        if args.command == "card":
+            from gateway.cli_card import run_card_command
+
+            return run_card_command(args, config)
     except KeyboardInterrupt:
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -81,3 +82,92 @@ def demo_engine(sqlite_url: str) -> Iterator[Engine]:
     write_demo_registry(engine)
     yield engine
     engine.dispose()
+
+
+# The real PC/SC stack: pcscd with the vsmartcard-vpcd driver ------------------------------------
+
+VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
+VPCD_READER = "Virtual PCD 00 00"
+VPCD_PORT = 35963
+
+
+def _vpcd_reader_listed() -> bool:
+    from gateway.reader.errors import ReaderUnavailable
+    from gateway.reader.pcsc import list_readers
+
+    try:
+        return VPCD_READER in list_readers()
+    except ReaderUnavailable:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pcsc_stack() -> Iterator[str]:
+    """A running pcscd with the vpcd reader; started here (and stopped after) unless one is running."""
+    import shutil
+    import subprocess
+    import time
+
+    from gateway.reader.pcsc import pyscard_available
+
+    missing = [name for name, present in (("pcscd", shutil.which("pcscd")), ("vsmartcard-vpcd", VPCD_DRIVER.exists()))
+               if not present]
+    if missing:
+        pytest.skip(f"Debian packages missing: {', '.join(missing)} (`make test` installs them when run as root)")
+    if not pyscard_available():
+        pytest.skip("pyscard is not installed (`make` installs it when swig and libpcsclite-dev are present)")
+    process = None
+    if not _vpcd_reader_listed():
+        process = subprocess.Popen(["pcscd", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not _vpcd_reader_listed():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                pytest.fail(f"pcscd did not offer {VPCD_READER}: {stderr[-2000:]}")
+            time.sleep(0.2)
+    yield VPCD_READER
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def vpcd_card(pcsc_stack: str) -> Iterator[object]:
+    """The first demo card, inserted in the vpcd reader for one test (removed after)."""
+    import time
+
+    from simulators.virtual_card import VpcdClient, card_from_population
+
+    client = VpcdClient(card_from_population(), port=VPCD_PORT)
+    client.insert()
+    _wait_for_card(pcsc_stack, present=True)
+    yield client
+    client.remove()
+    _wait_for_card(pcsc_stack, present=False)
+    time.sleep(0.2)
+
+
+def _wait_for_card(reader: str, *, present: bool, timeout_s: float = 10.0) -> None:
+    import time
+
+    from smartcard.System import readers
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for candidate in readers():
+            if str(candidate) == reader:
+                connection = candidate.createConnection()
+                try:
+                    connection.connect()
+                    connection.disconnect()
+                    if present:
+                        return
+                except Exception:
+                    if not present:
+                        return
+                finally:
+                    with contextlib.suppress(Exception):
+                        connection.release()
+        time.sleep(0.1)
+    raise AssertionError(f"card {'never appeared in' if present else 'never left'} {reader}")

@@ -19,7 +19,11 @@ def request(body: str, message_id: str = "m1", terminal_id: str = DEMO_TERMINAL,
     req = pb.Request(terminal_id=terminal_id, message_id=message_id)
     getattr(req, body).SetInParent()
     for name, value in fields.items():
-        setattr(getattr(req, body), name, value)
+        target = getattr(req, body)
+        if isinstance(value, list):
+            getattr(target, name).extend(value)
+        else:
+            setattr(target, name, value)
     return req
 
 

@@ -195,6 +195,17 @@ class SocialSecurityCardDriver:
         validate_card(card, self._today())
         return card
 
+    @inlineCallbacks
+    def read_identification(self) -> Any:
+        """Only the card identification code (EF05 record 1), e.g. for an agency operation on any card."""
+        spec = EF05_RECORDS[0]
+        select, record = yield self._resolve([apdu.select_aid(), spec.command])
+        self._check_selected(select)
+        if not record.ok:
+            raise CardUnreadable(f"record 01 answered SW {record.sw:04X}", f"读取卡识别码失败（{record.sw:04X}）")
+        identification: str = self._decode(spec, record.data)
+        return identification
+
     @staticmethod
     def _check_selected(select: apdu.ResponseApdu) -> None:
         if select.ok:

@@ -47,11 +47,12 @@ def list_readers() -> list[str]:
         raise ReaderUnavailable("pyscard is not installed (make installs it with swig and libpcsclite-dev)",
                                 "未安装pyscard")
     from smartcard.Exceptions import SmartcardException
+    from smartcard.pcsc.PCSCExceptions import BaseSCardException
     from smartcard.System import readers
 
     try:
         return [str(reader) for reader in readers()]
-    except SmartcardException as exc:
+    except (SmartcardException, BaseSCardException) as exc:
         raise ReaderUnavailable(f"the PC/SC service is not reachable: {exc}", "PC/SC服务不可用") from exc
 
 
@@ -78,7 +79,8 @@ class PcscReader:
         self._timeout_s = transmit_timeout_s
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"pcsc-{name}")
         self._pool.start()
-        reactor.addSystemEventTrigger("after", "shutdown", self.close)
+        self._closed = False
+        self._shutdown_trigger = reactor.addSystemEventTrigger("after", "shutdown", self.close)
         self._connection: Any = None
         self._listeners: list[PresenceListener] = []
         self._monitor: _PresenceMonitor | None = None
@@ -115,6 +117,8 @@ class PcscReader:
             try:
                 connection.connect()
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    connection.release()
                 raise _problem(exc, self._name) from exc
             self._connection = connection
         return self._connection
@@ -124,6 +128,8 @@ class PcscReader:
         if connection is not None:
             with contextlib.suppress(Exception):  # the card or reader may be gone already
                 connection.disconnect()
+            with contextlib.suppress(Exception):  # its PC/SC context, before pcscd can go away
+                connection.release()
 
     def _transmit_blocking(self, commands: Sequence[bytes], stop_on_error: bool) -> list[bytes]:
         responses: list[bytes] = []
@@ -179,10 +185,16 @@ class PcscReader:
             listener(event)
 
     def close(self) -> None:
+        """Stop the monitor and the worker (after it lets go of the card). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         if self._monitor is not None:
             self._monitor.stop()
         self._pool.callInThread(self._drop_connection)
         self._pool.stop()
+        with contextlib.suppress(ValueError):
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
 
 
 def _raise(problem: CardProblem) -> Any:
