@@ -38,13 +38,17 @@ class RunningGateway:
         subprocess.run([*run, "registry", "import", str(extra), "--db", db], check=True, capture_output=True, cwd=ROOT)
         self.process = subprocess.Popen(
             [*run, "serve", "--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--db", db,
-             "--log-format", "json"],
+             "--log-format", "json", *self.serve_command()],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
         self.port = self._wait_until_listening()
         self._drain = threading.Thread(target=self._read_output, daemon=True)
         self._drain.start()
+
+    def serve_command(self) -> list[str]:
+        """Extra options for `gateway serve` (subclasses add a config file)."""
+        return []
 
     def _wait_until_listening(self) -> int:
         deadline = time.monotonic() + 30
