@@ -165,3 +165,41 @@ def test_the_card_commands_on_the_real_stack(vpcd_card: VpcdClient) -> None:
     assert right.returncode == 0 and "000000" not in right.stdout + right.stderr
     reset = gateway_cli("reset-pin", "--reader", "Virtual PCD 00 00", "--demo-key", "--initial")
     assert reset.returncode == 0, reset.stderr
+
+
+def test_the_virtual_card_program_as_the_readme_runs_it(pcsc_stack: str, tmp_path: Path) -> None:
+    """`python -m simulators.virtual_card --vpcd ... [--card ...]`, read with `gateway card read`."""
+    import time
+
+    state = tmp_path / "cards.json"
+    for card_number, expected in ((None, "N00000001"), ("Z00000101", "Z00000101")):
+        command = [sys.executable, "-m", "simulators.virtual_card", "--vpcd", "127.0.0.1:35963",
+                   "--state", str(state)]
+        if card_number:
+            command += ["--card", card_number]
+        program = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                read = gateway_cli("read", "--reader", pcsc_stack, "--json")
+                if read.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert read.returncode == 0, read.stderr
+            assert json.loads(read.stdout)["card_number"] == expected
+            wrong = gateway_cli("verify-pin", "--reader", pcsc_stack, stdin="999999\n")
+            assert "5 tries left" in wrong.stderr
+        finally:
+            program.terminate()
+            program.wait(timeout=10)
+        time.sleep(1.0)
+    # The try counters were kept in the state file, not in the program.
+    saved = json.loads(state.read_text())
+    assert saved["N00000001"]["tries_left"] == 5 and saved["Z00000101"]["tries_left"] == 5
+
+
+def test_the_virtual_card_program_lists_the_population() -> None:
+    listed = subprocess.run([sys.executable, "-m", "simulators.virtual_card", "--list", "--persons", "20"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[0].startswith("N00000001\tningbo\tsocial_security\tactive\t")
