@@ -1,0 +1,73 @@
+"""Policy files: validated when loaded, with the file and key named; chosen by date."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory, parse_policy
+
+BUILT_IN = Path(__file__).resolve().parent.parent / "gateway/settlement/policies/2026.toml"
+GOOD = BUILT_IN.read_text(encoding="utf-8")
+
+
+def test_the_built_in_years_load_and_are_marked_illustrative() -> None:
+    book = load_builtin_policies()
+    assert book.years == [2025, 2026]
+    for policy in book.policies:
+        assert policy.illustrative
+        assert policy.employee.deductible_fen == 75_000 and policy.employee.retired_deductible_fen == 30_000
+        assert policy.employee.pooled_cap_fen == 2_000_000
+        active = policy.employee.outpatient[0]
+        assert (active.community, active.secondary, active.tertiary) == (8_600, 8_000, 7_500)
+    assert "ILLUSTRATIVE" in GOOD
+
+
+def test_a_policy_is_chosen_by_date() -> None:
+    book = load_builtin_policies()
+    assert book.for_date(date(2026, 1, 1)).insurance_year == 2026  # type: ignore[union-attr]
+    assert book.for_date(date(2025, 12, 31)).insurance_year == 2025  # type: ignore[union-attr]
+    assert book.for_date(date(2024, 6, 1)) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("deductible_fen = 75_000", "deductible_fen = 750.0"), "employee.deductible_fen must be a whole number"),
+        (("deductible_fen = 75_000", "deductible_fen = -1"), "employee.deductible_fen must be between 0"),
+        (("tertiary = 7_500", "tertiary = 17_500"), "employee.ratio_bp.outpatient.active.tertiary must be between"),
+        (("pooled_cap_fen = 2_000_000 ", "# "), "employee.pooled_cap_fen is missing"),
+        (("illustrative = true", "illustrative = true\nsurprise = 1"), "surprise is not a known key"),
+        (("valid_to = 2026-12-31", "valid_to = 2027-03-31"), "must lie in insurance year 2026"),
+        (("valid_from = 2026-01-01", "valid_from = 2026-12-31\nvalid_to_ = 1"), "valid_to_ is not a known key"),
+        (("min_total_fen = 1 ", "min_total_fen = 60_000_000 "), "min_total_fen is above max_total_fen"),
+        (("personal_accounts = true", "personal_accounts = 1"), "employee.personal_accounts must be true or false"),
+        (("insurance_year = 2026", "insurance_year = 2026\n[oops"), "not valid TOML"),
+    ],
+)
+def test_inconsistent_files_are_refused_naming_the_key(change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(GOOD.replace(old, new, 1), "test.toml")
+    assert message in str(refused.value) and "test.toml" in str(refused.value)
+
+
+def test_overlapping_years_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "b.toml").write_text(GOOD.replace("NB-2026-illustrative-1", "other"), encoding="utf-8")
+    with pytest.raises(PolicyError, match="overlaps"):
+        load_policy_directory(tmp_path)
+
+
+def test_an_operator_directory_replaces_the_built_in_figures(tmp_path: Path) -> None:
+    (tmp_path / "2026.toml").write_text(GOOD.replace("illustrative = true", "illustrative = false")
+                                        .replace("deductible_fen = 75_000", "deductible_fen = 80_000"),
+                                        encoding="utf-8")
+    book = load_policy_directory(tmp_path)
+    policy = book.for_date(date(2026, 5, 1))
+    assert policy is not None and not policy.illustrative and policy.employee.deductible_fen == 80_000
+    with pytest.raises(PolicyError, match="no policy files"):
+        load_policy_directory(tmp_path / "empty-does-not-exist")
