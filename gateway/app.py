@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
@@ -17,10 +18,12 @@ from twisted.python.threadpool import ThreadPool
 from gateway.config import GatewayConfig
 from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
+from gateway.ledger.writer import LedgerWriter, WriterLimits
 from gateway.logs import start_logging
 from gateway.registry.directory import TerminalDirectory
 from gateway.server import TerminalFactory
 from gateway.service import GatewayService
+from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory
 
 log = Logger(namespace="gateway.app")
 
@@ -52,7 +55,7 @@ def serve(config: GatewayConfig) -> int:
         config.database.url,
         busy_timeout_ms=config.database.busy_timeout_ms,
         sqlite_synchronous=config.database.sqlite_synchronous,
-        pool_size=config.database.worker_threads,
+        pool_size=config.database.worker_threads + 1,  # and the ledger's writer
     )
     try:
         revision = current_revision(engine)
@@ -65,12 +68,20 @@ def serve(config: GatewayConfig) -> int:
             f"this gateway needs {expected}: run `gateway db upgrade --db URL` first"
         )
     open_files = raise_open_files_limit()
+    try:
+        policies = (load_policy_directory(Path(config.ledger.policy_dir)) if config.ledger.policy_dir
+                    else load_builtin_policies())
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from exc
+    writer = LedgerWriter(engine, policies, reactor.callFromThread, WriterLimits(
+        max_batch=config.ledger.max_batch, max_queue=config.ledger.max_queue,
+        retry_attempts=config.ledger.retry_attempts))
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)
     service = GatewayService(
         directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server,
-        reader_config=config.reader, reactor=reactor,
+        reader_config=config.reader, reactor=reactor, engine=engine, writer=writer, policies=policies,
     )
     factory = TerminalFactory(service, config.server, reactor)
     ports: list[Any] = []
@@ -78,6 +89,7 @@ def serve(config: GatewayConfig) -> int:
 
     def listen() -> None:
         pool.start()
+        writer.start()
         listening = [
             serverFromString(reactor, desc).listen(factory)  # type: ignore[no-untyped-call]
             for desc in config.server.listen
@@ -87,8 +99,9 @@ def serve(config: GatewayConfig) -> int:
     def started(listening_ports: list[Any]) -> None:
         ports.extend(listening_ports)
         addresses = ", ".join(_address(p) for p in listening_ports)
-        log.info("gateway listening on {addresses}; database {db}; open-files limit {limit}",
-                 addresses=addresses, db=redact_url(config.database.url), limit=open_files)
+        log.info("gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}",
+                 addresses=addresses, db=redact_url(config.database.url), limit=open_files,
+                 years=", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies))
         print(f"Gateway listening on {addresses}. Press Ctrl+C to stop (or send SIGTERM).", flush=True)
 
     def failed_to_listen(failure: Failure) -> None:
@@ -107,6 +120,7 @@ def serve(config: GatewayConfig) -> int:
     reactor.callWhenRunning(listen)
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
+    reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
     reactor.run()
     engine.dispose()
     return exit_code[0]

@@ -58,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(current)
 
     registry = commands.add_parser("registry", help="load the registry",
-                                   description="Load institutions and terminals into the registry.")
+                                   description="Load institutions, terminals, insured persons, cards, filings, "
+                                               "look-up problems and opening balances into the registry.")
     registry_commands = registry.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
     importing = registry_commands.add_parser(
         "import", help="import CSV files, all or nothing",
-        description="Import registry CSV files (institutions.csv, terminals.csv). Each file is recognised by "
+        description="Import registry CSV files (institutions, terminals, persons, cards, filings, lookup_problems, "
+                    "balances). Each file is recognised by "
                     "its header; every row is validated and, if any is bad, nothing is written. "
                     "Importing the same files again changes nothing. docs/registry.md describes the columns.",
     )
@@ -71,15 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(importing)
     demo = registry_commands.add_parser(
         "demo", help="write the demo registry",
-        description="Write the demo institutions and terminals (credential 'demo-secret'). Safe to run again.",
+        description="Write the demo institutions and terminals (credential 'demo-secret') and the demo "
+                    "population's persons, cards, filings and opening balances (the same people and cards as the "
+                    "virtual cards), plus one ID number per look-up problem. Safe to run again.",
     )
     demo.add_argument("--terminals-per-institution", type=int, default=None, metavar="N",
                       help="terminals registered for each demo institution (default 4)")
+    demo.add_argument("--persons", type=int, default=None, metavar="N",
+                      help="insured persons of the demo population to register (default 200, as the simulators)")
     _add_config(demo)
     _add_db(demo)
+    from gateway.cli_agency import add_agency_commands
     from gateway.cli_card import add_card_commands
 
     add_card_commands(commands, _add_config)
+    add_agency_commands(commands, _add_config, _add_db)
     return parser
 
 
@@ -111,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(args, config)
         if args.command == "registry":
             return _registry(args, config)
+        if args.command == "agency":
+            from gateway.cli_agency import run_agency_command
+
+            return run_agency_command(args, config)
         if args.command == "card":
             from gateway.cli_card import run_card_command
 
@@ -171,6 +183,7 @@ def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.db.migrate import current_revision, head_revision
     from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION, write_demo_registry
     from gateway.registry.importer import ImportFailed, import_files
+    from simulators.population import DEFAULT_PERSONS
 
     try:
         engine = _engine(config)
@@ -181,7 +194,8 @@ def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
             report = import_files(engine, args.files)
         else:
             per_institution = args.terminals_per_institution or DEFAULT_TERMINALS_PER_INSTITUTION
-            report = write_demo_registry(engine, per_institution)
+            persons = DEFAULT_PERSONS if args.persons is None else args.persons
+            report = write_demo_registry(engine, per_institution, persons)
         engine.dispose()
     except ImportFailed as exc:
         for error in exc.errors:

@@ -60,6 +60,18 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
+class LedgerConfig:
+    # Settlements written in one database transaction (group commit).
+    max_batch: int = 200
+    # Settlements waiting for the writer; beyond it requests are answered "temporarily unavailable".
+    max_queue: int = 20_000
+    # A batch that met a deadlock or a concurrent write of the same key is run again this often.
+    retry_attempts: int = 3
+    # A directory of policy files (YEAR.toml); empty: the built-in, illustrative ones.
+    policy_dir: str = ""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" or "json"
     level: str = "info"   # "debug", "info", "warn", "error"
@@ -70,11 +82,13 @@ class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
-    "server": ServerConfig, "database": DatabaseConfig, "reader": ReaderConfig, "log": LogConfig,
+    "server": ServerConfig, "database": DatabaseConfig, "reader": ReaderConfig, "ledger": LedgerConfig,
+    "log": LogConfig,
 }
 _LOG_FORMATS = ("text", "json")
 _LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -181,6 +195,9 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
             ReaderSpec.parse(spec)
         except ValueError as exc:
             raise ConfigError(f"{source}: reader.terminals.{terminal_id}: {exc}") from exc
+    _positive(source, "ledger.max_batch", config.ledger.max_batch, upper=10_000)
+    _positive(source, "ledger.max_queue", config.ledger.max_queue, upper=10_000_000)
+    _positive(source, "ledger.retry_attempts", config.ledger.retry_attempts, upper=100)
     if config.log.format not in _LOG_FORMATS:
         raise ConfigError(f"{source}: log.format must be one of {_LOG_FORMATS}")
     if config.log.level not in _LOG_LEVELS:

@@ -10,40 +10,35 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Engine
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from gateway.config import ReaderConfig, ServerConfig
-from gateway.logs import mask_id
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.session import RequestReceived
 from gateway.reader.assignment import ReaderAssignments
 from gateway.reader.card import CardData
-from gateway.reader.driver import SocialSecurityCardDriver
-from gateway.reader.errors import CardProblem, PinWrong
 from gateway.reader.relay import ApduRelay
 from gateway.registry.credentials import verify_credential
 from gateway.registry.directory import TerminalDirectory, TerminalRecord
+from gateway.settlement.policy import PolicyBook, load_builtin_policies
+from gateway.settling import SettlementService
+
+if TYPE_CHECKING:
+    from gateway.ledger.writer import LedgerWriter
 
 RunBlocking = Callable[..., "Deferred[Any]"]
 
 log = Logger(namespace="gateway.service")
 
-# Bodies whose behaviour arrives with later issues (reader, rules, ledger). Until then each gets a
-# defined refusal rather than silence.
-NOT_YET_OFFERED: dict[str, str] = {
-    "query_balance": "QueryBalance",
-    "pre_settle": "PreSettle",
-    "settle": "Settle",
-    "revoke": "Revoke",
-    "reverse": "Reverse",
-    "query_transaction": "QueryTransaction",
-}
+# The bodies that move money or read the card: gateway.settling answers them.
+SETTLING_BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse",
+                             "query_transaction"})
 
 
 # China has one time zone and no daylight saving: card expiry is judged by Beijing's calendar day.
@@ -52,6 +47,10 @@ BEIJING = timezone(timedelta(hours=8))
 
 def beijing_today() -> date:
     return datetime.now(BEIJING).date()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -100,6 +99,10 @@ class GatewayService:
         reader_config: ReaderConfig | None = None,
         reactor: Any = None,
         today: Callable[[], date] = beijing_today,
+        engine: Engine | None = None,
+        writer: LedgerWriter | None = None,
+        policies: PolicyBook | None = None,
+        now: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._directory = directory
         self._run_blocking = run_blocking
@@ -111,12 +114,18 @@ class GatewayService:
         # The card last read at each terminal, until it is removed (a CardEvent or the reader's own
         # monitor says so). Later requests of the same visit use it instead of reading again.
         self.card_cache: dict[str, CardData] = {}
+        self.settlement: SettlementService | None = None
+        if engine is not None and writer is not None:
+            self.settlement = SettlementService(
+                engine=engine, run_blocking=run_blocking, writer=writer,
+                policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
+                today=today, now=now,
+            )
         self._session_ids = itertools.count(1)
         self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {
             "sign_in": self._sign_in,
             "sign_out": self._sign_out,
             "heartbeat": self._heartbeat,
-            "read_card": self._read_card,
             "card_event": self._card_event,
             "apdu_result": self._apdu_result,
         }
@@ -141,12 +150,13 @@ class GatewayService:
     def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
         """The answer to one request; never fails (errors become INTERNAL_ERROR)."""
         handler = self._handlers.get(event.body)
+        if handler is None and event.body in SETTLING_BODIES and self.settlement is not None:
+            handler = self._settling
         if handler is None:
-            name = NOT_YET_OFFERED.get(event.body, event.body)
             return succeed(make_response(
                 event.request.message_id, pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
-                detail_en=f"{name} is not offered by this gateway version yet",
-                detail_zh=f"本网关版本暂不支持{name}交易",
+                detail_en=f"{event.body} is not offered by this gateway",
+                detail_zh=f"本网关不支持{event.body}交易",
             ))
         result: Deferred[pb.Response | None] = maybeDeferred(handler, context, event)
         result.addErrback(self._internal_error, context, event)
@@ -216,35 +226,9 @@ class GatewayService:
         response.heartbeat.SetInParent()
         return response
 
-    def _read_card(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
-        terminal = context.terminal
-        assert terminal is not None and context.relay is not None
-        message_id = event.request.message_id
-        try:
-            reader = self.readers.reader_for(terminal.terminal_id, terminal.reader, context.relay, event.token)
-        except CardProblem as problem:
-            return succeed(card_problem_response(message_id, problem))
-        driver = SocialSecurityCardDriver(reader, today=self._today)
-        reading: Deferred[Any] = driver.read()
-
-        def read(card: CardData) -> pb.Response:
-            self.card_cache[terminal.terminal_id] = card
-            log.info("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
-                     holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
-            response = make_response(message_id, pb.STATUS_CODE_OK)
-            fill_card(response.read_card.card, card)
-            return response
-
-        def refused(failure: Failure) -> pb.Response:
-            problem = failure.value
-            if not isinstance(problem, CardProblem):
-                return failure  # type: ignore[return-value]  # becomes INTERNAL_ERROR in handle()
-            self.forget_card(terminal.terminal_id)
-            log.info("card read at {terminal_id} refused: {status} ({detail})", terminal_id=terminal.terminal_id,
-                     status=pb.StatusCode.Name(problem.status), detail=problem.detail_en)
-            return card_problem_response(message_id, problem)
-
-        return reading.addCallbacks(read, refused)
+    def _settling(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
+        assert self.settlement is not None and context.terminal is not None
+        return Deferred.fromCoroutine(self.settlement.handle(context.terminal, context.relay, event))
 
     def _card_event(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
         request = event.request
@@ -271,15 +255,3 @@ class GatewayService:
             detail_en=f"no APDU script {script_id!r} is outstanding for this terminal (late or unknown)",
             detail_zh=f"没有待回复的APDU脚本{script_id}（已超时或不存在）",
         )
-
-
-def card_problem_response(message_id: str, problem: CardProblem) -> pb.Response:
-    response = make_response(message_id, problem.status, detail_en=problem.detail_en, detail_zh=problem.detail_zh)
-    if isinstance(problem, PinWrong):
-        response.pin_tries_left = problem.tries_left
-    return response
-
-
-def fill_card(message: pb.Card, card: CardData) -> None:
-    for name, value in card.as_dict().items():
-        setattr(message, name, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
 from gateway.config import ReaderConfig, ServerConfig
+from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.messages import pb
 from gateway.protocol.session import RequestReceived
@@ -22,9 +24,11 @@ from gateway.registry.directory import TerminalDirectory
 from gateway.registry.models import Institution, Terminal
 from gateway.server import TerminalFactory, TerminalProtocol
 from gateway.service import ConnectionContext, GatewayService
+from gateway.settlement.policy import load_builtin_policies
 from tests.wire import DEMO_TERMINAL, frame, request, sign_in
 
 OK = pb.STATUS_CODE_OK
+TODAY = date(2026, 11, 24)
 
 
 def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -36,7 +40,8 @@ class Harness:
         self.clock = Clock()
         self.config = ServerConfig(**server)
         self.service = GatewayService(
-            directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config
+            directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config,
+            engine=engine, writer=InlineLedgerWriter(engine, load_builtin_policies()), today=lambda: TODAY,
         )
         self.factory = TerminalFactory(self.service, self.config, self.clock)
 
@@ -167,12 +172,12 @@ def test_sign_out_answers_then_closes(harness: Harness) -> None:
     assert connection.transport.disconnecting
 
 
-def test_messages_of_later_releases_get_a_defined_refusal(harness: Harness) -> None:
+def test_money_messages_without_their_fields_are_bad_requests(harness: Harness) -> None:
     connection = harness.connect()
     connection.call(sign_in())
-    for body in ("query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"):
+    for body in ("revoke", "reverse", "query_transaction"):
         response = connection.call(request(body, f"m-{body}"))
-        assert response.status == pb.STATUS_CODE_UNSUPPORTED_MESSAGE, body
+        assert response.status == pb.STATUS_CODE_BAD_REQUEST, body
         assert response.message_id == f"m-{body}"
     assert not connection.transport.disconnecting
 

@@ -12,6 +12,8 @@ from sqlalchemy.exc import ArgumentError
 from gateway.config import DEFAULT_DB_URL
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+# Execution option: begin the transaction holding SQLite's write lock (ignored elsewhere).
+IMMEDIATE_OPTION = "gateway_immediate"
 
 
 class DatabaseUrlError(ValueError):
@@ -62,6 +64,9 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, synchronous: str, pool_size: 
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling starts transactions late (at the first write) and breaks
+        # SAVEPOINT; SQLAlchemy's documented remedy: driver in autocommit, BEGIN emitted by us below.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             # WAL lets readers run beside the one writer; FULL fsyncs every commit (a settlement
@@ -72,6 +77,13 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, synchronous: str, pool_size: 
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # The ledger's writer takes the write lock at once (BEGIN IMMEDIATE), so that what it reads
+        # stays true until it commits; everyone else begins as SQLite does by default.
+        immediate = connection.get_execution_options().get(IMMEDIATE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 

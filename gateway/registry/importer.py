@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,31 @@ from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
 from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
 from gateway.registry.models import Institution, InstitutionKind, InstitutionLevel, Terminal
+from gateway.registry.person_tables import PERSON_TABLE_SPECS, check_person_references
+from gateway.registry.tables import (
+    ImportReport,
+    ParsedTable,
+    RowError,
+    RowProblem,
+    TableCounts,
+    TableSpec,
+    optional,
+    parse_bool,
+    require,
+    row_by_row,
+    upsert,
+)
+
+# Re-exported: callers import these from the importer.
+__all__ = [
+    "ImportFailed", "ImportReport", "ParsedTable", "RowError", "RowProblem", "TableCounts", "TableSpec",
+    "detect_spec", "import_files", "import_tables", "read_files", "read_table",
+]
 
 # Files larger than this are refused before parsing: the registry is thousands of rows, not GBs.
 MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
 INSTITUTION_CODE = re.compile(r"^[A-Z][0-9]{11}$")
 TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-TRUE_WORDS = frozenset({"true", "yes", "y", "1", "是"})
-FALSE_WORDS = frozenset({"false", "no", "n", "0", "否"})
-
-
-class RowProblem(ValueError):
-    """One cell or row is invalid; the message names the column and says what is expected."""
-
-
-@dataclass(frozen=True)
-class RowError:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file} line {self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
 
 
 class ImportFailed(Exception):
@@ -51,63 +54,7 @@ class ImportFailed(Exception):
         self.errors = list(errors)
 
 
-@dataclass
-class TableCounts:
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-
-@dataclass
-class ImportReport:
-    tables: dict[str, TableCounts] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        return "; ".join(
-            f"{name}: {c.inserted} new, {c.updated} updated, {c.unchanged} unchanged"
-            for name, c in self.tables.items()
-        )
-
-
-# Cell parsers ---------------------------------------------------------------------------------
-
-
-def parse_bool(column: str) -> Callable[[str], bool]:
-    def parse(value: str) -> bool:
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-        raise RowProblem(f"{column} must be true or false (got {value!r})")
-
-    return parse
-
-
-def require(row: dict[str, str], column: str) -> str:
-    value = (row.get(column) or "").strip()
-    if not value:
-        raise RowProblem(f"{column} is empty")
-    return value
-
-
-def optional(row: dict[str, str], column: str) -> str | None:
-    value = (row.get(column) or "").strip()
-    return value or None
-
-
-# Tables ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str
-    required_columns: frozenset[str]
-    optional_columns: frozenset[str]
-    key_column: str
-    parse_row: Callable[[dict[str, str]], dict[str, Any]]
-    # Lower numbers are written first (institutions before the terminals that reference them).
-    order: int
+# Institutions and terminals -------------------------------------------------------------------
 
 
 def _parse_institution(row: dict[str, str]) -> dict[str, Any]:
@@ -165,33 +112,43 @@ def _parse_terminal(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _write_institution(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
+    upsert(session, Institution, record["code"], record, counts)
+
+
+def _write_terminal(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
+    values = dict(record)
+    credential = values.pop("credential")
+    existing = session.get(Terminal, values["terminal_id"])
+    if existing is not None and verify_credential(credential, existing.credential_hash):
+        values["credential_hash"] = existing.credential_hash  # same secret: keep its salt
+    else:
+        values["credential_hash"] = hash_credential(credential)
+    upsert(session, Terminal, values["terminal_id"], values, counts)
+
+
 INSTITUTIONS = TableSpec(
     name="institutions",
     required_columns=frozenset({"code", "name", "region_code", "kind", "level", "cross_region_designated"}),
     optional_columns=frozenset({"enabled"}),
-    key_column="code",
+    key_columns=("code",),
     parse_row=_parse_institution,
+    write=row_by_row(_write_institution),
     order=10,
 )
 TERMINALS = TableSpec(
     name="terminals",
     required_columns=frozenset({"terminal_id", "institution_code", "credential"}),
     optional_columns=frozenset({"enabled", "reader"}),
-    key_column="terminal_id",
+    key_columns=("terminal_id",),
     parse_row=_parse_terminal,
+    write=row_by_row(_write_terminal),
     order=20,
 )
-TABLE_SPECS: tuple[TableSpec, ...] = (INSTITUTIONS, TERMINALS)
+TABLE_SPECS: tuple[TableSpec, ...] = (INSTITUTIONS, TERMINALS, *PERSON_TABLE_SPECS)
 
 
 # Reading --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ParsedTable:
-    spec: TableSpec
-    source: str
-    rows: list[tuple[int, dict[str, Any]]]
 
 
 def detect_spec(header: Iterable[str]) -> TableSpec | None:
@@ -217,7 +174,7 @@ def read_table(source: str, text: str, errors: list[RowError]) -> ParsedTable | 
         errors.append(RowError(source, 1, f"unrecognised header {reader.fieldnames}; expected one of: {expected}"))
         return None
     table = ParsedTable(spec, source, [])
-    seen: dict[str, int] = {}
+    seen: dict[tuple[Any, ...], int] = {}
     while True:
         try:
             raw = next(reader)
@@ -238,9 +195,9 @@ def read_table(source: str, text: str, errors: list[RowError]) -> ParsedTable | 
         except RowProblem as exc:
             errors.append(RowError(source, line, str(exc)))
             continue
-        key = str(record[spec.key_column])
+        key = spec.key_of(record)
         if key in seen:
-            errors.append(RowError(source, line, f"{spec.key_column} {key!r} already on line {seen[key]}"))
+            errors.append(RowError(source, line, f"{spec.describe_key(record)} already on line {seen[key]}"))
             continue
         seen[key] = line
         table.rows.append((line, record))
@@ -296,11 +253,9 @@ def import_tables(
         if errors:
             raise ImportFailed(errors)
         for table in sorted(tables, key=lambda t: t.spec.order):
-            writer = _WRITERS[table.spec.name]
             counts = report.tables.setdefault(table.spec.name, TableCounts())
-            for _line, record in table.rows:
-                writer(session, record, counts)
-            session.flush()
+            table.spec.write(session, table, counts)
+            session.flush()  # a table's rows exist before the next table's rows reference them
     return report
 
 
@@ -311,8 +266,12 @@ def import_files(engine: Engine, paths: Sequence[Path]) -> ImportReport:
 
 
 def _check_references(session: Session, tables: Sequence[ParsedTable]) -> list[RowError]:
-    errors: list[RowError] = []
     by_name = {t.spec.name: t for t in tables}
+    return [*_check_terminal_references(session, by_name), *check_person_references(session, by_name)]
+
+
+def _check_terminal_references(session: Session, by_name: dict[str, ParsedTable]) -> list[RowError]:
+    errors: list[RowError] = []
     terminals = by_name.get("terminals")
     if terminals is not None:
         institutions = by_name.get("institutions")
@@ -327,41 +286,3 @@ def _check_references(session: Session, tables: Sequence[ParsedTable]) -> list[R
                     f"institution_code {code!r} is in neither the institutions file nor the registry",
                 ))
     return errors
-
-
-def _upsert(session: Session, model: type[Any], key: str, values: dict[str, Any], counts: TableCounts) -> None:
-    existing = session.get(model, key)
-    if existing is None:
-        session.add(model(**values))
-        counts.inserted += 1
-        return
-    changed = False
-    for name, value in values.items():
-        if getattr(existing, name) != value:
-            setattr(existing, name, value)
-            changed = True
-    if changed:
-        counts.updated += 1
-    else:
-        counts.unchanged += 1
-
-
-def _write_institution(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
-    _upsert(session, Institution, record["code"], record, counts)
-
-
-def _write_terminal(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
-    values = dict(record)
-    credential = values.pop("credential")
-    existing = session.get(Terminal, values["terminal_id"])
-    if existing is not None and verify_credential(credential, existing.credential_hash):
-        values["credential_hash"] = existing.credential_hash  # same secret: keep its salt
-    else:
-        values["credential_hash"] = hash_credential(credential)
-    _upsert(session, Terminal, values["terminal_id"], values, counts)
-
-
-_WRITERS: dict[str, Callable[[Session, dict[str, Any], TableCounts], None]] = {
-    "institutions": _write_institution,
-    "terminals": _write_terminal,
-}

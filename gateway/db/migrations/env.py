@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import gateway.registry.models  # noqa: F401  (registers the tables on the metadata)
+import gateway.db.schema  # noqa: F401  (registers every table on the metadata)
 from gateway.db.base import Base
 
 target_metadata = Base.metadata

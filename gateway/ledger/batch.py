@@ -1,0 +1,466 @@
+"""One group-commit batch: many intents decided against the database's state, written in one transaction.
+
+The batch reads what its intents touch with a few set-wise queries (locking the persons' accounts where
+the database has row locks), decides each intent in order against an in-memory copy of that state —
+so two settlements for one person in one batch see each other — and writes everything with a few
+bulk statements. An intent that is refused writes nothing and does not disturb its batch-mates.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, or_, select, tuple_, update
+
+from gateway.ledger import accounts
+from gateway.ledger.accounts import AccountSpec
+from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
+from gateway.ledger.models import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    RequestOutcome,
+    RequestRecord,
+    TransactionKind,
+    YearTotal,
+)
+from gateway.ledger.postings import Posting, compensation_postings, opening_postings, settlement_postings
+from gateway.ledger.responses import (
+    refusal_response,
+    repeated_response,
+    reverse_response,
+    revoke_response,
+    settle_response,
+)
+from gateway.ledger.sql import for_update, insert_ignore, insert_or_add
+from gateway.protocol.messages import pb
+from gateway.registry.models import Card, OpeningBalance
+from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
+from gateway.settlement.policy import PolicyBook
+from gateway.settlement.rules import Decision, Refusal, decide
+from gateway.settlement.split import FundSplit
+
+ACCOUNTS = cast(Table, LedgerAccount.__table__)
+TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
+ENTRIES = cast(Table, LedgerEntry.__table__)
+RECORDS = cast(Table, RequestRecord.__table__)
+YEAR_TOTALS = cast(Table, YearTotal.__table__)
+CARDS = cast(Table, Card.__table__)
+OPENING_BALANCES = cast(Table, OpeningBalance.__table__)
+COMPENSATIONS = (TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
+
+
+def new_ref(prefix: str, day: date) -> str:
+    """A public transaction id: kind letter, the day, 48 random bits (unique across gateway processes)."""
+    return f"{prefix}{day:%Y%m%d}{secrets.token_hex(6).upper()}"
+
+
+@dataclass
+class _Transaction:
+    """A settlement as the batch knows it (loaded, or written earlier in this batch)."""
+
+    ref: str
+    kind: str
+    terminal_id: str | None
+    institution_code: str | None
+    ssn: str | None
+    card_number: str | None
+    business_date: date
+    insurance_year: int | None
+    split: FundSplit | None
+    entries: list[tuple[str, int]]
+    compensated_by: str | None = None  # "revoke" or "reversal"
+
+
+@dataclass
+class _Writes:
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    deltas: dict[str, int] = field(default_factory=dict)
+    specs: dict[str, AccountSpec] = field(default_factory=dict)
+    year_deltas: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    first_used: dict[str, date] = field(default_factory=dict)  # card -> day
+    cancel_old_cards_of: set[str] = field(default_factory=set)  # ssn
+
+
+class Batch:
+    def __init__(self, conn: Connection, policies: PolicyBook) -> None:
+        self.conn = conn
+        self.policies = policies
+        self.writes = _Writes()
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.transactions: dict[str, _Transaction] = {}
+        self.balances: dict[str, int] = {}
+        self.year_totals: dict[tuple[str, int], list[int]] = {}
+        self.cards: dict[str, dict[str, Any]] = {}
+        self.used_social_security_card: set[str] = set()
+
+    # The whole batch -------------------------------------------------------------------------
+
+    def run(self, intents: Sequence[Intent]) -> list[pb.Response]:
+        self._load(intents)
+        responses = [self._decide(intent) for intent in intents]
+        self._write()
+        return responses
+
+    # Reading -----------------------------------------------------------------------------------
+
+    def _load(self, intents: Sequence[Intent]) -> None:
+        keys = {(i.terminal_id, i.message_id) for i in intents}
+        keys |= {(i.terminal_id, i.original_message_id) for i in intents if isinstance(i, ReverseIntent)}
+        if keys:
+            rows = self.conn.execute(select(RECORDS).where(tuple_(RECORDS.c.terminal_id, RECORDS.c.message_id)
+                                                           .in_(sorted(keys)))).mappings()
+            self.records = {(r["terminal_id"], r["message_id"]): dict(r) for r in rows}
+        refs = {i.settlement_ref for i in intents if isinstance(i, RevokeIntent)}
+        refs |= {r["transaction_ref"] for r in self.records.values() if r["transaction_ref"]}
+        self._load_transactions(refs)
+        settles = [i for i in intents if isinstance(i, SettleIntent)]
+        ssns = {i.facts.registry.person.social_security_number for i in settles if i.facts.registry.person}
+        ssns |= {t.ssn for t in self.transactions.values() if t.ssn}
+        self._load_persons(sorted(ssns), {i.facts.request.on.year for i in settles} | {
+            t.insurance_year for t in self.transactions.values() if t.insurance_year})
+        self._load_cards({i.card_number for i in settles}, ssns)
+
+    def _load_transactions(self, refs: set[str]) -> None:
+        if not refs:
+            return
+        rows = self.conn.execute(select(TRANSACTIONS).where(TRANSACTIONS.c.ref.in_(sorted(refs)))).mappings()
+        for row in rows:
+            split = FundSplit(row["total_fen"], row["pooled_fund_fen"], row["current_year_fen"], row["prior_years_fen"],
+                              row["cash_fen"], row["deductible_counted_fen"]) if row["total_fen"] >= 0 else None
+            self.transactions[row["ref"]] = _Transaction(
+                row["ref"], row["kind"], row["terminal_id"], row["institution_code"], row["social_security_number"],
+                row["card_number"], row["business_date"], row["insurance_year"], split, [])
+        for entry in self.conn.execute(select(ENTRIES.c.transaction_ref, ENTRIES.c.account_code, ENTRIES.c.amount_fen)
+                                       .where(ENTRIES.c.transaction_ref.in_(sorted(refs))).order_by(ENTRIES.c.id)):
+            self.transactions[entry.transaction_ref].entries.append((entry.account_code, entry.amount_fen))
+        compensations = self.conn.execute(
+            select(TRANSACTIONS.c.original_ref, TRANSACTIONS.c.kind)
+            .where(TRANSACTIONS.c.original_ref.in_(sorted(refs)), TRANSACTIONS.c.kind.in_(COMPENSATIONS)))
+        for original_ref, kind in compensations:
+            self.transactions[original_ref].compensated_by = kind
+
+    def _load_persons(self, ssns: list[str], years: set[int]) -> None:
+        if not ssns:
+            return
+        self._open_accounts(ssns)
+        codes = [spec.code for ssn in ssns for spec in (accounts.person_current_year(ssn),
+                                                          accounts.person_prior_years(ssn))]
+        locked = for_update(self.conn, select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
+                            .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
+        self.balances = {code: balance for code, balance in self.conn.execute(locked)}
+        pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
+        totals = for_update(self.conn, select(YEAR_TOTALS).where(
+            tuple_(YEAR_TOTALS.c.social_security_number, YEAR_TOTALS.c.insurance_year).in_(pairs)))
+        for row in self.conn.execute(totals).mappings():
+            self.year_totals[(row["social_security_number"], row["insurance_year"])] = [
+                row["deductible_counted_fen"], row["pooled_fund_paid_fen"]]
+
+    def _open_accounts(self, ssns: list[str]) -> None:
+        """Give each person met for the first time their two accounts and post their opening balances."""
+        have = set(self.conn.scalars(select(ACCOUNTS.c.owner).where(
+            ACCOUNTS.c.owner.in_(ssns), ACCOUNTS.c.kind == accounts.person_current_year("").kind.value)))
+        new = [ssn for ssn in ssns if ssn not in have]
+        if not new:
+            return
+        openings = {row.social_security_number: (row.current_year_fen, row.prior_years_fen)
+                    for row in self.conn.execute(select(OPENING_BALANCES).where(
+                        OPENING_BALANCES.c.social_security_number.in_(new)))}
+        specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
+        specs.append(accounts.opening())
+        self.conn.execute(insert_ignore(self.conn, ACCOUNTS), [_account_row(s) for s in specs])
+        today = date.today()
+        for ssn in new:
+            current, prior = openings.get(ssn, (0, 0))
+            if current == 0 and prior == 0:
+                continue
+            ref = new_ref("O", today)
+            inserted = self.conn.execute(insert_ignore(self.conn, TRANSACTIONS).returning(TRANSACTIONS.c.ref), {
+                "ref": ref, "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
+                "social_security_number": ssn, "business_date": today, "total_fen": current + prior,
+                "current_year_fen": current, "prior_years_fen": prior,
+            }).first()  # RETURNING: rowcount is not reliable for ON CONFLICT on every driver
+            if inserted is None:
+                continue  # another gateway opened them first
+            postings = opening_postings(ssn, current, prior)
+            self.conn.execute(ENTRIES.insert(), [{"transaction_ref": ref, "account_code": spec.code,
+                                                   "amount_fen": amount} for spec, amount in postings])
+            for spec, amount in postings:
+                self.conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == spec.code)
+                                  .values(balance_fen=ACCOUNTS.c.balance_fen + amount))
+
+    def _load_cards(self, card_numbers: set[str], ssns: set[str]) -> None:
+        if card_numbers:
+            rows = self.conn.execute(select(CARDS.c.card_number, CARDS.c.status, CARDS.c.first_used_on,
+                                            CARDS.c.kind, CARDS.c.social_security_number)
+                                     .where(CARDS.c.card_number.in_(sorted(card_numbers)))).mappings()
+            self.cards = {row["card_number"]: dict(row) for row in rows}
+        if ssns:
+            self.used_social_security_card = set(self.conn.scalars(
+                select(CARDS.c.social_security_number).where(
+                    CARDS.c.social_security_number.in_(sorted(ssns)),
+                    CARDS.c.kind == CardKind.SOCIAL_SECURITY.value, CARDS.c.first_used_on.is_not(None))))
+
+    # Deciding ----------------------------------------------------------------------------------
+
+    def _decide(self, intent: Intent) -> pb.Response:
+        record = self.records.get((intent.terminal_id, intent.message_id))
+        if record is not None:
+            return self._repeat(intent, record)
+        if isinstance(intent, SettleIntent):
+            return self._settle(intent)
+        if isinstance(intent, RevokeIntent):
+            return self._revoke(intent)
+        return self._reverse(intent)
+
+    def _repeat(self, intent: Intent, record: dict[str, Any]) -> pb.Response:
+        """A message id seen before: its one outcome again, or a refusal."""
+        return repeated_response(intent.message_id, record["outcome"], record["content_hash"], intent.content_hash,
+                                 record["response"])
+
+    def _settle(self, intent: SettleIntent) -> pb.Response:
+        facts = intent.facts
+        person = facts.registry.person
+        card = facts.registry.card
+        if person is None or card is None:  # the rules refused these before the ledger was asked
+            return refusal_response(intent.message_id, pb.STATUS_CODE_PERSON_NOT_FOUND, "no person", "查无此人")
+        ssn = person.social_security_number
+        year = facts.request.on.year
+        fresh_card = self.cards.get(card.card_number)
+        if fresh_card is not None:
+            card = replace(card, status=CardStatus(fresh_card["status"]), first_used_on=fresh_card["first_used_on"])
+        current_code = accounts.person_current_year(ssn).code
+        prior_code = accounts.person_prior_years(ssn).code
+        totals = self.year_totals.get((ssn, year), [0, 0])
+        facts = replace(
+            facts,
+            registry=replace(facts.registry, card=card, person=replace(
+                person, social_security_card_used=ssn in self.used_social_security_card)),
+            balances=Balances(self.balances.get(current_code, 0), self.balances.get(prior_code, 0)),
+            year_to_date=YearToDate(totals[0], totals[1]),
+        )
+        outcome = decide(facts, self.policies)
+        if isinstance(outcome, Refusal):
+            return refusal_response(intent.message_id, outcome.status, outcome.detail_en, outcome.detail_zh)
+        assert isinstance(outcome, Decision) and outcome.split is not None
+        split = outcome.split
+        day = business_date(intent.recorded_at)
+        ref = new_ref("S", day)
+        postings = settlement_postings(ssn, person.insured_region_code, facts.institution.code, split)
+        self._post(ref, postings)
+        self.writes.transactions.append({
+            "ref": ref, "kind": TransactionKind.SETTLEMENT.value, "terminal_id": intent.terminal_id,
+            "message_id": intent.message_id, "institution_code": facts.institution.code,
+            "social_security_number": ssn, "card_number": card.card_number,
+            "medical_type": facts.request.medical_type, "insurance_year": year, "business_date": day,
+            "recorded_at": intent.recorded_at, "policy_version": outcome.policy_version, **_split_columns(split),
+        })
+        self._add_year(ssn, year, split.deductible_counted_fen, split.pooled_fund_fen)
+        if outcome.first_use_of_card:
+            self.writes.first_used[card.card_number] = day
+            self.writes.cancel_old_cards_of.add(ssn)
+            self.used_social_security_card.add(ssn)
+            self.cards.setdefault(card.card_number, {})["first_used_on"] = day
+        self.transactions[ref] = _Transaction(ref, TransactionKind.SETTLEMENT.value, intent.terminal_id,
+                                              facts.institution.code, ssn, card.card_number, day, year, split,
+                                              [(spec.code, amount) for spec, amount in postings])
+        policy = self.policies.for_date(facts.request.on)
+        assert policy is not None
+        scheme = policy.resident if person.insurance_type.value == "resident" else policy.employee
+        retired = person.insurance_type.value == "employee_retired"
+        totals = self.year_totals[(ssn, year)]
+        response = settle_response(
+            intent.message_id, ref, card.card_number, split, intent.recorded_at, outcome.policy_version or "",
+            year=year, current_year_fen=self.balances.get(current_code, 0),
+            prior_years_fen=self.balances.get(prior_code, 0), deductible_counted_ytd_fen=totals[0],
+            deductible_fen=scheme.deductible(retired), pooled_paid_ytd_fen=totals[1],
+            pooled_cap_fen=scheme.pooled_cap_fen,
+        )
+        self._record(intent, "settle", ref, response)
+        return response
+
+    def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> str:
+        assert original.ssn is not None and original.split is not None
+        day = business_date(intent.recorded_at)
+        ref = new_ref("R" if kind is TransactionKind.REVOKE else "V", day)
+        specs = self._specs_for(original)
+        postings = compensation_postings(original.entries, specs)
+        self._post(ref, postings)
+        split = original.split
+        self.writes.transactions.append({
+            "ref": ref, "kind": kind.value, "dedupe_key": f"compensates:{original.ref}", "original_ref": original.ref,
+            "terminal_id": intent.terminal_id, "message_id": intent.message_id,
+            "institution_code": original.institution_code, "social_security_number": original.ssn,
+            "card_number": original.card_number, "insurance_year": original.insurance_year, "business_date": day,
+            "recorded_at": intent.recorded_at, **_split_columns(split, sign=-1),
+        })
+        if original.insurance_year is not None:
+            self._add_year(original.ssn, original.insurance_year, -split.deductible_counted_fen,
+                           -split.pooled_fund_fen)
+        original.compensated_by = kind.value
+        return ref
+
+    def _revoke(self, intent: RevokeIntent) -> pb.Response:
+        original = self.transactions.get(intent.settlement_ref)
+        if original is None or original.kind != TransactionKind.SETTLEMENT.value:
+            return refusal_response(intent.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND,
+                                    f"no settlement {intent.settlement_ref}", f"无结算{intent.settlement_ref}")
+        if original.compensated_by == TransactionKind.REVOKE.value:
+            return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
+                                    f"{original.ref}已撤销")
+        if original.compensated_by == TransactionKind.REVERSAL.value:
+            return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVERSED,
+                                    f"{original.ref} was reversed", f"{original.ref}已冲正")
+        if original.institution_code != intent.institution_code:
+            return refusal_response(intent.message_id, pb.STATUS_CODE_REVOKE_NOT_ALLOWED,
+                                    f"{original.ref} was settled at another institution", "非本机构结算的交易")
+        policy = self.policies.for_date(original.business_date)
+        window_days = policy.revoke_window_days if policy else 0
+        today = business_date(intent.recorded_at)
+        if today > original.business_date + timedelta(days=window_days):
+            return refusal_response(
+                intent.message_id, pb.STATUS_CODE_REVOKE_NOT_ALLOWED,
+                f"settled on {original.business_date:%Y-%m-%d}; revoking is allowed for {window_days} days",
+                f"结算日期{original.business_date:%Y-%m-%d}，已超过{window_days}天撤销期限")
+        ref = self._compensate(original, TransactionKind.REVOKE, intent)
+        assert original.split is not None
+        response = revoke_response(intent.message_id, original.ref, ref, original.split)
+        self._record(intent, "revoke", ref, response)
+        return response
+
+    def _reverse(self, intent: ReverseIntent) -> pb.Response:
+        target = self.records.get((intent.terminal_id, intent.original_message_id))
+        if target is None:
+            # It never arrived: a tombstone refuses it should it arrive late.
+            tombstone = {"terminal_id": intent.terminal_id, "message_id": intent.original_message_id,
+                         "body": "settle", "content_hash": None, "outcome": RequestOutcome.TOMBSTONE.value,
+                         "transaction_ref": None, "response": None, "recorded_at": intent.recorded_at}
+            self.records[(intent.terminal_id, intent.original_message_id)] = tombstone
+            self.writes.records.append(tombstone)
+            response = reverse_response(intent.message_id, intent.original_message_id,
+                                        pb.REVERSE_OUTCOME_NEVER_ARRIVED, None)
+            self._record(intent, "reverse", None, response)
+            return response
+        if target["outcome"] == RequestOutcome.TOMBSTONE.value:
+            response = reverse_response(intent.message_id, intent.original_message_id,
+                                        pb.REVERSE_OUTCOME_ALREADY_REVERSED, None)
+            self._record(intent, "reverse", None, response)
+            return response
+        original = self.transactions.get(target["transaction_ref"] or "")
+        if original is None or original.kind != TransactionKind.SETTLEMENT.value or original.split is None:
+            return refusal_response(intent.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND,
+                                    "only a settlement can be reversed", "只能冲正结算交易")
+        if original.compensated_by == TransactionKind.REVOKE.value:
+            return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
+                                    f"{original.ref}已撤销")
+        if original.compensated_by == TransactionKind.REVERSAL.value:
+            response = reverse_response(intent.message_id, intent.original_message_id,
+                                        pb.REVERSE_OUTCOME_ALREADY_REVERSED, None)
+            self._record(intent, "reverse", None, response)
+            return response
+        ref = self._compensate(original, TransactionKind.REVERSAL, intent)
+        response = reverse_response(intent.message_id, intent.original_message_id, pb.REVERSE_OUTCOME_REVERSED,
+                                    original.split)
+        self._record(intent, "reverse", ref, response)
+        return response
+
+    # Bookkeeping in memory ---------------------------------------------------------------------
+
+    def _specs_for(self, original: _Transaction) -> dict[str, AccountSpec]:
+        assert original.ssn is not None and original.institution_code is not None
+        region = next((code.split(":")[1] for code, _ in original.entries if code.startswith("fund:")), "0000")
+        candidates = [accounts.person_current_year(original.ssn), accounts.person_prior_years(original.ssn),
+                      accounts.pooled_fund(region + "00"), accounts.persons_cash(),
+                      accounts.institution_receivable(original.institution_code),
+                      accounts.institution_cash(original.institution_code)]
+        return {spec.code: spec for spec in candidates}
+
+    def _post(self, ref: str, postings: list[Posting]) -> None:
+        for spec, amount in postings:
+            self.writes.entries.append({"transaction_ref": ref, "account_code": spec.code, "amount_fen": amount})
+            self.writes.deltas[spec.code] = self.writes.deltas.get(spec.code, 0) + amount
+            self.writes.specs[spec.code] = spec
+            if spec.code in self.balances or spec.must_not_go_negative:
+                new_balance = self.balances.get(spec.code, 0) + amount
+                if spec.must_not_go_negative and new_balance < 0:
+                    raise AssertionError(f"{spec.code} would go negative")  # the split never allows it
+                self.balances[spec.code] = new_balance
+
+    def _add_year(self, ssn: str, year: int, deductible: int, pooled: int) -> None:
+        totals = self.year_totals.setdefault((ssn, year), [0, 0])
+        totals[0] += deductible
+        totals[1] += pooled
+        delta = self.writes.year_deltas.setdefault((ssn, year), [0, 0])
+        delta[0] += deductible
+        delta[1] += pooled
+
+    def _record(self, intent: Intent, body: str, ref: str | None, response: pb.Response) -> None:
+        record = {"terminal_id": intent.terminal_id, "message_id": intent.message_id, "body": body,
+                  "content_hash": intent.content_hash, "outcome": RequestOutcome.COMMITTED.value,
+                  "transaction_ref": ref, "response": response.SerializeToString(), "recorded_at": intent.recorded_at}
+        self.records[(intent.terminal_id, intent.message_id)] = record
+        self.writes.records.append(record)
+
+    # Writing -----------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        writes, conn = self.writes, self.conn
+        if writes.specs:
+            conn.execute(insert_ignore(conn, ACCOUNTS), [_account_row(s) for s in sorted(
+                writes.specs.values(), key=lambda s: s.code)])
+        if writes.transactions:
+            conn.execute(TRANSACTIONS.insert(), _uniform(writes.transactions, TRANSACTIONS.c.keys()))
+        if writes.entries:
+            conn.execute(ENTRIES.insert(), writes.entries)
+        for code in sorted(writes.deltas):  # a fixed order: two gateways never wait on each other in a circle
+            if writes.deltas[code]:
+                conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == code)
+                             .values(balance_fen=ACCOUNTS.c.balance_fen + writes.deltas[code]))
+        if writes.year_deltas:
+            conn.execute(insert_or_add(conn, YEAR_TOTALS, ["social_security_number", "insurance_year"],
+                                       ["deductible_counted_fen", "pooled_fund_paid_fen"]),
+                         [{"social_security_number": ssn, "insurance_year": year, "deductible_counted_fen": d,
+                           "pooled_fund_paid_fen": p} for (ssn, year), (d, p) in sorted(writes.year_deltas.items())])
+        if writes.records:
+            conn.execute(RECORDS.insert(), writes.records)
+        for card_number, day in sorted(writes.first_used.items()):
+            conn.execute(update(CARDS).where(CARDS.c.card_number == card_number, CARDS.c.first_used_on.is_(None))
+                         .values(first_used_on=day))
+        if writes.cancel_old_cards_of:
+            conn.execute(update(CARDS).where(
+                CARDS.c.social_security_number.in_(sorted(writes.cancel_old_cards_of)),
+                CARDS.c.kind == CardKind.OLD_MEDICAL_IC.value,
+                or_(CARDS.c.status == CardStatus.ACTIVE.value, CARDS.c.status == CardStatus.LOST_REPORTED.value),
+            ).values(status=CardStatus.CANCELLED.value))
+
+
+def _account_row(spec: AccountSpec) -> dict[str, Any]:
+    return {"code": spec.code, "kind": spec.kind.value, "owner": spec.owner,
+            "must_not_go_negative": spec.must_not_go_negative, "balance_fen": 0}
+
+
+def _split_columns(split: FundSplit, sign: int = 1) -> dict[str, int]:
+    return {"total_fen": sign * split.total_fen, "pooled_fund_fen": sign * split.pooled_fund_fen,
+            "current_year_fen": sign * split.current_year_account_fen,
+            "prior_years_fen": sign * split.prior_years_account_fen, "cash_fen": sign * split.cash_fen,
+            "deductible_counted_fen": sign * split.deductible_counted_fen}
+
+
+def _uniform(rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> list[dict[str, Any]]:
+    """executemany needs every row to name the same columns."""
+    names = [c for c in columns if c not in ("id", "recorded_at")]
+    out = []
+    for row in rows:
+        full = {name: row.get(name) for name in names}
+        full["recorded_at"] = row.get("recorded_at") or datetime.now().astimezone()
+        out.append(full)
+    return out
+
+
+__all__ = ["Batch", "new_ref"]

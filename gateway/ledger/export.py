@@ -1,0 +1,60 @@
+"""`gateway ledger export --date D`: one row per settlement, revoke and reversal of a business day."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import date
+from typing import IO, Any, cast
+
+from sqlalchemy import Engine, Table, select
+
+from gateway.ledger.models import LedgerTransaction, TransactionKind
+from gateway.money import format_fen
+
+TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
+AMOUNTS = ("total_fen", "pooled_fund_fen", "current_year_fen", "prior_years_fen", "cash_fen",
+           "deductible_counted_fen")
+COLUMNS = ("business_date", "recorded_at", "kind", "status", "settlement_id", "original_settlement_id",
+           "terminal_id", "message_id", "institution_code", "card_number", "medical_type", "policy_version",
+           *AMOUNTS, "total_yuan")
+KINDS = (TransactionKind.SETTLEMENT.value, TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
+
+
+def export_rows(engine: Engine, day: date) -> Iterator[dict[str, Any]]:
+    t = TRANSACTIONS.c
+    with engine.connect() as conn:
+        undone = dict(conn.execute(select(t.original_ref, t.kind).where(
+            t.kind.in_(KINDS[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
+        rows = conn.execute(select(TRANSACTIONS).where(t.business_date == day, t.kind.in_(KINDS))
+                            .order_by(t.recorded_at, t.id)).mappings()
+        for row in rows:
+            status = {"settlement": {"revoke": "revoked", "reversal": "reversed"}.get(undone.get(row["ref"], ""),
+                                                                                      "settled"),
+                      "revoke": "revoke", "reversal": "reversal"}[row["kind"]]
+            yield {
+                "business_date": row["business_date"].isoformat(),
+                "recorded_at": row["recorded_at"].isoformat() if row["recorded_at"] else "",
+                "kind": row["kind"], "status": status, "settlement_id": row["ref"],
+                "original_settlement_id": row["original_ref"] or "", "terminal_id": row["terminal_id"] or "",
+                "message_id": row["message_id"] or "", "institution_code": row["institution_code"] or "",
+                "card_number": row["card_number"] or "", "medical_type": row["medical_type"] or "",
+                "policy_version": row["policy_version"] or "",
+                **{name: row[name] for name in AMOUNTS}, "total_yuan": format_fen(row["total_fen"]),
+            }
+
+
+def write_export(engine: Engine, day: date, out: IO[str], fmt: str = "csv") -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in export_rows(engine, day):
+            writer.writerow(row)
+            count += 1
+    else:
+        for row in export_rows(engine, day):
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count

@@ -1,0 +1,70 @@
+"""`gateway ledger rollover --year Y`: each current-year balance moves into the prior-years account.
+
+One balanced transaction per person, keyed "rollover:Y:<ssn>", so running it again changes nothing.
+Persons are handled in chunks, each chunk one database transaction with the persons' accounts locked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import cast
+
+from sqlalchemy import Engine, Table, select, update
+
+from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.ledger import accounts
+from gateway.ledger.batch import new_ref
+from gateway.ledger.models import AccountKind, LedgerAccount, LedgerEntry, LedgerTransaction, TransactionKind
+from gateway.ledger.postings import rollover_postings
+from gateway.ledger.sql import for_update, insert_ignore
+
+ACCOUNTS = cast(Table, LedgerAccount.__table__)
+TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
+ENTRIES = cast(Table, LedgerEntry.__table__)
+CHUNK_PERSONS = 1_000
+
+
+@dataclass
+class RolloverReport:
+    year: int
+    persons: int = 0
+    moved_fen: int = 0
+    already_done: int = 0
+
+
+def rollover(engine: Engine, year: int, on: date | None = None) -> RolloverReport:
+    report = RolloverReport(year)
+    day = on or date(year + 1, 1, 1)
+    with engine.connect() as conn:
+        owners = list(conn.scalars(select(ACCOUNTS.c.owner).where(
+            ACCOUNTS.c.kind == AccountKind.PERSON_CURRENT_YEAR.value).order_by(ACCOUNTS.c.owner)))
+    for start in range(0, len(owners), CHUNK_PERSONS):
+        chunk = owners[start : start + CHUNK_PERSONS]
+        with engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
+            codes = [accounts.person_current_year(ssn).code for ssn in chunk]
+            locked = for_update(conn, select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
+                                .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
+            balances: dict[str, int] = {code: balance for code, balance in conn.execute(locked)}
+            for ssn in chunk:
+                amount = balances.get(accounts.person_current_year(ssn).code, 0)
+                ref = new_ref("Y", day)
+                inserted = conn.execute(insert_ignore(conn, TRANSACTIONS).returning(TRANSACTIONS.c.ref), {
+                    "ref": ref, "kind": TransactionKind.ROLLOVER.value, "dedupe_key": f"rollover:{year}:{ssn}",
+                    "social_security_number": ssn, "insurance_year": year, "business_date": day,
+                    "recorded_at": datetime.now(UTC), "total_fen": amount,
+                }).first()
+                if inserted is None:
+                    report.already_done += 1
+                    continue
+                report.persons += 1
+                if amount == 0:
+                    continue
+                postings = rollover_postings(ssn, amount)
+                conn.execute(ENTRIES.insert(), [{"transaction_ref": ref, "account_code": spec.code,
+                                                  "amount_fen": value} for spec, value in postings])
+                for spec, value in postings:
+                    conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == spec.code)
+                                 .values(balance_fen=ACCOUNTS.c.balance_fen + value))
+                report.moved_fen += amount
+    return report

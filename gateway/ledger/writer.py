@@ -1,0 +1,160 @@
+"""The ledger's one writer: group commit on a thread of its own.
+
+Intents queue up while a batch commits and go together in the next one, so durable settlements per
+second are not bounded by one fsync each. Each intent's answer is released only after its batch's
+commit returned: an OK never precedes durability. A batch that fails as a whole is split up, so one bad
+intent never fails its batch-mates.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.ledger.batch import Batch
+from gateway.ledger.intents import Intent
+from gateway.ledger.responses import refusal_response
+from gateway.protocol.messages import pb
+from gateway.settlement.policy import PolicyBook
+
+log = Logger(namespace="gateway.ledger")
+
+# PostgreSQL: deadlock_detected, serialization_failure — the batch is simply run again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+@dataclass(frozen=True)
+class WriterLimits:
+    max_batch: int = 200          # intents in one transaction
+    max_queue: int = 20_000       # intents waiting; beyond it requests are refused "retry"
+    retry_attempts: int = 3       # a batch that met a deadlock or a serialization failure is run again
+
+
+class LedgerWriter:
+    def __init__(self, engine: Engine, policies: PolicyBook, call_from_thread: Callable[..., Any],
+                 limits: WriterLimits = WriterLimits()) -> None:
+        self._engine = engine
+        self._policies = policies
+        self._call_from_thread = call_from_thread
+        self.limits = limits
+        self._queue: queue.Queue[tuple[Intent, Deferred[pb.Response]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self.batches_committed = 0
+        self.intents_committed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued, then stop."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+
+    def submit(self, intent: Intent) -> Deferred[pb.Response]:
+        answer: Deferred[pb.Response] = Deferred()
+        if self._queue.qsize() >= self.limits.max_queue:
+            answer.callback(refusal_response(intent.message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
+                                             "the ledger is busy", "账务处理繁忙"))
+            return answer
+        self._queue.put((intent, answer))
+        return answer
+
+    # The writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.limits.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            responses = self.write([intent for intent, _ in batch])
+            for (_, answer), response in zip(batch, responses, strict=True):
+                self._call_from_thread(answer.callback, response)
+
+    def write(self, intents: Sequence[Intent]) -> list[pb.Response]:
+        """Decide and commit `intents` in one transaction (blocking); their answers, in order."""
+        for attempt in range(1, self.limits.retry_attempts + 1):
+            try:
+                with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
+                    responses = Batch(conn, self._policies).run(intents)
+                self.batches_committed += 1
+                self.intents_committed += len(intents)
+                return responses
+            except DBAPIError as exc:
+                # A deadlock, a serialization failure, or another gateway writing the same key first: run
+                # again, and the batch reads the state that won.
+                again = isinstance(exc, IntegrityError) or _sqlstate(exc) in RETRYABLE_SQLSTATES
+                if again and attempt < self.limits.retry_attempts:
+                    time.sleep(0.005 * attempt)
+                    continue
+                if not again and (isinstance(exc, OperationalError) or exc.connection_invalidated):
+                    log.warn("ledger database unavailable ({error}); {count} requests answered 'retry'",
+                             error=_short(exc), count=len(intents))
+                    return [_unavailable(i) for i in intents]
+                failure: BaseException = exc
+                break
+            except Exception as exc:
+                failure = exc
+                break
+        else:
+            return [_unavailable(i) for i in intents]
+        if len(intents) > 1:
+            # Find the one that fails: alone, each intent gets its own outcome.
+            log.info("ledger batch of {count} failed ({cause}); writing each alone", count=len(intents),
+                     cause=_short(failure))
+            return [response for intent in intents for response in self.write([intent])]
+        log.error("ledger write failed for {message_id}: {cause}", message_id=intents[0].message_id,
+                  cause=_short(failure))
+        return [_internal(intents[0])]
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "diag", None), "sqlstate", None)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+def _unavailable(intent: Intent) -> pb.Response:
+    return refusal_response(intent.message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
+                            "the ledger database cannot be reached", "账务数据库暂时不可用")
+
+
+def _internal(intent: Intent) -> pb.Response:
+    return refusal_response(intent.message_id, pb.STATUS_CODE_INTERNAL_ERROR, "the ledger could not record this",
+                            "账务记录失败")
+
+
+class InlineLedgerWriter(LedgerWriter):
+    """Writes each intent at once on the calling thread: for tools and in-memory tests, where no reactor
+    runs. The server always uses the threaded, group-committing writer."""
+
+    def __init__(self, engine: Engine, policies: PolicyBook, limits: WriterLimits = WriterLimits()) -> None:
+        super().__init__(engine, policies, lambda f, *a: f(*a), limits)
+
+    def submit(self, intent: Intent) -> Deferred[pb.Response]:
+        answer: Deferred[pb.Response] = Deferred()
+        answer.callback(self.write([intent])[0])
+        return answer

@@ -1,0 +1,42 @@
+"""Money is an integer number of fen (0.01 yuan). Decimal strings are parsed exactly, never through float.
+
+Registry files and operators write amounts in yuan ("1234.56"); the database, the ledger and the rules
+only ever see fen.
+"""
+
+from __future__ import annotations
+
+import re
+
+FEN_PER_YUAN = 100
+# A limit on every amount read from outside: ten trillion yuan is far beyond any account balance, and
+# keeps amounts well inside a signed 64-bit column.
+MAX_AMOUNT_FEN = 10**15
+# Digits, then optionally a point and one or two digits. No sign, exponent, grouping or spaces.
+YUAN = re.compile(r"(?P<yuan>[0-9]+)(?:\.(?P<fen>[0-9]{1,2}))?")
+
+
+class AmountError(ValueError):
+    """Text that is not an exact non-negative amount in yuan; the message says what is expected."""
+
+
+def parse_yuan_to_fen(text: str) -> int:
+    """'1234.56' -> 123456. Refuses anything that is not digits with at most two decimals."""
+    match = YUAN.fullmatch(text)
+    if match is None:
+        raise AmountError(
+            f"{text!r} is not an amount in yuan: digits with at most two decimals, e.g. 1234.56"
+        )
+    if len(match["yuan"]) > 16:  # checked before int() so a huge string costs nothing
+        raise AmountError(f"{text!r} is more than {format_fen(MAX_AMOUNT_FEN)} yuan")
+    fen = int(match["yuan"]) * FEN_PER_YUAN + int((match["fen"] or "0").ljust(2, "0"))
+    if fen > MAX_AMOUNT_FEN:
+        raise AmountError(f"{text!r} is more than {format_fen(MAX_AMOUNT_FEN)} yuan")
+    return fen
+
+
+def format_fen(fen: int) -> str:
+    """123456 -> '1234.56'; -5 -> '-0.05'. Always two decimals, so parse_yuan_to_fen reads it back."""
+    sign = "-" if fen < 0 else ""
+    yuan, rest = divmod(abs(fen), FEN_PER_YUAN)
+    return f"{sign}{yuan}.{rest:02d}"

@@ -1,0 +1,64 @@
+"""Building ledger intents for the demo population, as the service would."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, business_date, content_hash
+from gateway.ledger.reads import LedgerReader
+from gateway.protocol.messages import pb
+from gateway.registry.facts import load_institution, load_registry_facts
+from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
+from simulators.population import demo_population
+
+# 10:00 in Beijing on 2026-11-24.
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+TODAY = date(2026, 11, 24)
+TERMINAL = "H33020300001-01"
+INSTITUTION = "H33020300001"
+CARDS = {card.card_number: (holder, card) for holder in demo_population() for card in holder.cards}
+
+
+def settle_request(message_id: str, total_fen: int, medical_type: int = 11, terminal: str = TERMINAL) -> pb.Request:
+    request = pb.Request(terminal_id=terminal, message_id=message_id)
+    request.settle.medical_type = medical_type  # type: ignore[assignment]
+    request.settle.total_fen = total_fen
+    return request
+
+
+def settle(engine: Engine, card_number: str, message_id: str, total_fen: int, *, medical_type: int = 11,
+           terminal: str = TERMINAL, institution: str = INSTITUTION, pin: bool = False,
+           at: datetime = NOW) -> SettleIntent:
+    holder, card = CARDS[card_number]
+    ssn = holder.person.social_security_number
+    with Session(engine) as session:
+        registry = load_registry_facts(session, card_number, ssn)
+        institution_facts = load_institution(session, institution)
+    request = SettlementRequest(Purpose.SETTLE, business_date(at), medical_type, total_fen, (), pin)
+    facts = Facts(request, ChipFacts(card_number, ssn, card.issuing_region_code, card.expiry_date), registry,
+                  institution_facts)
+    digest = content_hash(settle_request(message_id, total_fen, medical_type, terminal))
+    return SettleIntent(terminal, message_id, digest, facts, card_number, at)
+
+
+def revoke(settlement_id: str, message_id: str, *, terminal: str = TERMINAL, institution: str = INSTITUTION,
+           at: datetime = NOW) -> RevokeIntent:
+    request = pb.Request(terminal_id=terminal, message_id=message_id)
+    request.revoke.settlement_id = settlement_id
+    return RevokeIntent(terminal, message_id, content_hash(request), institution, settlement_id, at)
+
+
+def reverse(original: str, message_id: str, *, terminal: str = TERMINAL, at: datetime = NOW) -> ReverseIntent:
+    request = pb.Request(terminal_id=terminal, message_id=message_id)
+    request.reverse.original_message_id = original
+    return ReverseIntent(terminal, message_id, content_hash(request), original, at)
+
+
+def balances_of(engine: Engine, card_number: str, year: int = 2026) -> tuple[int, int, int, int]:
+    holder, _ = CARDS[card_number]
+    balances, ytd = LedgerReader(engine).person_state(holder.person.social_security_number, year)
+    return (balances.current_year_fen, balances.prior_years_fen, ytd.deductible_counted_fen,
+            ytd.pooled_fund_paid_fen)

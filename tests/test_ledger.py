@@ -1,0 +1,250 @@
+"""The ledger on SQLite and PostgreSQL: balanced entries, one outcome per key, undoing, batches, checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.orm import Session
+
+from gateway.db.engine import make_engine
+from gateway.db.migrate import upgrade
+from gateway.ledger.batch import Batch
+from gateway.ledger.check import check_ledger
+from gateway.ledger.export import export_rows
+from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord
+from gateway.ledger.rollover import rollover
+from gateway.ledger.writer import InlineLedgerWriter
+from gateway.protocol.messages import pb
+from gateway.registry.demo import write_demo_registry
+from gateway.registry.models import Card
+from gateway.settlement.policy import load_builtin_policies
+from tests.ledger_support import NOW, TODAY, balances_of, reverse, revoke, settle
+
+OK = pb.STATUS_CODE_OK
+POLICIES = load_builtin_policies()
+IN_CITY = "N00000001"          # Haishu, employee, PIN 000000
+REPLACED_HOLDER_NEW = "N00001302"
+OLD_IC, NEW_OF_OLD_IC = "M00001601", "N00001602"
+
+
+@pytest.fixture
+def ledger_engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def writer(ledger_engine: Engine) -> InlineLedgerWriter:
+    return InlineLedgerWriter(ledger_engine, POLICIES)
+
+
+def one(writer: InlineLedgerWriter, intent: Any) -> pb.Response:
+    [response] = writer.write([intent])
+    return response
+
+
+def assert_consistent(engine: Engine) -> None:
+    report = check_ledger(engine)
+    assert report.ok, report.render()
+
+
+def test_a_settlement_is_balanced_entries_that_move_the_persons_money(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    before = balances_of(ledger_engine, IN_CITY)
+    response = one(writer, settle(ledger_engine, IN_CITY, "m-1", 300_000))
+    assert response.status == OK, response.message_en
+    split = response.settle.split
+    assert split.total_fen == 300_000
+    assert (split.pooled_fund_fen + split.current_year_account_fen + split.prior_years_account_fen
+            + split.cash_fen) == 300_000
+    after = balances_of(ledger_engine, IN_CITY)
+    assert after[0] == before[0] - split.current_year_account_fen
+    assert after[1] == before[1] - split.prior_years_account_fen
+    assert after[2:] == (split.deductible_counted_fen, split.pooled_fund_fen)
+    assert response.settle.balances_after.current_year_account_fen == after[0]
+    with Session(ledger_engine) as db:
+        total = db.scalar(select(func.sum(LedgerEntry.amount_fen)).where(
+            LedgerEntry.transaction_ref == response.settle.settlement_id))
+        assert total == 0
+    assert_consistent(ledger_engine)
+
+
+def test_a_retry_gets_the_original_answer_and_different_content_is_refused(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    first = one(writer, settle(ledger_engine, IN_CITY, "m-1", 12_345))
+    again = one(writer, settle(ledger_engine, IN_CITY, "m-1", 12_345))
+    assert again == first
+    other = one(writer, settle(ledger_engine, IN_CITY, "m-1", 99_999))
+    assert other.status == pb.STATUS_CODE_DUPLICATE_MESSAGE_ID
+    with Session(ledger_engine) as db:
+        assert db.scalar(select(func.count()).select_from(LedgerTransaction).where(
+            LedgerTransaction.kind == "settlement")) == 1
+    assert_consistent(ledger_engine)
+
+
+def test_the_same_message_id_at_two_terminals_is_two_settlements(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000)).status == OK
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000, terminal="H33020300001-02")).status == OK
+    assert_consistent(ledger_engine)
+
+
+def test_reversing_a_committed_settlement_restores_everything(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    before = balances_of(ledger_engine, IN_CITY)
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 250_000))
+    reversed_ = one(writer, reverse("m-1", "rv-1"))
+    assert reversed_.status == OK
+    assert reversed_.reverse.outcome == pb.REVERSE_OUTCOME_REVERSED
+    assert reversed_.reverse.reversed == settled.settle.split
+    assert balances_of(ledger_engine, IN_CITY) == before
+    twice = one(writer, reverse("m-1", "rv-2"))
+    assert (twice.status, twice.reverse.outcome) == (OK, pb.REVERSE_OUTCOME_ALREADY_REVERSED)
+    assert one(writer, reverse("m-1", "rv-1")) == reversed_  # the reversal's own retry
+    assert balances_of(ledger_engine, IN_CITY) == before
+    assert_consistent(ledger_engine)
+
+
+def test_reversing_what_never_arrived_refuses_it_when_it_arrives_late(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    tombstone = one(writer, reverse("lost-1", "rv-1"))
+    assert (tombstone.status, tombstone.reverse.outcome) == (OK, pb.REVERSE_OUTCOME_NEVER_ARRIVED)
+    late = one(writer, settle(ledger_engine, IN_CITY, "lost-1", 5_000))
+    assert late.status == pb.STATUS_CODE_MESSAGE_ID_REVERSED
+    again = one(writer, reverse("lost-1", "rv-2"))
+    assert again.reverse.outcome == pb.REVERSE_OUTCOME_ALREADY_REVERSED
+    with Session(ledger_engine) as db:
+        assert db.scalar(select(func.count()).select_from(LedgerTransaction).where(
+            LedgerTransaction.kind == "settlement")) == 0
+    assert_consistent(ledger_engine)
+
+
+def test_revoke_by_settlement_id_at_the_same_institution_within_the_window(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    before = balances_of(ledger_engine, IN_CITY)
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 80_000))
+    ref = settled.settle.settlement_id
+    elsewhere = one(writer, revoke(ref, "rk-0", terminal="P33020300004-01", institution="P33020300004"))
+    assert elsewhere.status == pb.STATUS_CODE_REVOKE_NOT_ALLOWED
+    too_late = one(writer, revoke(ref, "rk-1", at=NOW + timedelta(days=8)))
+    assert too_late.status == pb.STATUS_CODE_REVOKE_NOT_ALLOWED and "7 days" in too_late.message_en
+    revoked = one(writer, revoke(ref, "rk-2", at=NOW + timedelta(days=7)))
+    assert revoked.status == OK and revoked.revoke.settlement_id == ref
+    assert revoked.revoke.refunded == settled.settle.split
+    assert balances_of(ledger_engine, IN_CITY) == before
+    assert one(writer, revoke(ref, "rk-3")).status == pb.STATUS_CODE_ALREADY_REVOKED
+    assert one(writer, reverse("m-1", "rv-1")).status == pb.STATUS_CODE_ALREADY_REVOKED
+    assert one(writer, revoke("S20261124NOSUCHTHING", "rk-4")).status == pb.STATUS_CODE_ORIGINAL_NOT_FOUND
+    assert_consistent(ledger_engine)
+
+
+def test_the_first_settlement_with_the_new_card_cancels_the_old_ic_card(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    assert one(writer, settle(ledger_engine, OLD_IC, "old-1", 1_000)).status == OK  # before: still valid
+    assert one(writer, settle(ledger_engine, NEW_OF_OLD_IC, "new-1", 1_000)).status == OK
+    with Session(ledger_engine) as db:
+        old, new = db.get(Card, OLD_IC), db.get(Card, NEW_OF_OLD_IC)
+        assert old is not None and new is not None
+        assert old.status == "cancelled" and new.first_used_on == TODAY
+    refused = one(writer, settle(ledger_engine, OLD_IC, "old-2", 1_000))
+    assert refused.status == pb.STATUS_CODE_OLD_MEDICAL_CARD_CANCELLED
+    assert_consistent(ledger_engine)
+
+
+def test_settlements_in_one_batch_see_each_other(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
+    current, prior, _, _ = balances_of(ledger_engine, IN_CITY)
+    everything = current + prior
+    responses = writer.write([settle(ledger_engine, IN_CITY, f"m-{i}", 41_000, medical_type=11)
+                              for i in range(12)])
+    assert all(r.status == OK for r in responses)
+    paid = sum(r.settle.split.current_year_account_fen + r.settle.split.prior_years_account_fen for r in responses)
+    assert paid <= everything
+    after = balances_of(ledger_engine, IN_CITY)
+    assert after[0] >= 0 and after[1] >= 0 and after[0] + after[1] == everything - paid
+    assert_consistent(ledger_engine)
+
+
+def test_one_failing_intent_never_fails_its_batch_mates(
+    ledger_engine: Engine, writer: InlineLedgerWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Batch._settle
+
+    def sometimes_broken(self: Batch, intent: Any) -> pb.Response:
+        if intent.message_id == "bad":
+            raise RuntimeError("a bug in one request")
+        return original(self, intent)
+
+    monkeypatch.setattr(Batch, "_settle", sometimes_broken)
+    responses = writer.write([settle(ledger_engine, IN_CITY, "good-1", 1_000),
+                              settle(ledger_engine, IN_CITY, "bad", 1_000),
+                              settle(ledger_engine, IN_CITY, "good-2", 1_000)])
+    assert [r.status for r in responses] == [OK, pb.STATUS_CODE_INTERNAL_ERROR, OK]
+    assert_consistent(ledger_engine)
+
+
+def test_a_refused_settlement_writes_nothing(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
+    refused = one(writer, settle(ledger_engine, IN_CITY, "m-1", 0))
+    assert refused.status == pb.STATUS_CODE_AMOUNT_OUT_OF_RANGE
+    with Session(ledger_engine) as db:
+        assert db.scalar(select(func.count()).select_from(RequestRecord)) == 0
+    # the same message id may be used again: nothing was recorded under it
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 100)).status == OK
+
+
+def test_rollover_moves_current_year_balances_once(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
+    one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000))
+    current, prior, _, _ = balances_of(ledger_engine, IN_CITY)
+    first = rollover(ledger_engine, 2026)
+    assert first.persons >= 1 and first.moved_fen >= current
+    assert balances_of(ledger_engine, IN_CITY)[:2] == (0, current + prior)
+    second = rollover(ledger_engine, 2026)
+    assert (second.persons, second.moved_fen) == (0, 0) and second.already_done == first.persons
+    assert_consistent(ledger_engine)
+
+
+def test_check_finds_every_kind_of_damage(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 100_000))
+    ref = settled.settle.settlement_id
+    with ledger_engine.begin() as conn:
+        conn.execute(update(LedgerAccount).where(LedgerAccount.code == "persons:cash")
+                     .values(balance_fen=LedgerAccount.balance_fen + 1))
+        conn.execute(update(LedgerTransaction).where(LedgerTransaction.ref == ref)
+                     .values(pooled_fund_fen=LedgerTransaction.pooled_fund_fen + 5))
+        conn.execute(text("UPDATE ledger_entries SET amount_fen = amount_fen + 7 WHERE id = "
+                          "(SELECT MIN(id) FROM ledger_entries WHERE transaction_ref = :ref)"), {"ref": ref})
+    report = check_ledger(ledger_engine)
+    assert not report.ok
+    rendered = report.render()
+    assert "FAIL every transaction sums to zero" in rendered
+    assert "FAIL cached balances equal the sum of their entries" in rendered
+    assert "FAIL every settlement's entries equal its recorded split" in rendered
+    assert "THE LEDGER IS INCONSISTENT" in rendered
+
+
+def test_export_has_a_row_per_settlement_revoke_and_reversal(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    a = one(writer, settle(ledger_engine, IN_CITY, "m-1", 10_000))
+    one(writer, settle(ledger_engine, IN_CITY, "m-2", 20_000))
+    one(writer, revoke(a.settle.settlement_id, "rk-1"))
+    one(writer, reverse("m-2", "rv-1"))
+    rows = list(export_rows(ledger_engine, TODAY))
+    assert [(r["kind"], r["status"]) for r in rows] == [
+        ("settlement", "revoked"), ("settlement", "reversed"), ("revoke", "revoke"), ("reversal", "reversal")]
+    assert rows[2]["total_fen"] == -10_000 and rows[2]["original_settlement_id"] == a.settle.settlement_id
+    assert rows[0]["terminal_id"] == "H33020300001-01" and rows[0]["total_yuan"] == "100.00"
+    assert list(export_rows(ledger_engine, TODAY + timedelta(days=1))) == []
