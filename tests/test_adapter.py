@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -29,6 +29,7 @@ from tests.wire import DEMO_TERMINAL, frame, request, sign_in
 
 OK = pb.STATUS_CODE_OK
 TODAY = date(2026, 11, 24)
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
 def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -42,6 +43,7 @@ class Harness:
         self.service = GatewayService(
             directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config,
             engine=engine, writer=InlineLedgerWriter(engine, load_builtin_policies()), today=lambda: TODAY,
+            now=lambda: NOW,
         )
         self.factory = TerminalFactory(self.service, self.config, self.clock)
 

@@ -111,8 +111,8 @@ class ScriptedTerminal:
                     self.scripts += 1
                     script = response.apdu_script
                     answers = [self.card.transmit(c) for c in script.commands]
-                    self.connection.send(request("apdu_result", f"ar-{self.scripts}", script_id=script.script_id,
-                                                 responses=answers))
+                    self.connection.send(request("apdu_result", f"ar-{self.scripts}", req.terminal_id,
+                                                 script_id=script.script_id, responses=answers))
                 else:
                     self.finals.append(response)
             if self.finals:

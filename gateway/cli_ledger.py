@@ -1,0 +1,84 @@
+"""`gateway ledger check | export | rollover`: finance's and the operator's view of the ledger."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
+    ledger = commands.add_parser("ledger", help="check, export and roll over the ledger",
+                                 description="The double-entry ledger: verify it, export a day, roll a year over.")
+    actions = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check", help="verify the ledger's invariants",
+        description="Verify that every transaction balances, cached balances equal their entries, no personal "
+                    "account is negative, every settlement's entries equal its recorded split, year-to-date totals "
+                    "equal the settlements, and each request key has one outcome. Exits 1 with a report otherwise.")
+    export = actions.add_parser(
+        "export", help="one row per settlement, revoke and reversal of a day",
+        description="Write one row per settlement, revoke and reversal of a business day (Beijing time): terminal "
+                    "id, message id, settlement id, institution, time, status and every fund amount in fen.")
+    export.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of standard output")
+    rollover = actions.add_parser(
+        "rollover", help="year end: current-year balances into the prior-years accounts",
+        description="Move each person's current-year balance into their prior-years account, one balanced "
+                    "transaction per person. Running it again for the same year changes nothing.")
+    rollover.add_argument("--year", required=True, type=int, metavar="YEAR")
+    for parser in (check, export, rollover):
+        add_config(parser)
+        add_db(parser)
+
+
+def run_ledger_command(args: argparse.Namespace, config: Any) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db.engine import make_engine, redact_url
+    from gateway.db.migrate import current_revision, head_revision
+
+    try:
+        engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms)
+        if current_revision(engine) != head_revision():
+            print("gateway: the database schema is not current: run `gateway db upgrade` first", file=sys.stderr)
+            return EXIT_FAILED
+        return _run(args, engine)
+    except SQLAlchemyError as exc:
+        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
+              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace, engine: Any) -> int:
+    if args.ledger_command == "check":
+        from gateway.ledger.check import check_ledger
+
+        report = check_ledger(engine)
+        print(report.render())
+        return EXIT_OK if report.ok else EXIT_FAILED
+    if args.ledger_command == "export":
+        from gateway.ledger.export import write_export
+
+        if args.output is not None:
+            with args.output.open("w", encoding="utf-8", newline="") as out:
+                count = write_export(engine, args.date, out, args.format)
+            print(f"{count} rows written to {args.output}", file=sys.stderr)
+        else:
+            write_export(engine, args.date, sys.stdout, args.format)
+        return EXIT_OK
+    from gateway.ledger.rollover import rollover
+    from gateway.money import format_fen
+
+    if not 2000 <= args.year <= 2100:
+        print(f"gateway: year {args.year} is out of range", file=sys.stderr)
+        return EXIT_USAGE
+    report = rollover(engine, args.year)
+    print(f"rollover {args.year}: {report.persons} persons, {format_fen(report.moved_fen)} yuan moved into prior-years "
+          f"accounts; {report.already_done} already rolled over")
+    return EXIT_OK
