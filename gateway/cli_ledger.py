@@ -59,9 +59,9 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     if args.ledger_command == "check":
         from gateway.ledger.check import check_ledger
 
-        report = check_ledger(engine)
-        print(report.render())
-        return EXIT_OK if report.ok else EXIT_FAILED
+        checked = check_ledger(engine)
+        print(checked.render())
+        return EXIT_OK if checked.ok else EXIT_FAILED
     if args.ledger_command == "export":
         from gateway.ledger.export import write_export
 
