@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_card_commands(commands, _add_config)
     add_agency_commands(commands, _add_config, _add_db)
+    from gateway.cli_ledger import add_ledger_commands
+
+    add_ledger_commands(commands, _add_config, _add_db)
     return parser
 
 
@@ -127,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli_card import run_card_command
 
             return run_card_command(args, config)
+        if args.command == "ledger":
+            from gateway.cli_ledger import run_ledger_command
+
+            return run_ledger_command(args, config)
     except KeyboardInterrupt:
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")
@@ -193,7 +200,8 @@ def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
         if args.registry_command == "import":
             report = import_files(engine, args.files)
         else:
-            per_institution = args.terminals_per_institution or DEFAULT_TERMINALS_PER_INSTITUTION
+            per_institution = (DEFAULT_TERMINALS_PER_INSTITUTION if args.terminals_per_institution is None
+                               else args.terminals_per_institution)
             persons = DEFAULT_PERSONS if args.persons is None else args.persons
             report = write_demo_registry(engine, per_institution, persons)
         engine.dispose()

@@ -26,25 +26,47 @@ OK = pb.STATUS_CODE_OK
 DISABLED_TERMINAL = "H33020300001-99"
 
 
+def prepare_database(db: str, tmp: Path, persons: int = 200) -> None:
+    run = [sys.executable, "-m", "gateway"]
+    subprocess.run([*run, "db", "upgrade", "--db", db], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([*run, "registry", "demo", "--db", db, "--persons", str(persons)], check=True,
+                   capture_output=True, cwd=ROOT)
+    extra = tmp / "terminals.csv"
+    extra.write_text(f"terminal_id,institution_code,credential,enabled\n"
+                     f"{DISABLED_TERMINAL},H33020300001,demo-secret,false\n", encoding="utf-8")
+    subprocess.run([*run, "registry", "import", str(extra), "--db", db], check=True, capture_output=True, cwd=ROOT)
+
+
 class RunningGateway:
-    def __init__(self, tmp: Path) -> None:
-        db = f"sqlite:///{tmp / 'e2e.db'}"
-        run = [sys.executable, "-m", "gateway"]
-        subprocess.run([*run, "db", "upgrade", "--db", db], check=True, capture_output=True, cwd=ROOT)
-        subprocess.run([*run, "registry", "demo", "--db", db], check=True, capture_output=True, cwd=ROOT)
-        extra = tmp / "terminals.csv"
-        extra.write_text(f"terminal_id,institution_code,credential,enabled\n"
-                         f"{DISABLED_TERMINAL},H33020300001,demo-secret,false\n", encoding="utf-8")
-        subprocess.run([*run, "registry", "import", str(extra), "--db", db], check=True, capture_output=True, cwd=ROOT)
+    """`gateway serve` in a subprocess; prepares its database unless told it is prepared already."""
+
+    def __init__(self, tmp: Path, db: str | None = None, *, prepare: bool = True, port: int = 0,
+                 persons: int = 200) -> None:
+        self.tmp = tmp
+        self.db = db or f"sqlite:///{tmp / 'e2e.db'}"
+        if prepare:
+            prepare_database(self.db, tmp, persons)
+        self.listen_port = port
+        self.start()
+
+    def start(self) -> None:
         self.process = subprocess.Popen(
-            [*run, "serve", "--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--db", db,
+            [sys.executable, "-m", "gateway", "serve", "--listen",
+             f"tcp:{self.listen_port}:interface=127.0.0.1:backlog=1024", "--db", self.db,
              "--log-format", "json", *self.serve_command()],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
         self.port = self._wait_until_listening()
+        self.listen_port = self.port  # a restart listens where terminals know to find it
         self._drain = threading.Thread(target=self._read_output, daemon=True)
         self._drain.start()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no flush, nothing."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self._drain.join(timeout=5)
 
     def serve_command(self) -> list[str]:
         """Extra options for `gateway serve` (subclasses add a config file)."""
