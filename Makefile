@@ -16,6 +16,9 @@ APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd
 
 .PHONY: run test lint setup system-packages proto db bench clean
 
+# Benchmarks print ratios measured in one run (these machines are noisy) and write var/bench/*.json.
+BENCH_SETTLEMENTS ?= 2000
+
 run: setup db
 	$(VENV)/bin/gateway serve --listen '$(LISTEN)' --db '$(DB_URL)'
 
@@ -23,8 +26,8 @@ test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check gateway simulators tests
-	$(VENV)/bin/mypy gateway simulators
+	$(VENV)/bin/ruff check gateway simulators tests benchmarks
+	$(VENV)/bin/mypy gateway simulators benchmarks
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -60,6 +63,9 @@ db: setup
 	mkdir -p var
 	$(VENV)/bin/gateway db upgrade --db '$(DB_URL)'
 	$(VENV)/bin/gateway registry demo --db '$(DB_URL)'
+
+bench: setup
+	$(PY) -m benchmarks.ledger_bench --settlements $(BENCH_SETTLEMENTS) --profile --json var/bench/ledger.json
 
 clean:
 	rm -rf $(VENV) $(GENERATED_DIR) var/*.db var/*.db-wal var/*.db-shm .mypy_cache .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, tuple_, update
 
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
@@ -418,10 +418,11 @@ class Batch:
             conn.execute(TRANSACTIONS.insert(), _uniform(writes.transactions, TRANSACTIONS.c.keys()))
         if writes.entries:
             conn.execute(ENTRIES.insert(), writes.entries)
-        for code in sorted(writes.deltas):  # a fixed order: two gateways never wait on each other in a circle
-            if writes.deltas[code]:
-                conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == code)
-                             .values(balance_fen=ACCOUNTS.c.balance_fen + writes.deltas[code]))
+        deltas = [{"account": code, "delta": writes.deltas[code]} for code in sorted(writes.deltas)
+                  if writes.deltas[code]]  # a fixed order: two gateways never wait on each other in a circle
+        if deltas:
+            conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("account"))
+                         .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta")), deltas)
         if writes.year_deltas:
             conn.execute(insert_or_add(conn, YEAR_TOTALS, ["social_security_number", "insurance_year"],
                                        ["deductible_counted_fen", "pooled_fund_paid_fen"]),
@@ -429,9 +430,10 @@ class Batch:
                            "pooled_fund_paid_fen": p} for (ssn, year), (d, p) in sorted(writes.year_deltas.items())])
         if writes.records:
             conn.execute(RECORDS.insert(), writes.records)
-        for card_number, day in sorted(writes.first_used.items()):
-            conn.execute(update(CARDS).where(CARDS.c.card_number == card_number, CARDS.c.first_used_on.is_(None))
-                         .values(first_used_on=day))
+        if writes.first_used:
+            conn.execute(update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARDS.c.first_used_on.is_(None))
+                         .values(first_used_on=bindparam("day")),
+                         [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())])
         if writes.cancel_old_cards_of:
             conn.execute(update(CARDS).where(
                 CARDS.c.social_security_number.in_(sorted(writes.cancel_old_cards_of)),
