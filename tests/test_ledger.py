@@ -248,3 +248,26 @@ def test_export_has_a_row_per_settlement_revoke_and_reversal(
     assert rows[2]["total_fen"] == -10_000 and rows[2]["original_settlement_id"] == a.settle.settlement_id
     assert rows[0]["terminal_id"] == "H33020300001-01" and rows[0]["total_yuan"] == "100.00"
     assert list(export_rows(ledger_engine, TODAY + timedelta(days=1))) == []
+
+
+def test_the_ledger_commands(ledger_engine: Engine, writer: InlineLedgerWriter, tmp_path: Any,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    url = ledger_engine.url.render_as_string(hide_password=False)
+    one(writer, settle(ledger_engine, IN_CITY, "m-1", 10_000))
+    assert main(["ledger", "check", "--db", url]) == 0
+    assert "all invariants hold" in capsys.readouterr().out
+    out = tmp_path / "day.csv"
+    assert main(["ledger", "export", "--db", url, "--date", "2026-11-24", "--output", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("business_date,recorded_at,kind,status,settlement_id")
+    assert len(lines) == 2 and ",settled," in lines[1]
+    assert main(["ledger", "rollover", "--db", url, "--year", "2026"]) == 0
+    assert main(["ledger", "rollover", "--db", url, "--year", "2026"]) == 0
+    assert "0 persons, 0.00 yuan moved" in capsys.readouterr().out
+    with ledger_engine.begin() as conn:
+        conn.execute(update(LedgerAccount).where(LedgerAccount.code == "institution:H33020300001:receivable")
+                     .values(balance_fen=LedgerAccount.balance_fen + 1))
+    assert main(["ledger", "check", "--db", url]) == 1
+    assert "FAIL cached balances equal the sum of their entries" in capsys.readouterr().out

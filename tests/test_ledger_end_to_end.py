@@ -149,16 +149,21 @@ def test_kill_minus_nine_under_load_loses_and_duplicates_nothing(tmp_path: Path)
     ledger_check(gateway.db)
 
 
-@pytest.mark.postgres
 @pytest.mark.slow
-def test_two_gateways_on_one_postgresql_never_overdraw_one_person(postgres_url: str, tmp_path: Path) -> None:
-    """Four counters on two gateway processes settle for the same holder at the same instant: the accounts pay
-    no more than they held, the pooled fund no more than the yearly cap, and nothing is lost or doubled."""
-    prepare_database(postgres_url, tmp_path, persons=40)
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_concurrent_settlements_never_overdraw_one_person(database: str, tmp_path: Path,
+                                                          request: pytest.FixtureRequest) -> None:
+    """Four counters settle for the same holder at the same instant — on PostgreSQL through two gateway
+    processes sharing one database, on SQLite through one gateway: the accounts pay no more than they held,
+    the pooled fund no more than the yearly cap, and nothing is lost or doubled."""
+    url = (str(request.getfixturevalue("postgres_url")) if database == "postgresql"
+           else f"sqlite:///{tmp_path / 'ledger.db'}")
+    prepare_database(url, tmp_path, persons=40)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first = RunningGateway(tmp_path / "a", postgres_url, prepare=False)
-    second = RunningGateway(tmp_path / "b", postgres_url, prepare=False)
+    first = RunningGateway(tmp_path / "a", url, prepare=False)
+    second = RunningGateway(tmp_path / "b", url, prepare=False) if database == "postgresql" else first
+    postgres_url = url
     responses: list[pb.Response] = []
     lock = threading.Lock()
     start = threading.Barrier(4)
@@ -181,7 +186,8 @@ def test_two_gateways_on_one_postgresql_never_overdraw_one_person(postgres_url: 
             thread.join(timeout=180)
     finally:
         first.stop()
-        second.stop()
+        if second is not first:
+            second.stop()
     assert [pb.StatusCode.Name(r.status) for r in responses if r.status != OK] == []
     assert len(responses) == 100
     holder = next(h for h in demo_population(40) if h.card.card_number == "N00000001")
