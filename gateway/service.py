@@ -10,13 +10,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from gateway.clock import beijing_today, utc_now
 from gateway.config import ReaderConfig, ServerConfig
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
@@ -41,16 +42,6 @@ SETTLING_BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle
                              "query_transaction"})
 
 
-# China has one time zone and no daylight saving: card expiry is judged by Beijing's calendar day.
-BEIJING = timezone(timedelta(hours=8))
-
-
-def beijing_today() -> date:
-    return datetime.now(BEIJING).date()
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -102,7 +93,7 @@ class GatewayService:
         engine: Engine | None = None,
         writer: LedgerWriter | None = None,
         policies: PolicyBook | None = None,
-        now: Callable[[], datetime] = _utc_now,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self._directory = directory
         self._run_blocking = run_blocking

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, or_, select, tuple_, update
 
+from gateway.clock import beijing_today
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
@@ -175,7 +176,7 @@ class Batch:
         specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
         specs.append(accounts.opening())
         self.conn.execute(insert_ignore(self.conn, ACCOUNTS), [_account_row(s) for s in specs])
-        today = date.today()
+        today = beijing_today()
         for ssn in new:
             current, prior = openings.get(ssn, (0, 0))
             if current == 0 and prior == 0:

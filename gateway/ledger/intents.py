@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
+from gateway.clock import business_date
 from gateway.protocol.messages import pb
 from gateway.settlement.facts import Facts
 
@@ -56,9 +57,4 @@ class ReverseIntent:
 
 Intent = SettleIntent | RevokeIntent | ReverseIntent
 
-
-def business_date(moment: datetime) -> date:
-    """The Beijing calendar day of a moment: what a settlement's day, year and revoke window go by."""
-    from gateway.service import BEIJING
-
-    return moment.astimezone(BEIJING).date()
+__all__ = ["Intent", "ReverseIntent", "RevokeIntent", "SettleIntent", "business_date", "content_hash"]
