@@ -124,15 +124,24 @@ class GatewayService:
     def new_context(self, peer: str) -> ConnectionContext:
         return ConnectionContext(peer=peer, session_id=f"S{next(self._session_ids):08d}")
 
-    def forget_card(self, terminal_id: str) -> None:
-        self.card_cache.pop(terminal_id, None)
+    def forget_card(self, key: str) -> None:
+        self.card_cache.pop(key, None)
+
+    def card_key(self, context: ConnectionContext) -> str:
+        """Where the card read for this connection is remembered. A card in the terminal's own reader belongs
+        to this connection (a terminal id may hold several); a reader of the gateway's to the terminal id."""
+        assert context.terminal is not None
+        terminal = context.terminal
+        if self.readers.spec_for(terminal.terminal_id, terminal.reader).kind == "terminal":
+            return f"{terminal.terminal_id}/{context.session_id}"
+        return terminal.terminal_id
 
     def connection_closed(self, context: ConnectionContext) -> None:
         if context.relay is not None:
             context.relay.connection_lost()
         if context.terminal is not None:
             if self.readers.spec_for(context.terminal.terminal_id, context.terminal.reader).kind == "terminal":
-                self.forget_card(context.terminal.terminal_id)
+                self.forget_card(self.card_key(context))
             self.sessions.release(context.terminal.terminal_id)
             log.info("terminal {terminal_id} disconnected ({session_id})",
                      terminal_id=context.terminal.terminal_id, session_id=context.session_id)
@@ -219,7 +228,8 @@ class GatewayService:
 
     def _settling(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
         assert self.settlement is not None and context.terminal is not None
-        return Deferred.fromCoroutine(self.settlement.handle(context.terminal, context.relay, event))
+        return Deferred.fromCoroutine(self.settlement.handle(context.terminal, context.relay, event,
+                                                             self.card_key(context)))
 
     def _card_event(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
         request = event.request
@@ -230,7 +240,7 @@ class GatewayService:
                                  detail_zh="插拔卡事件类型缺失")
         assert context.terminal is not None and context.relay is not None
         # Either way the card data read before belongs to a card that is no longer there.
-        self.forget_card(context.terminal.terminal_id)
+        self.forget_card(self.card_key(context))
         context.relay.card_event(kind, request.card_event.atr)
         response = make_response(request.message_id, pb.STATUS_CODE_OK)
         response.card_event.SetInParent()

@@ -88,15 +88,18 @@ class SettlementService:
 
     # Entry point ---------------------------------------------------------------------------------
 
-    async def handle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived) -> pb.Response:
+    async def handle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived,
+                     card_key: str | None = None) -> pb.Response:
+        """`card_key` names where the card read at this terminal is remembered (gateway.service.card_key)."""
         message_id = event.request.message_id
+        key = card_key or terminal.terminal_id
         try:
             if event.body == "read_card":
-                return await self._read_card(terminal, relay, event)
+                return await self._read_card(terminal, relay, event, key)
             if event.body == "query_balance":
-                return await self._query_balance(terminal, relay, event)
+                return await self._query_balance(terminal, relay, event, key)
             if event.body in ("pre_settle", "settle"):
-                return await self._settle(terminal, relay, event, write=event.body == "settle")
+                return await self._settle(terminal, relay, event, key, write=event.body == "settle")
             if event.body == "revoke":
                 return await self._revoke(terminal, event)
             if event.body == "reverse":
@@ -104,7 +107,7 @@ class SettlementService:
             return await self._query_transaction(terminal, event)
         except CardProblem as problem:
             if problem.status in (pb.STATUS_CODE_CARD_NOT_PRESENT, pb.STATUS_CODE_CARD_REMOVED):
-                self._cards.pop(terminal.terminal_id, None)
+                self._cards.pop(key, None)
             response = make_response(message_id, problem.status, detail_en=problem.detail_en,
                                      detail_zh=problem.detail_zh)
             if isinstance(problem, PinWrong):
@@ -120,12 +123,13 @@ class SettlementService:
         reader = self._readers.reader_for(terminal.terminal_id, terminal.reader, relay, token)
         return SocialSecurityCardDriver(reader, today=self._today)
 
-    async def _card(self, terminal: TerminalRecord, relay: Any, token: int, fresh: bool = False) -> CardData:
-        cached = None if fresh else self._cards.get(terminal.terminal_id)
+    async def _card(self, terminal: TerminalRecord, relay: Any, token: int, key: str, fresh: bool = False
+                    ) -> CardData:
+        cached = None if fresh else self._cards.get(key)
         if cached is not None:
             return cached
         card: CardData = await self._driver(terminal, relay, token).read()
-        self._cards[terminal.terminal_id] = card
+        self._cards[key] = card
         return card
 
     def _load(self, institution_code: str, card: CardData, year: int) -> tuple[RegistryFacts, Institution,
@@ -147,9 +151,10 @@ class SettlementService:
 
     # ReadCard ------------------------------------------------------------------------------------
 
-    async def _read_card(self, terminal: TerminalRecord, relay: Any, event: RequestReceived) -> pb.Response:
+    async def _read_card(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str
+                         ) -> pb.Response:
         message_id = event.request.message_id
-        card = await self._card(terminal, relay, event.token, fresh=True)
+        card = await self._card(terminal, relay, event.token, key, fresh=True)
         log.info("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
                  holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
         facts = await self._facts(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
@@ -172,9 +177,10 @@ class SettlementService:
 
     # QueryBalance ----------------------------------------------------------------------------------
 
-    async def _query_balance(self, terminal: TerminalRecord, relay: Any, event: RequestReceived) -> pb.Response:
+    async def _query_balance(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str
+                             ) -> pb.Response:
         message_id, body = event.request.message_id, event.request.query_balance
-        card = await self._card(terminal, relay, event.token)
+        card = await self._card(terminal, relay, event.token, key)
         facts = await self._facts(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
                                                                     pin_supplied=bool(body.pin)))
         outcome = decide(facts, self.policies)
@@ -202,7 +208,8 @@ class SettlementService:
 
     # PreSettle and Settle --------------------------------------------------------------------------
 
-    async def _settle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, write: bool) -> pb.Response:
+    async def _settle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str, write: bool
+                      ) -> pb.Response:
         request = event.request
         message_id = request.message_id
         body = request.settle if write else request.pre_settle
@@ -211,7 +218,7 @@ class SettlementService:
             stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
             if stored is not None:  # a retry: the one outcome again, without touching the card
                 return repeated_response(message_id, stored.outcome, stored.content_hash, digest, stored.response)
-        card = await self._card(terminal, relay, event.token)
+        card = await self._card(terminal, relay, event.token, key)
         settle_request = SettlementRequest(
             Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
             tuple(item.amount_fen for item in body.items), pin_supplied=bool(body.pin))

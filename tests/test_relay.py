@@ -130,7 +130,7 @@ def test_read_card_through_the_terminals_own_reader(demo_engine: Engine) -> None
     assert response.read_card.card.card_number == "N00000001"
     assert response.read_card.card.name == "张玲"
     assert terminal.scripts == 1  # one round trip for the whole card
-    assert "H33020300001-01" in harness.service.card_cache
+    assert any(key.startswith("H33020300001-01/") for key in harness.service.card_cache)
 
 
 def test_read_card_through_a_virtual_reader_gives_the_same_card(demo_engine: Engine) -> None:
@@ -150,10 +150,10 @@ def test_a_removal_event_drops_the_cached_card(demo_engine: Engine) -> None:
     connection = harness.connect()
     connection.call(sign_in())
     ScriptedTerminal(connection, card_from_population()).run(request("read_card", "rc-1"))
-    assert "H33020300001-01" in harness.service.card_cache
+    assert any(key.startswith("H33020300001-01/") for key in harness.service.card_cache)
     removed = connection.call(request("card_event", "ce-1", kind=pb.CARD_EVENT_KIND_REMOVED))
     assert removed.status == OK
-    assert "H33020300001-01" not in harness.service.card_cache
+    assert not any(key.startswith("H33020300001-01/") for key in harness.service.card_cache)
 
 
 def test_a_terminal_that_never_answers_gets_reader_unavailable(demo_engine: Engine) -> None:

@@ -180,3 +180,13 @@ def test_the_old_ic_card_works_until_the_new_card_is_first_used(harness: Harness
     refused = old.run("settle", medical_type=11, total_fen=1_000)
     assert refused.status == pb.STATUS_CODE_OLD_MEDICAL_CARD_CANCELLED
     assert "use the social security card" in refused.message_en
+
+
+def test_two_connections_of_one_terminal_id_keep_their_own_cards(harness: Harness) -> None:
+    first = Counter(harness, "H33020300001-01", "N00000001")
+    second = Counter(harness, "H33020300001-01", "N00000201")
+    assert first.run("read_card").read_card.card.card_number == "N00000001"
+    assert second.run("read_card").read_card.card.card_number == "N00000201"
+    # Message ids are unique per terminal id, whichever connection sends them.
+    assert first.run("settle", "a-1", medical_type=11, total_fen=100).settle.card_number == "N00000001"
+    assert second.run("settle", "b-1", medical_type=11, total_fen=100).settle.card_number == "N00000201"
