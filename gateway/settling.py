@@ -26,7 +26,7 @@ from gateway.protocol.session import MAX_MESSAGE_ID_CHARS, RequestReceived
 from gateway.reader.assignment import ReaderAssignments
 from gateway.reader.card import CardData
 from gateway.reader.driver import SocialSecurityCardDriver
-from gateway.reader.errors import CardProblem, PinWrong
+from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
 from gateway.registry.directory import TerminalRecord
 from gateway.registry.facts import load_institution, load_registry_facts
 from gateway.settlement.facts import (
@@ -146,8 +146,14 @@ class SettlementService:
         chip = ChipFacts(card.card_number, card.social_security_number, card.issuing_region_code, card.expiry_date)
         return Facts(request, chip, registry, institution, balances, year_to_date)
 
-    async def _verify_pin(self, terminal: TerminalRecord, relay: Any, token: int, pin: str) -> None:
-        await self._driver(terminal, relay, token).verify_pin(pin)
+    async def _verify_pin(self, terminal: TerminalRecord, relay: Any, token: int, key: str, pin: str,
+                          card: CardData) -> None:
+        """VERIFY on the card in the reader, checking in the same script that it is the card the facts came from."""
+        try:
+            await self._driver(terminal, relay, token).verify_pin(pin, card.card_number)
+        except CardRemoved:
+            self._cards.pop(key, None)
+            raise
 
     # ReadCard ------------------------------------------------------------------------------------
 
@@ -172,7 +178,9 @@ class SettlementService:
         insured.insurance_type = INSURANCE_TYPES[person.insurance_type]
         insured.insured_region_code = person.insured_region_code
         insured.pin_required = settlement_needs_pin(facts)
-        insured.filed_for_care_elsewhere = any(f.covers(facts.request.on) for f in person.filings)
+        city = facts.institution.region_code[:4]
+        insured.filed_for_care_elsewhere = any(
+            f.covers(facts.request.on) and f.region_code[:4] == city for f in person.filings)
         return response
 
     # QueryBalance ----------------------------------------------------------------------------------
@@ -187,7 +195,7 @@ class SettlementService:
         if isinstance(outcome, Refusal):
             return _refusal(message_id, outcome)
         if outcome.pin_required:
-            await self._verify_pin(terminal, relay, event.token, body.pin)
+            await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
         response = make_response(message_id, pb.STATUS_CODE_OK)
         response.query_balance.card_number = card.card_number
         self._fill_balances(response.query_balance.balances, facts, facts.balances, facts.year_to_date)
@@ -228,7 +236,7 @@ class SettlementService:
             return _refusal(message_id, outcome)
         if outcome.pin_required:
             # Verified on the card itself, before anything is written.
-            await self._verify_pin(terminal, relay, event.token, body.pin)
+            await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
         if not write:
             return self._pre_settlement(message_id, card, facts, outcome)
         intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())

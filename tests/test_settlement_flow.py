@@ -190,3 +190,14 @@ def test_two_connections_of_one_terminal_id_keep_their_own_cards(harness: Harnes
     # Message ids are unique per terminal id, whichever connection sends them.
     assert first.run("settle", "a-1", medical_type=11, total_fen=100).settle.card_number == "N00000001"
     assert second.run("settle", "b-1", medical_type=11, total_fen=100).settle.card_number == "N00000201"
+
+
+def test_a_card_swapped_without_a_card_event_is_noticed_before_the_pin(harness: Harness) -> None:
+    counter = Counter(harness, "H33020300001-01", "Z00000101")
+    assert counter.run("read_card").status == OK
+    other = card("Z00001701")  # another filed holder, same PIN
+    counter.terminal.card = other
+    swapped = counter.run("settle", medical_type=11, total_fen=1_000, pin="000000")
+    assert swapped.status == pb.STATUS_CODE_CARD_REMOVED and "read the card again" in swapped.message_en
+    again = counter.run("settle", medical_type=11, total_fen=1_000, pin="000000")
+    assert again.status == OK and again.settle.card_number == "Z00001701"

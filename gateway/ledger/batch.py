@@ -312,15 +312,16 @@ class Batch:
         if original is None or original.kind != TransactionKind.SETTLEMENT.value:
             return refusal_response(intent.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND,
                                     f"no settlement {intent.settlement_ref}", f"无结算{intent.settlement_ref}")
+        if original.institution_code != intent.institution_code:
+            # Checked first: another institution learns nothing about the settlement.
+            return refusal_response(intent.message_id, pb.STATUS_CODE_REVOKE_NOT_ALLOWED,
+                                    f"{original.ref} was settled at another institution", "非本机构结算的交易")
         if original.compensated_by == TransactionKind.REVOKE.value:
             return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
                                     f"{original.ref}已撤销")
         if original.compensated_by == TransactionKind.REVERSAL.value:
             return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVERSED,
                                     f"{original.ref} was reversed", f"{original.ref}已冲正")
-        if original.institution_code != intent.institution_code:
-            return refusal_response(intent.message_id, pb.STATUS_CODE_REVOKE_NOT_ALLOWED,
-                                    f"{original.ref} was settled at another institution", "非本机构结算的交易")
         policy = self.policies.for_date(original.business_date)
         window_days = policy.revoke_window_days if policy else 0
         today = business_date(intent.recorded_at)

@@ -105,8 +105,9 @@ STATUS_TEXTS: dict[int, StatusText] = {
     ),
     # PIN.
     S.STATUS_CODE_PIN_REQUIRED: StatusText(
-        "异地结算需输入社保卡密码（初始密码000000）",
-        "Settlement outside Ningbo needs the card's PIN (initially 000000): ask the holder to enter it",
+        "需输入社保卡密码（初始密码000000），请持卡人输入后重新提交",
+        "The card's PIN is needed (outside the holder's home city, or at a self-service kiosk): ask the holder "
+        "to enter it (initially 000000) and send again",
     ),
     S.STATUS_CODE_PIN_WRONG: StatusText(
         "密码错误，请重新输入；连续错误6次卡片将被锁定",

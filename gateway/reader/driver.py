@@ -18,7 +18,7 @@ from gateway.reader import apdu
 from gateway.reader.agency import derive_card_key, reset_mac
 from gateway.reader.base import CardReader
 from gateway.reader.card import CardData, validate_card
-from gateway.reader.errors import AgencyKeyRefused, CardProblem, CardUnreadable, PinLocked, PinWrong
+from gateway.reader.errors import AgencyKeyRefused, CardProblem, CardRemoved, CardUnreadable, PinLocked, PinWrong
 
 # A card that keeps asking for GET RESPONSE or another Le beyond this is broken.
 MAX_FOLLOW_UP_ROUNDS = 3
@@ -229,13 +229,33 @@ class SocialSecurityCardDriver:
         return spec.decode(value)
 
     @inlineCallbacks
-    def verify_pin(self, pin: str) -> Any:
-        """Fires with None when the card accepts the PIN; fails with PinWrong(tries_left) or PinLocked."""
+    def verify_pin(self, pin: str, card_number: str | None = None) -> Any:
+        """Fires with None when the card accepts the PIN; fails with PinWrong(tries_left) or PinLocked.
+
+        With `card_number`, the same script first reads the card number, so that a card swapped in the reader
+        since it was read is noticed (CardRemoved) — still one round trip.
+        """
         try:
             command = apdu.verify_pin(pin)
         except apdu.ApduError as exc:
             raise CardProblem(str(exc), "密码须为6位数字", status=_bad_request()) from exc
-        raw = yield self._transmit([apdu.select_aid(), command], stop_on_error=True)
+        identity = EF05_RECORDS[-1]
+        script = [apdu.select_aid(), command] if card_number is None else [apdu.select_aid(), identity.command,
+                                                                           command]
+        raw = yield self._transmit(script, stop_on_error=True)
+        if card_number is not None:
+            if len(raw) >= 2:
+                record = _parse(raw[1])
+                if record.ok:
+                    if self._decode(identity, record.data) != card_number:
+                        raise CardRemoved("another card is in the reader now: read the card again",
+                                          "读卡器中已换卡，请重新读卡")
+                else:  # a card that answers 61xx/6Cxx: ask again the long way
+                    _select, again = yield self._resolve([apdu.select_aid(), identity.command])
+                    if not again.ok or self._decode(identity, again.data) != card_number:
+                        raise CardRemoved("another card is in the reader now: read the card again",
+                                          "读卡器中已换卡，请重新读卡")
+            raw = raw[:1] + raw[2:]
         self._check_pin_answer(raw)
 
     @inlineCallbacks

@@ -1,0 +1,126 @@
+"""A simulated counter terminal: one TCP connection, requests correlated by message id, and a card reader
+that answers the gateway's ApduScripts with whatever virtual card is inserted."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.messages import pb
+
+MAX_FRAME_BYTES = 1 << 20
+
+# Called with (message type, seconds from send to answer, status).
+LatencyRecorder = Callable[[str, float, int], None]
+
+
+class TerminalGone(Exception):
+    """The connection closed before the answer came."""
+
+
+class SimTerminal(Protocol):
+    def __init__(self, terminal_id: str, credential: str, prefix: str, record: LatencyRecorder) -> None:
+        self.terminal_id = terminal_id
+        self.credential = credential
+        self.prefix = prefix  # makes this connection's message ids unique among all runs and connections
+        self.record = record
+        self.card: Any = None  # what is in this terminal's reader (simulators.virtual_card.VirtualCard)
+        self._decoder = FrameDecoder(MAX_FRAME_BYTES)
+        self._pending: dict[str, tuple[Deferred[pb.Response], str, float]] = {}
+        self._sequence = itertools.count(1)
+        self.connected: Deferred[SimTerminal] = Deferred()
+        self.closed = False
+        self.scripts_answered = 0
+
+    def next_message_id(self) -> str:
+        return f"{self.prefix}-{next(self._sequence)}"
+
+    # Protocol --------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._decoder.feed(data)
+        while (payload := self._decoder.next_frame()) is not None:
+            self._received(pb.Response.FromString(payload))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.closed = True
+        pending, self._pending = self._pending, {}
+        for answer, _, _ in pending.values():
+            answer.errback(TerminalGone(str(reason.value)))
+
+    # Requests --------------------------------------------------------------------------------
+
+    def call(self, body: str, message_id: str | None = None, **fields: Any) -> Deferred[pb.Response]:
+        request = self.build(body, message_id, **fields)
+        answer: Deferred[pb.Response] = Deferred()
+        if self.closed:
+            answer.errback(TerminalGone("not connected"))
+            return answer
+        self._pending[request.message_id] = (answer, body, time.perf_counter())
+        self.transport.write(encode_frame(request.SerializeToString()))  # type: ignore[union-attr]
+        return answer
+
+    def send_and_forget(self, body: str, message_id: str, **fields: Any) -> None:
+        """Send a request and stop waiting for it: a terminal whose timeout fired."""
+        request = self.build(body, message_id, **fields)
+        self.transport.write(encode_frame(request.SerializeToString()))  # type: ignore[union-attr]
+
+    def build(self, body: str, message_id: str | None, **fields: Any) -> pb.Request:
+        request = pb.Request(terminal_id=self.terminal_id, message_id=message_id or self.next_message_id())
+        request.send_time.GetCurrentTime()
+        target = getattr(request, body)
+        target.SetInParent()
+        for name, value in fields.items():
+            if isinstance(value, list):
+                getattr(target, name).extend(value)
+            else:
+                setattr(target, name, value)
+        return request
+
+    def _received(self, response: pb.Response) -> None:
+        if response.interim and response.HasField("apdu_script"):
+            self._run_script(response.apdu_script)
+            return
+        entry = self._pending.pop(response.message_id, None)
+        if entry is None:
+            return  # the answer to a request this terminal gave up on
+        answer, body, sent = entry
+        self.record(body, time.perf_counter() - sent, response.status)
+        answer.callback(response)
+
+    def _run_script(self, script: pb.ApduScript) -> None:
+        """The terminal's own card reader runs the gateway's APDUs on the inserted card."""
+        result = pb.ApduResult(script_id=script.script_id)
+        if self.card is None:
+            result.error = pb.READER_ERROR_NO_CARD
+        else:
+            for command in script.commands:
+                response = self.card.transmit(command)
+                result.responses.append(response)
+                if script.stop_on_error and not (response[-2:] == b"\x90\x00" or response[-2] == 0x61):
+                    break
+        self.scripts_answered += 1
+        request = pb.Request(terminal_id=self.terminal_id, message_id=self.next_message_id(), apdu_result=result)
+        self.transport.write(encode_frame(request.SerializeToString()))  # type: ignore[union-attr]
+
+    # The card reader ---------------------------------------------------------------------------
+
+    def insert(self, card: Any) -> Deferred[pb.Response]:
+        self.card = card
+        card.power_on()
+        return self.call("card_event", kind=pb.CARD_EVENT_KIND_INSERTED, atr=card.atr)
+
+    def remove(self) -> Deferred[pb.Response]:
+        self.card = None
+        return self.call("card_event", kind=pb.CARD_EVENT_KIND_REMOVED)
