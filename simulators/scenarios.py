@@ -102,7 +102,7 @@ class RunContext:
 
 
 async def _with_card(ctx: RunContext, terminal: SimTerminal, card: VirtualCard, scenario: str,
-                     body: Callable[[], Awaitable[None]]) -> None:
+                     body: Callable[[], Awaitable[Any]]) -> None:
     inserted = await terminal.insert(card)
     ctx.expect(scenario, "insert", inserted, OK)
     try:
@@ -130,7 +130,7 @@ async def _settle(ctx: RunContext, terminal: SimTerminal, scenario: str, *status
 async def in_city_outpatient(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.NINGBO, Case.NINGBO_RETIRED_EMPLOYEE, Case.NINGBO_RETIRED_DISTRICT,
                         Case.NINGBO_REGION_CHANGED, Case.NINGBO_RESIDENT)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         async def body() -> None:
             read = await terminal.call("read_card")
             if ctx.expect("in_city_outpatient", "read_card", read, OK) and read.read_card.insured.pin_required:
@@ -141,14 +141,14 @@ async def in_city_outpatient(ctx: RunContext, terminal: SimTerminal) -> None:
 
 async def in_city_pharmacy(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.NINGBO, Case.NINGBO_RETIRED_EMPLOYEE, Case.NINGBO_REGION_CHANGED)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         await _with_card(ctx, terminal, ctx.card(holder), "in_city_pharmacy", lambda: _settle(
             ctx, terminal, "in_city_pharmacy", OK, medical_type=41, total_fen=ctx.rng.randint(100, 50_000)))
 
 
 async def zhejiang_with_pin(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.ZHEJIANG_FILED)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         card = ctx.card(holder)
 
         async def body() -> None:
@@ -160,7 +160,7 @@ async def zhejiang_with_pin(ctx: RunContext, terminal: SimTerminal) -> None:
 
 async def wrong_pins_to_lock(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.ZHEJIANG_PIN_CHANGED)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         card = ctx.card(holder)
         wrong = "000000" if card.state.pin != "000000" else "111111"
 
@@ -184,7 +184,7 @@ def _refused(scenario: str, cases: tuple[Case, ...], status: int, which: int = -
              pin: str = "") -> Scenario:
     async def run(ctx: RunContext, terminal: SimTerminal) -> None:
         holder = ctx.holder(*cases)
-        async with _locked(ctx, holder):
+        async with _Locked(ctx, holder):
             await _with_card(ctx, terminal, ctx.card(holder, which), scenario, lambda: _settle(
                 ctx, terminal, scenario, status, medical_type=medical_type, pin=pin))
     run.__name__ = scenario
@@ -202,7 +202,7 @@ unfiled_elsewhere = _refused("unfiled_elsewhere", (Case.ZHEJIANG_UNFILED,), pb.S
 
 async def old_ic_after_new(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.OLD_IC_HOLDER)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         await _with_card(ctx, terminal, ctx.card(holder, -1), "old_ic_after_new",
                          lambda: _settle(ctx, terminal, "old_ic_after_new", OK))
         await _with_card(ctx, terminal, ctx.card(holder, 0), "old_ic_after_new",
@@ -211,7 +211,7 @@ async def old_ic_after_new(ctx: RunContext, terminal: SimTerminal) -> None:
 
 async def pre_settle_then_settle(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.NINGBO, Case.NINGBO_RETIRED_EMPLOYEE)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         async def body() -> None:
             total = ctx.amount()
             pre = await terminal.call("pre_settle", medical_type=11, total_fen=total)
@@ -224,7 +224,7 @@ async def pre_settle_then_settle(ctx: RunContext, terminal: SimTerminal) -> None
 
 async def revoke(ctx: RunContext, terminal: SimTerminal) -> None:
     holder = ctx.holder(Case.NINGBO, Case.NINGBO_REGION_CHANGED)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         async def body() -> None:
             settled = await _settle(ctx, terminal, "revoke", OK)
             if settled.status != OK:
@@ -242,7 +242,7 @@ async def revoke(ctx: RunContext, terminal: SimTerminal) -> None:
 async def timeout_then_retry(ctx: RunContext, terminal: SimTerminal) -> None:
     """The terminal gives up waiting, then sends the same message id again: one settlement, never two."""
     holder = ctx.holder(Case.NINGBO, Case.NINGBO_RETIRED_EMPLOYEE)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         async def body() -> None:
             message_id = terminal.next_message_id()
             total = ctx.amount()
@@ -256,7 +256,7 @@ async def timeout_then_retry(ctx: RunContext, terminal: SimTerminal) -> None:
 async def timeout_then_reverse(ctx: RunContext, terminal: SimTerminal) -> None:
     """The terminal gives up waiting and reverses: whatever happened, the money does not move."""
     holder = ctx.holder(Case.NINGBO, Case.NINGBO_RETIRED_EMPLOYEE)
-    async with _locked(ctx, holder):
+    async with _Locked(ctx, holder):
         async def body() -> None:
             original = terminal.next_message_id()
             terminal.send_and_forget("settle", original, medical_type=11, total_fen=ctx.amount())
@@ -267,7 +267,8 @@ async def timeout_then_reverse(ctx: RunContext, terminal: SimTerminal) -> None:
             if ctx.expect("timeout_then_reverse", "reverse", reversed_, OK) and reversed_.reverse.outcome not in (
                     pb.REVERSE_OUTCOME_REVERSED, pb.REVERSE_OUTCOME_NEVER_ARRIVED):
                 ctx.fail("timeout_then_reverse", "reverse", f"outcome {reversed_.reverse.outcome}")
-            ctx.outcome(terminal, "timeout_then_reverse", "reverse", message_id, reversed_, original_message_id=original,
+            ctx.outcome(terminal, "timeout_then_reverse", "reverse", message_id, reversed_,
+                        original_message_id=original,
                         reverse_outcome=str(pb.ReverseOutcome.Name(reversed_.reverse.outcome)))
         await _with_card(ctx, terminal, ctx.card(holder), "timeout_then_reverse", body)
 
@@ -276,7 +277,7 @@ async def heartbeat(ctx: RunContext, terminal: SimTerminal) -> None:
     ctx.expect("heartbeat", "heartbeat", await terminal.call("heartbeat"), OK)
 
 
-class _locked:
+class _Locked:
     def __init__(self, ctx: RunContext, holder: DemoHolder) -> None:
         self._lock = ctx.lock(holder)
 

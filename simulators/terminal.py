@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -27,6 +26,8 @@ class TerminalGone(Exception):
 
 
 class SimTerminal(Protocol):
+    transport: Any  # zope interfaces: typed loosely on purpose
+
     def __init__(self, terminal_id: str, credential: str, prefix: str, record: LatencyRecorder) -> None:
         self.terminal_id = terminal_id
         self.credential = credential
@@ -36,7 +37,7 @@ class SimTerminal(Protocol):
         self._decoder = FrameDecoder(MAX_FRAME_BYTES)
         self._pending: dict[str, tuple[Deferred[pb.Response], str, float]] = {}
         self._sequence = itertools.count(1)
-        self.connected: Deferred[SimTerminal] = Deferred()
+        self.ready: Deferred[SimTerminal] = Deferred()
         self.closed = False
         self.scripts_answered = 0
 
@@ -46,18 +47,18 @@ class SimTerminal(Protocol):
     # Protocol --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.connected.callback(self)
+        self.ready.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
         self._decoder.feed(data)
         while (payload := self._decoder.next_frame()) is not None:
             self._received(pb.Response.FromString(payload))
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.closed = True
         pending, self._pending = self._pending, {}
         for answer, _, _ in pending.values():
-            answer.errback(TerminalGone(str(reason.value)))
+            answer.errback(TerminalGone(str(reason.value) if reason is not None else "closed"))
 
     # Requests --------------------------------------------------------------------------------
 
@@ -68,13 +69,13 @@ class SimTerminal(Protocol):
             answer.errback(TerminalGone("not connected"))
             return answer
         self._pending[request.message_id] = (answer, body, time.perf_counter())
-        self.transport.write(encode_frame(request.SerializeToString()))  # type: ignore[union-attr]
+        self.transport.write(encode_frame(request.SerializeToString()))
         return answer
 
     def send_and_forget(self, body: str, message_id: str, **fields: Any) -> None:
         """Send a request and stop waiting for it: a terminal whose timeout fired."""
         request = self.build(body, message_id, **fields)
-        self.transport.write(encode_frame(request.SerializeToString()))  # type: ignore[union-attr]
+        self.transport.write(encode_frame(request.SerializeToString()))
 
     def build(self, body: str, message_id: str | None, **fields: Any) -> pb.Request:
         request = pb.Request(terminal_id=self.terminal_id, message_id=message_id or self.next_message_id())
@@ -112,7 +113,7 @@ class SimTerminal(Protocol):
                     break
         self.scripts_answered += 1
         request = pb.Request(terminal_id=self.terminal_id, message_id=self.next_message_id(), apdu_result=result)
-        self.transport.write(encode_frame(request.SerializeToString()))  # type: ignore[union-attr]
+        self.transport.write(encode_frame(request.SerializeToString()))
 
     # The card reader ---------------------------------------------------------------------------
 
