@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_ledger import add_ledger_commands
 
     add_ledger_commands(commands, _add_config, _add_db)
+    from gateway.cli_simulate import add_simulate_command
+
+    add_simulate_command(commands, _add_config, _add_db)
     return parser
 
 
@@ -130,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli_card import run_card_command
 
             return run_card_command(args, config)
+        if args.command == "simulate":
+            from gateway.cli_simulate import run_simulate_command
+
+            return run_simulate_command(args, config)
         if args.command == "ledger":
             from gateway.cli_ledger import run_ledger_command
 

@@ -1,0 +1,375 @@
+"""`gateway simulate`: many counter terminals against one gateway, every answer checked.
+
+Closed loop (no --rate): each terminal runs scenarios back to back. Open loop (--rate R): scenarios start at
+R per second on idle terminals; a start that finds none idle counts as behind schedule. With --processes P
+the terminals, the rate and the population are split over P simulator processes (so the simulator is not
+the bottleneck) and their figures merged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+from gateway.protocol.messages import pb
+from gateway.registry.demo import DEMO_CREDENTIAL, VIRTUAL_READER_TERMINAL, demo_terminal_id
+from simulators.scenarios import SCENARIOS, RunContext, load_mix, status_name
+from simulators.terminal import SimTerminal, TerminalGone
+
+SESSIONS_PER_TERMINAL_ID = 4   # the gateway's default server.max_sessions_per_terminal
+CONNECT_BATCH = 200            # connections opened at once while ramping up
+
+
+@dataclass
+class Options:
+    host: str
+    port: int
+    terminals: int
+    duration_s: float | None = None
+    requests: int | None = None
+    rate: float | None = None
+    mix: str = "default"
+    seed: int = 2026
+    persons: int = 200
+    terminals_per_institution: int = 4
+    outcomes: Path | None = None
+    partition: tuple[int, int] = (0, 1)
+    progress: bool = False
+
+
+@dataclass
+class Figures:
+    started: float = 0.0
+    finished: float = 0.0
+    scenarios: int = 0
+    requests: int = 0
+    behind_schedule: int = 0
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    statuses: Counter[str] = field(default_factory=Counter)
+    unexpected: list[str] = field(default_factory=list)
+    settled_ok: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, body: str, seconds: float, status: int) -> None:
+        self.requests += 1
+        self.latencies.setdefault(body, []).append(seconds * 1000)
+        self.statuses[status_name(status)] += 1
+
+
+def terminal_ids(institution: str, per_institution: int) -> list[str]:
+    """Registered terminal ids whose reader is their own (the -03 ones read a virtual card in the gateway)."""
+    return [demo_terminal_id(institution, n) for n in range(1, per_institution + 1) if n != VIRTUAL_READER_TERMINAL]
+
+
+class Simulator:
+    def __init__(self, options: Options, reactor: Any) -> None:
+        self.options = options
+        self.reactor = reactor
+        self.figures = Figures()
+        self.run_id = uuid.uuid4().hex[:8]
+        self.outcomes_file = options.outcomes.open("a", encoding="utf-8") if options.outcomes else None
+        self.ctx = RunContext(self.run_id, random.Random(options.seed + options.partition[0]), options.partition,
+                              options.persons, self.outcomes_file)
+        self.mix = load_mix(options.mix)
+        self.rng = random.Random(options.seed * 7 + options.partition[0])
+        self.idle: dict[str, list[SimTerminal]] = {}
+        self.stopping = False
+        self.in_flight = 0
+
+    # Connecting ----------------------------------------------------------------------------------
+
+    def _slots(self) -> list[tuple[str, str]]:
+        """(institution, terminal id) for each connection, spread so no id exceeds its session limit."""
+        needed = {institution for scenario, (_, institution) in SCENARIOS.items() if self.mix.get(scenario)}
+        ids = {inst: terminal_ids(inst, self.options.terminals_per_institution) for inst in sorted(needed)}
+        capacity = sum(len(v) for v in ids.values()) * SESSIONS_PER_TERMINAL_ID
+        if self.options.terminals > capacity:
+            raise ValueError(f"{self.options.terminals} terminals need more registered terminal ids: at most "
+                             f"{capacity} with {self.options.terminals_per_institution} per institution; run "
+                             "`gateway registry demo --terminals-per-institution N` and pass the same N")
+        slots = []
+        institutions = sorted(ids)
+        for n in range(self.options.terminals):
+            institution = institutions[n % len(institutions)]
+            pool = ids[institution]
+            slots.append((institution, pool[(n // len(institutions)) % len(pool)]))
+        return slots
+
+    async def connect(self) -> list[tuple[str, SimTerminal]]:
+        slots = self._slots()
+        connected: list[tuple[str, SimTerminal]] = []
+        index = self.options.partition[0]
+        for start in range(0, len(slots), CONNECT_BATCH):
+            batch = slots[start : start + CONNECT_BATCH]
+            opened: list[SimTerminal] = await defer.gatherResults([
+                defer.ensureDeferred(self._open(institution, terminal_id, f"{self.run_id}{index}x{start + k}"))
+                for k, (institution, terminal_id) in enumerate(batch)], consumeErrors=True)
+            connected.extend(zip([inst for inst, _ in batch], opened, strict=True))
+        return connected
+
+    async def _open(self, institution: str, terminal_id: str, prefix: str) -> SimTerminal:
+        endpoint = TCP4ClientEndpoint(self.reactor, self.options.host, self.options.port, timeout=30)
+        terminal = SimTerminal(terminal_id, DEMO_CREDENTIAL, prefix, self.figures.record)
+        await connectProtocol(endpoint, terminal)  # type: ignore[no-untyped-call]
+        signed = await terminal.call("sign_in", credential=DEMO_CREDENTIAL, software_version="gateway-simulate/1")
+        if signed.status != pb.STATUS_CODE_OK:
+            raise RuntimeError(f"{terminal_id} could not sign in: {status_name(signed.status)} {signed.message_en}")
+        return terminal
+
+    # Running -------------------------------------------------------------------------------------
+
+    def _pick(self, institution: str) -> str:
+        names = [n for n, w in self.mix.items() if w and SCENARIOS[n][1] == institution]
+        return self.rng.choices(names, weights=[self.mix[n] for n in names])[0]
+
+    def _done(self) -> bool:
+        if self.stopping:
+            return True
+        if self.options.requests is not None and self.figures.requests >= self.options.requests:
+            return True
+        return self.options.duration_s is not None and (
+            time.perf_counter() - self.figures.started >= self.options.duration_s)
+
+    async def _one(self, institution: str, terminal: SimTerminal) -> None:
+        name = self._pick(institution)
+        scenario = SCENARIOS[name][0]
+        self.in_flight += 1
+        try:
+            await scenario(self.ctx, terminal)
+            self.figures.scenarios += 1
+        except TerminalGone as exc:
+            self.figures.errors.append(f"{terminal.terminal_id}: connection lost during {name}: {exc}")
+            self.stopping = True
+        finally:
+            self.in_flight -= 1
+
+    async def _run_then_idle(self, institution: str, terminal: SimTerminal, pool: list[SimTerminal]) -> None:
+        try:
+            await self._one(institution, terminal)
+        finally:
+            pool.append(terminal)
+
+    async def closed_loop(self, terminal: SimTerminal, institution: str) -> None:
+        while not self._done():
+            await self._one(institution, terminal)
+
+    async def open_loop(self, terminals: list[tuple[str, SimTerminal]]) -> None:
+        for institution, terminal in terminals:
+            self.idle.setdefault(institution, []).append(terminal)
+        assert self.options.rate is not None
+        interval = 1.0 / self.options.rate
+        started = time.perf_counter()
+        n = 0
+        while not self._done():
+            due = started + n * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await task.deferLater(self.reactor, delay, lambda: None)
+            n += 1
+            institution = self.rng.choices(sorted(self.idle), weights=[
+                sum(self.mix[s] for s, (_, i) in SCENARIOS.items() if i == inst and self.mix.get(s))
+                for inst in sorted(self.idle)])[0]
+            pool = self.idle[institution]
+            if not pool:
+                self.figures.behind_schedule += 1
+                continue
+            terminal = pool.pop()
+            defer.ensureDeferred(self._run_then_idle(institution, terminal, pool))
+        while self.in_flight:
+            await task.deferLater(self.reactor, 0.05, lambda: None)
+
+    def _progress(self) -> None:
+        if not self.options.progress:
+            return
+        elapsed = time.perf_counter() - self.figures.started
+        rate = self.figures.requests / elapsed if elapsed > 0 else 0.0
+        goal = (f"/{self.options.duration_s:.0f}s" if self.options.duration_s is not None else
+                f" {self.figures.requests}/{self.options.requests}")
+        sys.stderr.write(f"\r{elapsed:6.1f}s{goal} {self.figures.requests:>9} requests {rate:>9.0f}/s "
+                         f"{self.ctx.settled_ok:>8} settled {len(self.ctx.unexpected):>4} unexpected ")
+        sys.stderr.flush()
+
+    async def run(self) -> Figures:
+        terminals = await self.connect()
+        progress = task.LoopingCall(self._progress)
+        self.figures.started = time.perf_counter()
+        progress.start(0.5, now=False)
+        try:
+            if self.options.rate:
+                await self.open_loop(terminals)
+            else:
+                await defer.gatherResults([defer.ensureDeferred(self.closed_loop(t, inst)) for inst, t in terminals],
+                                          consumeErrors=True)
+        finally:
+            self.figures.finished = time.perf_counter()
+            progress.stop()
+            self._progress()
+            if self.options.progress:
+                sys.stderr.write("\n")
+            for _, terminal in terminals:
+                if terminal.transport is not None:
+                    terminal.transport.loseConnection()
+            if self.outcomes_file:
+                self.outcomes_file.close()
+        self.figures.unexpected = self.ctx.unexpected
+        self.figures.settled_ok = self.ctx.settled_ok
+        return self.figures
+
+
+# Figures ---------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def summarise(figures: Figures, options: Options, processes: int = 1) -> dict[str, Any]:
+    seconds = max(figures.finished - figures.started, 1e-9)
+    return {
+        "target": f"{options.host}:{options.port}", "terminals": options.terminals, "processes": processes,
+        "mix": options.mix, "seconds": round(seconds, 3), "scenarios": figures.scenarios,
+        "requests": figures.requests, "requests_per_s": round(figures.requests / seconds, 1),
+        "settlements_ok": figures.settled_ok, "settlements_per_s": round(figures.settled_ok / seconds, 1),
+        "target_rate_per_s": options.rate, "behind_schedule": figures.behind_schedule,
+        "latency_ms": {body: {"count": len(values), "p50": round(percentile(values, 0.50), 2),
+                              "p90": round(percentile(values, 0.90), 2), "p99": round(percentile(values, 0.99), 2),
+                              "max": round(max(values), 2)}
+                       for body, values in sorted(figures.latencies.items())},
+        "statuses": dict(sorted(figures.statuses.items())),
+        "unexpected": figures.unexpected, "errors": figures.errors,
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = [f"{summary['terminals']} terminals ({summary['processes']} process(es)), mix {summary['mix']}, "
+             f"{summary['seconds']} s: {summary['scenarios']} scenarios, {summary['requests']} requests",
+             f"  requests/s {summary['requests_per_s']}"
+             + (f" (target scenario rate {summary['target_rate_per_s']}/s; {summary['behind_schedule']} starts "
+                "behind schedule)" if summary["target_rate_per_s"] else ""),
+             f"  settlements answered OK: {summary['settlements_ok']} ({summary['settlements_per_s']}/s)",
+             "  latency ms        count      p50      p90      p99      max"]
+    for body, row in summary["latency_ms"].items():
+        lines.append(f"  {body:<16}{row['count']:>7}{row['p50']:>9}{row['p90']:>9}{row['p99']:>9}{row['max']:>9}")
+    lines.append("  answers by status: " + ", ".join(f"{k} {v}" for k, v in summary["statuses"].items()))
+    lines.append(f"  unexpected answers: {len(summary['unexpected'])}")
+    lines.extend(f"    {line}" for line in summary["unexpected"][:50])
+    lines.extend(f"  error: {line}" for line in summary["errors"][:20])
+    return "\n".join(lines)
+
+
+def run_in_process(options: Options) -> tuple[Figures, str | None]:
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    result: list[Figures] = []
+    failure: list[str] = []
+
+    async def main() -> None:
+        try:
+            result.append(await Simulator(options, reactor).run())
+        except Exception as exc:
+            failure.append(f"{exc.__class__.__name__}: {exc}")
+
+    def start() -> None:
+        defer.ensureDeferred(main()).addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    return (result[0] if result else Figures()), (failure[0] if failure else None)
+
+
+def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str | None]:
+    """Split the terminals, rate and population over `processes` simulator processes and merge their figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        children = []
+        for index in range(processes):
+            share = options.terminals // processes + (1 if index < options.terminals % processes else 0)
+            command = [sys.executable, "-m", "simulators.load", "--worker", f"{index}/{processes}",
+                       "--host", options.host, "--port", str(options.port), "--terminals", str(share),
+                       "--mix", options.mix, "--seed", str(options.seed), "--persons", str(options.persons),
+                       "--terminals-per-institution", str(options.terminals_per_institution),
+                       "--json", f"{tmp}/{index}.json"]
+            if options.duration_s is not None:
+                command += ["--duration", str(options.duration_s)]
+            if options.requests is not None:
+                command += ["--requests", str(math.ceil(options.requests / processes))]
+            if options.rate:
+                command += ["--rate", str(options.rate / processes)]
+            if options.outcomes:
+                command += ["--outcomes", f"{tmp}/{index}.outcomes"]
+            children.append(subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+        codes = [child.wait() for child in children]
+        parts = [json.loads(Path(f"{tmp}/{i}.json").read_text()) for i in range(processes)
+                 if Path(f"{tmp}/{i}.json").exists()]
+        if options.outcomes:
+            with options.outcomes.open("a", encoding="utf-8") as out:
+                for index in range(processes):
+                    path = Path(f"{tmp}/{index}.outcomes")
+                    if path.exists():
+                        out.write(path.read_text(encoding="utf-8"))
+    if len(parts) != processes:
+        return {}, f"{processes - len(parts)} simulator process(es) failed (exit codes {codes})"
+    figures = Figures(started=0.0, finished=max(p["seconds"] for p in parts))
+    for part in parts:
+        figures.scenarios += part["scenarios"]
+        figures.requests += part["requests"]
+        figures.behind_schedule += part["behind_schedule"]
+        figures.settled_ok += part["settlements_ok"]
+        figures.statuses.update(part["statuses"])
+        figures.unexpected.extend(part["unexpected"])
+        figures.errors.extend(part["errors"])
+        for body, values in part["raw_latency_ms"].items():
+            figures.latencies.setdefault(body, []).extend(values)
+    return summarise(figures, options, processes), None
+
+
+def worker_main(argv: list[str]) -> int:
+    """One simulator process of several (run by run_processes)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--terminals", type=int, required=True)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--requests", type=int)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--mix", default="default")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--persons", type=int, default=200)
+    parser.add_argument("--terminals-per-institution", type=int, default=4)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--outcomes", type=Path)
+    args = parser.parse_args(argv)
+    index, count = (int(x) for x in args.worker.split("/"))
+    options = Options(args.host, args.port, args.terminals, args.duration, args.requests, args.rate, args.mix,
+                      args.seed, args.persons, args.terminals_per_institution, args.outcomes, (index, count))
+    figures, failure = run_in_process(options)
+    summary = summarise(figures, options)
+    summary["raw_latency_ms"] = figures.latencies
+    if failure:
+        summary["errors"].append(failure)
+    args.json.write_text(json.dumps(summary), encoding="utf-8")
+    return 0 if failure is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
