@@ -161,7 +161,7 @@ class SettlementService:
                          ) -> pb.Response:
         message_id = event.request.message_id
         card = await self._card(terminal, relay, event.token, key, fresh=True)
-        log.info("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
+        log.debug("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
                  holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
         facts = await self._facts(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
         outcome = decide(facts, self.policies)
@@ -242,7 +242,7 @@ class SettlementService:
         intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())
         response: pb.Response = await self.writer.submit(intent)
         if response.status == pb.STATUS_CODE_OK:
-            log.info("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",
+            log.debug("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",
                      settlement_id=response.settle.settlement_id, terminal_id=terminal.terminal_id,
                      total=response.settle.split.total_fen, holder=mask_id(card.social_security_number))
         return response
