@@ -12,11 +12,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 from twisted.logger import Logger
 
 from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, content_hash
-from gateway.ledger.reads import LedgerReader
+from gateway.ledger.reads import LedgerReader, StoredRequest
 from gateway.ledger.responses import fill_balances, fill_split, refusal_response, repeated_response
 from gateway.ledger.writer import LedgerWriter
 from gateway.logs import mask_id
@@ -28,20 +27,18 @@ from gateway.reader.card import CardData
 from gateway.reader.driver import SocialSecurityCardDriver
 from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
 from gateway.registry.directory import TerminalRecord
-from gateway.registry.facts import load_institution, load_registry_facts
 from gateway.settlement.facts import (
     Balances,
     ChipFacts,
     Facts,
-    Institution,
     InsuranceType,
     Purpose,
-    RegistryFacts,
     SettlementRequest,
     YearToDate,
 )
 from gateway.settlement.policy import PolicyBook
 from gateway.settlement.rules import Decision, Refusal, decide, settlement_needs_pin
+from gateway.settling_reads import load_state
 
 log = Logger(namespace="gateway.settling")
 
@@ -132,19 +129,22 @@ class SettlementService:
         self._cards[key] = card
         return card
 
-    def _load(self, institution_code: str, card: CardData, year: int) -> tuple[RegistryFacts, Institution,
-                                                                                Balances, YearToDate]:
-        with Session(self._engine) as session:
-            registry = load_registry_facts(session, card.card_number, card.social_security_number)
-            institution = load_institution(session, institution_code)
-        balances, year_to_date = self.ledger.person_state(card.social_security_number, year)
-        return registry, institution, balances, year_to_date
-
-    async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
-        registry, institution, balances, year_to_date = await self._blocking(
-            self._load, terminal.institution_code, card, request.on.year)
+    async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest,
+                     request_key: tuple[str, str] | None = None) -> tuple[StoredRequest | None, Facts | None]:
+        """The stored outcome of `request_key` if it has one; otherwise the facts the rules decide on."""
+        stored, state = await self._blocking(load_state, self._engine, terminal.institution_code, card.card_number,
+                                             card.social_security_number, request.on.year, request_key)
+        if stored is not None:
+            return stored, None
+        assert state is not None
+        registry, institution, balances, year_to_date = state
         chip = ChipFacts(card.card_number, card.social_security_number, card.issuing_region_code, card.expiry_date)
-        return Facts(request, chip, registry, institution, balances, year_to_date)
+        return None, Facts(request, chip, registry, institution, balances, year_to_date)
+
+    async def _facts_only(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
+        _, facts = await self._facts(terminal, card, request)
+        assert facts is not None
+        return facts
 
     async def _verify_pin(self, terminal: TerminalRecord, relay: Any, token: int, key: str, pin: str,
                           card: CardData) -> None:
@@ -163,7 +163,7 @@ class SettlementService:
         card = await self._card(terminal, relay, event.token, key, fresh=True)
         log.debug("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
                  holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
-        facts = await self._facts(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
+        facts = await self._facts_only(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return _refusal(message_id, outcome)
@@ -189,8 +189,8 @@ class SettlementService:
                              ) -> pb.Response:
         message_id, body = event.request.message_id, event.request.query_balance
         card = await self._card(terminal, relay, event.token, key)
-        facts = await self._facts(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
-                                                                    pin_supplied=bool(body.pin)))
+        facts = await self._facts_only(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
+                                                                         pin_supplied=bool(body.pin)))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return _refusal(message_id, outcome)
@@ -222,15 +222,20 @@ class SettlementService:
         message_id = request.message_id
         body = request.settle if write else request.pre_settle
         digest = content_hash(request)
-        if write:
+        key_of_request = (terminal.terminal_id, message_id) if write else None
+        if write and key not in self._cards:
+            # A retry gets its one outcome again without touching the card: look before reading it.
             stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
-            if stored is not None:  # a retry: the one outcome again, without touching the card
+            if stored is not None:
                 return repeated_response(message_id, stored.outcome, stored.content_hash, digest, stored.response)
         card = await self._card(terminal, relay, event.token, key)
         settle_request = SettlementRequest(
             Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
             tuple(item.amount_fen for item in body.items), pin_supplied=bool(body.pin))
-        facts = await self._facts(terminal, card, settle_request)
+        stored, facts = await self._facts(terminal, card, settle_request, key_of_request)
+        if stored is not None:
+            return repeated_response(message_id, stored.outcome, stored.content_hash, digest, stored.response)
+        assert facts is not None
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return _refusal(message_id, outcome)
