@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError
 from gateway.config import DEFAULT_DB_URL
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 # Execution option: begin the transaction holding SQLite's write lock (ignored elsewhere).
 IMMEDIATE_OPTION = "gateway_immediate"
 
@@ -75,6 +76,8 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, synchronous: str, pool_size: 
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Readers start cold after every commit of the writer (WAL); mapped pages make that cheap.
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         finally:
             cursor.close()
 
