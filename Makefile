@@ -65,7 +65,8 @@ db: setup
 	$(VENV)/bin/gateway registry demo --db '$(DB_URL)'
 
 bench: setup
-	$(PY) -m benchmarks.ledger_bench --settlements $(BENCH_SETTLEMENTS) --profile --json var/bench/ledger.json
+	$(PY) -m benchmarks.system_bench --json bench/results.json
+	$(PY) -m benchmarks.ledger_bench --settlements $(BENCH_SETTLEMENTS) --profile --json bench/ledger.json
 
 clean:
 	rm -rf $(VENV) $(GENERATED_DIR) var/*.db var/*.db-wal var/*.db-shm .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,125 @@
+"""The whole gateway under `gateway simulate`, measured in one run on a fresh SQLite ledger.
+
+    .venv/bin/python -m benchmarks.system_bench [--seconds S] [--terminals N] [--idle N] [--json OUT]
+
+1. heartbeat requests/s (the floor cost of server and simulator) and settlements/s with the same simulator;
+2. latency at many connected terminals at half the settlement peak (open loop);
+3. the gateway's resident memory per idle signed-in connection.
+Writes bench/results.json; BENCHMARKS.md quotes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = [sys.executable, "-m", "gateway"]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Gateway:
+    def __init__(self, tmp: Path, per_institution: int) -> None:
+        self.db = f"sqlite:///{tmp / 'bench.db'}"
+        subprocess.run([*GATEWAY, "db", "upgrade", "--db", self.db], check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([*GATEWAY, "registry", "demo", "--db", self.db, "--terminals-per-institution",
+                        str(per_institution)], check=True, capture_output=True, cwd=ROOT)
+        self.process = subprocess.Popen([*GATEWAY, "serve", "--db", self.db, "--listen",
+                                         "tcp:0:interface=127.0.0.1:backlog=4096", "--log-level", "warn"],
+                                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("Gateway listening on "):
+                self.port = int(line.split()[3].rstrip(".").rsplit(":", 1)[1])
+                break
+        else:
+            raise RuntimeError("the gateway did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def simulate(port: int, per_institution: int, *args: str) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        result = subprocess.run([*GATEWAY, "simulate", "--target", f"127.0.0.1:{port}",
+                                 "--terminals-per-institution", str(per_institution), "--json", out.name, *args],
+                                cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CI": "1"})
+        if result.returncode not in (0, 1):
+            raise RuntimeError(result.stderr[-2000:])
+        figures: dict[str, Any] = json.loads(Path(out.name).read_text())
+        return figures
+
+
+def idle_memory(gateway: Gateway, per_institution: int, connections: int) -> dict[str, Any]:
+    """Open `connections` signed-in terminals that then stay idle; the gateway's RSS before and after."""
+    before = rss_kb(gateway.process.pid)
+    holder = subprocess.Popen([sys.executable, "-m", "benchmarks.idle_terminals", str(gateway.port),
+                               str(connections), str(per_institution)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    ready = holder.stdout.readline().strip()
+    time.sleep(2)
+    after = rss_kb(gateway.process.pid)
+    holder.terminate()
+    holder.wait(timeout=60)
+    return {"connections": connections, "signed_in": int(ready or 0), "rss_before_kb": before, "rss_after_kb": after,
+            "kb_per_connection": round((after - before) / max(connections, 1), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.system_bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--terminals", type=int, default=40, help="terminals for the peak runs")
+    parser.add_argument("--latency-terminals", type=int, default=1000)
+    parser.add_argument("--idle", type=int, default=10_000, help="idle connections for the memory figure")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench/results.json")
+    args = parser.parse_args(argv)
+    per_institution = max(60, args.idle // 4 + 10, args.latency_terminals // 4 + 10)
+    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                               "python": platform.python_version(),
+                               "command": "make bench (python -m benchmarks.system_bench)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        gateway = Gateway(Path(tmp), per_institution)
+        try:
+            heartbeat = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
+                                 str(args.seconds), "--mix", "heartbeat")
+            settle = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
+                              str(args.seconds), "--mix", "settle")
+            peak_scenarios = settle["scenarios"] / settle["seconds"]
+            half = simulate(gateway.port, per_institution, "--terminals", str(args.latency_terminals), "--duration",
+                            str(args.seconds), "--mix", "settle", "--rate", f"{peak_scenarios / 2:.1f}")
+            memory = idle_memory(gateway, per_institution, args.idle)
+        finally:
+            gateway.stop()
+    results["heartbeat_requests_per_s"] = heartbeat["requests_per_s"]
+    results["settlements_per_s"] = settle["settlements_per_s"]
+    results["settlement_to_heartbeat_ratio"] = round(settle["settlements_per_s"] / heartbeat["requests_per_s"], 4)
+    results["half_peak"] = {"terminals": args.latency_terminals, "rate_scenarios_per_s": round(peak_scenarios / 2, 1),
+                            "settle_latency_ms": half["latency_ms"].get("settle"),
+                            "behind_schedule": half["behind_schedule"], "unexpected": len(half["unexpected"])}
+    results["idle_memory"] = memory
+    results["runs"] = {"heartbeat": heartbeat, "settle": settle, "half_peak": half}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
