@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_simulate import add_simulate_command
 
     add_simulate_command(commands, _add_config, _add_db)
+    from gateway.cli_finance import add_finance_commands
+
+    add_finance_commands(commands, _add_config, _add_db)
     return parser
 
 
@@ -133,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli_card import run_card_command
 
             return run_card_command(args, config)
+        if args.command in ("reconcile", "day"):
+            from gateway.cli_finance import run_finance_command
+
+            return run_finance_command(args, config)
         if args.command == "simulate":
             from gateway.cli_simulate import run_simulate_command
 

@@ -25,7 +25,9 @@ def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
         description="Write one row per settlement, revoke and reversal of a business day (Beijing time): terminal "
                     "id, message id, settlement id, institution, time, status and every fund amount in fen.")
     export.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
-    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--format", choices=("csv", "jsonl", "statement"), default="csv",
+                        help="csv (our columns), jsonl, or statement (the insurance center's 3202 detail format, "
+                             "which `gateway reconcile` reads)")
     export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of standard output")
     rollover = actions.add_parser(
         "rollover", help="year end: current-year balances into the prior-years accounts",

@@ -40,3 +40,10 @@ def format_fen(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     yuan, rest = divmod(abs(fen), FEN_PER_YUAN)
     return f"{sign}{yuan}.{rest:02d}"
+
+
+def parse_signed_yuan_to_fen(text: str) -> int:
+    """'-12.30' -> -1230: refunds in statements are negative. Otherwise as parse_yuan_to_fen."""
+    if text.startswith("-"):
+        return -parse_yuan_to_fen(text[1:])
+    return parse_yuan_to_fen(text)

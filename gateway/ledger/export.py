@@ -10,6 +10,7 @@ from typing import IO, Any, cast
 
 from sqlalchemy import Engine, Table, select
 
+from gateway.clock import BEIJING
 from gateway.ledger.models import LedgerTransaction, TransactionKind
 from gateway.money import format_fen
 
@@ -42,17 +43,25 @@ def export_rows(engine: Engine, day: date) -> Iterator[dict[str, Any]]:
                 "card_number": row["card_number"] or "", "medical_type": row["medical_type"] or "",
                 "policy_version": row["policy_version"] or "",
                 **{name: row[name] for name in AMOUNTS}, "total_yuan": format_fen(row["total_fen"]),
+                # For the statement format only (not CSV columns):
+                "social_security_number": row["social_security_number"] or "",
+                "recorded_at_beijing": row["recorded_at"].astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+                if row["recorded_at"] else "",
             }
 
 
 def write_export(engine: Engine, day: date, out: IO[str], fmt: str = "csv") -> int:
     count = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in export_rows(engine, day):
             writer.writerow(row)
             count += 1
+    elif fmt == "statement":
+        from gateway.reconcile.statement import write_statement
+
+        count = write_statement(export_rows(engine, day), out)
     else:
         for row in export_rows(engine, day):
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -130,3 +130,16 @@ class YearTotal(Base):
     insurance_year: Mapped[int] = mapped_column(Integer, primary_key=True)
     deductible_counted_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     pooled_fund_paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ClosedDay(Base):
+    """A business day finance has reconciled and closed: nothing more is booked on it."""
+
+    __tablename__ = "closed_days"
+
+    business_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # What the day held when it was closed, so that a later change would be evident.
+    transactions: Mapped[int] = mapped_column(Integer)
+    total_fen: Mapped[int] = mapped_column(BigInteger)
+    closed_by: Mapped[str] = mapped_column(String(64))

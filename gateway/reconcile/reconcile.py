@@ -1,0 +1,166 @@
+"""`gateway reconcile`: a day of the ledger against the insurance center's detail statement.
+
+Matched by settlement id (`setl_id`, our settlement, revoke or reversal id). Every difference is one row:
+in the ledger only, in the statement only, an amount that differs (naming the fund), a status that differs
+(settled vs revoked), an id the statement lists twice, another field that differs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, select
+
+from gateway.ledger.export import export_rows
+from gateway.ledger.models import ClosedDay, LedgerTransaction
+from gateway.reconcile.statement import StatementRow
+
+TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
+CLOSED = cast(Table, ClosedDay.__table__)
+# (fund, national statement column, ledger column)
+FUNDS = (
+    ("total", "medfee_sumamt", "total_fen"), ("funds", "fund_pay_sumamt", "pooled_fund_fen"),
+    ("pooled fund", "hifp_pay", "pooled_fund_fen"), ("current-year account", "acct_pay_current", "current_year_fen"),
+    ("prior-years account", "acct_pay_prior", "prior_years_fen"), ("cash", "psn_cash_pay", "cash_fen"),
+)
+TOTAL_FUNDS = ("total", "pooled fund", "current-year account", "prior-years account", "cash")
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str              # in_ledger_only, in_statement_only, amount_differs, status_differs, duplicated_id, ...
+    setl_id: str
+    institution: str
+    field: str = ""
+    ledger_value: str = ""
+    statement_value: str = ""
+    statement_line: int | None = None
+    note: str = ""
+
+
+@dataclass
+class TotalsRow:
+    institution: str
+    fund: str
+    ledger_count: int = 0
+    statement_count: int = 0
+    ledger_fen: int = 0
+    statement_fen: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return self.ledger_count == self.statement_count and self.ledger_fen == self.statement_fen
+
+
+@dataclass
+class Reconciliation:
+    day: date
+    institution: str | None
+    ledger_rows: int = 0
+    statement_rows: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    totals: list[TotalsRow] = field(default_factory=list)
+    late_undoings: list[dict[str, Any]] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences and all(t.balanced for t in self.totals)
+
+
+def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
+              institution: str | None = None) -> Reconciliation:
+    result = Reconciliation(day, institution)
+    ledger = [r for r in export_rows(engine, day) if institution is None or r["institution_code"] == institution]
+    rows = [r for r in statement if institution is None or r.fixmedins_code == institution]
+    result.ledger_rows, result.statement_rows = len(ledger), len(rows)
+    _late_undoings(engine, day, ledger, result)
+    with engine.connect() as conn:
+        result.closed = conn.execute(select(CLOSED.c.business_date).where(CLOSED.c.business_date == day)).first() \
+            is not None
+    by_ref = {r["settlement_id"]: r for r in ledger}
+    counts = Counter(r.setl_id for r in rows)
+    first: dict[str, StatementRow] = {}
+    for row in rows:
+        if row.setl_id in first:
+            result.differences.append(Difference("duplicated_id", row.setl_id, row.fixmedins_code,
+                                                 statement_line=row.line,
+                                                 note=f"also on line {first[row.setl_id].line} "
+                                                      f"({counts[row.setl_id]} times in all)"))
+            continue
+        first[row.setl_id] = row
+    for ref, entry in by_ref.items():
+        matched = first.get(ref)
+        if matched is None:
+            result.differences.append(Difference("in_ledger_only", ref, entry["institution_code"],
+                                                 ledger_value=_yuan(entry["total_fen"]), note=entry["status"]))
+            continue
+        _compare(entry, matched, result.differences)
+    for ref, only in first.items():
+        if ref not in by_ref:
+            result.differences.append(Difference("in_statement_only", ref, only.fixmedins_code,
+                                                 statement_value=_yuan(only.amounts["medfee_sumamt"]),
+                                                 statement_line=only.line))
+    result.totals = _totals(ledger, list(first.values()))
+    return result
+
+
+def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Difference]) -> None:
+    ref, institution = entry["settlement_id"], entry["institution_code"]
+    ledger_refund = entry["kind"] != "settlement"
+    if ledger_refund != row.refunded:
+        differences.append(Difference("status_differs", ref, institution, "refd_setl_flag",
+                                      "revoke/reversal" if ledger_refund else "settlement",
+                                      "refunded (1)" if row.refunded else "settled (0)", row.line))
+    for fund, column, ledger_column in FUNDS:
+        if entry[ledger_column] != row.amounts[column]:
+            differences.append(Difference("amount_differs", ref, institution, f"{column} ({fund})",
+                                          _yuan(entry[ledger_column]), _yuan(row.amounts[column]), row.line))
+    for name, ours, theirs in (("fixmedins_code", institution, row.fixmedins_code),
+                               ("medins_setl_id", entry["message_id"], row.medins_setl_id)):
+        if ours != theirs:
+            differences.append(Difference("field_differs", ref, institution, name, ours, theirs, row.line))
+
+
+def _totals(ledger: list[dict[str, Any]], rows: list[StatementRow]) -> list[TotalsRow]:
+    table: dict[tuple[str, str], TotalsRow] = {}
+    columns = {fund: (column, ledger_column) for fund, column, ledger_column in FUNDS}
+    for entry in ledger:
+        for fund in TOTAL_FUNDS:
+            total = table.setdefault((entry["institution_code"], fund), TotalsRow(entry["institution_code"], fund))
+            total.ledger_count += 1
+            total.ledger_fen += entry[columns[fund][1]]
+    for row in rows:
+        for fund in TOTAL_FUNDS:
+            total = table.setdefault((row.fixmedins_code, fund), TotalsRow(row.fixmedins_code, fund))
+            total.statement_count += 1
+            total.statement_fen += row.amounts[columns[fund][0]]
+    return [table[key] for key in sorted(table)]
+
+
+def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], result: Reconciliation) -> None:
+    """Revokes and reversals booked today of settlements of an earlier (possibly closed) day."""
+    originals = {r["original_settlement_id"]: r for r in ledger if r["original_settlement_id"]}
+    if not originals:
+        return
+    with engine.connect() as conn:
+        found = conn.execute(select(TRANSACTIONS.c.ref, TRANSACTIONS.c.business_date).where(
+            TRANSACTIONS.c.ref.in_(sorted(originals)))).all()
+        closed = set(conn.scalars(select(CLOSED.c.business_date)))
+    for ref, original_day in found:
+        if original_day < day:
+            entry = originals[ref]
+            result.late_undoings.append({"settlement_id": entry["settlement_id"], "kind": entry["kind"],
+                                         "original_settlement_id": ref, "original_date": original_day.isoformat(),
+                                         "original_day_closed": original_day in closed,
+                                         "total_yuan": _yuan(entry["total_fen"])})
+
+
+def _yuan(fen: int) -> str:
+    from gateway.money import format_fen
+
+    return format_fen(fen)

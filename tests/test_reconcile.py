@@ -1,0 +1,187 @@
+"""Finance: a day of the ledger against the insurance center's statement; day close; late revokes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from gateway.cli import main
+from gateway.db.engine import make_engine
+from gateway.db.migrate import upgrade
+from gateway.ledger.export import write_export
+from gateway.ledger.writer import InlineLedgerWriter
+from gateway.reconcile.day_close import DayCloseRefused, close_day
+from gateway.reconcile.reconcile import reconcile
+from gateway.reconcile.statement import StatementError, read_statement
+from gateway.registry.demo import write_demo_registry
+from gateway.settlement.policy import load_builtin_policies
+from tests.ledger_support import NOW, TODAY, reverse, revoke, settle
+
+DAY = TODAY.isoformat()
+
+
+@pytest.fixture
+def day(db_url: str) -> Iterator[tuple[Engine, str]]:
+    """A business day: eight settlements at two institutions, one revoked, one reversed."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, load_builtin_policies())
+    intents = [settle(engine, "N00000001", f"h-{i}", 12_345 + i * 1_000) for i in range(5)]
+    intents += [settle(engine, "N00000201", f"p-{i}", 2_000 + i, medical_type=41, terminal="P33020300004-01",
+                       institution="P33020300004") for i in range(3)]
+    responses = writer.write(intents)
+    writer.write([revoke(responses[0].settle.settlement_id, "rk-1"), reverse("h-1", "rv-1")])
+    yield engine, db_url
+    engine.dispose()
+
+
+def statement_of(engine: Engine, on: date = TODAY) -> str:
+    out = io.StringIO()
+    write_export(engine, on, out, "statement")
+    return out.getvalue()
+
+
+def rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def unrows(table: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(table)
+    return out.getvalue()
+
+
+def run(engine: Engine, text: str) -> list[tuple[str, str]]:
+    result = reconcile(engine, TODAY, read_statement(io.StringIO(text)))
+    return [(d.kind, d.field) for d in result.differences]
+
+
+def test_a_day_reconciles_against_its_own_export(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    text = statement_of(engine)
+    assert len(rows(text)) == 1 + 8 + 2
+    result = reconcile(engine, TODAY, read_statement(io.StringIO(text)))
+    assert result.matches and result.differences == []
+    assert all(t.balanced for t in result.totals)
+    assert {t.institution for t in result.totals} == {"H33020300001", "P33020300004"}
+
+
+def test_another_row_order_and_a_bom_still_match(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    table = rows(statement_of(engine))
+    shuffled = [table[0], *reversed(table[1:])]
+    assert run(engine, "\ufeff" + unrows(shuffled)) == []
+
+
+def tamper(text: str, line: int, column: str, value: str) -> str:
+    table = rows(text)
+    table[line - 1][table[0].index(column)] = value
+    return unrows(table)
+
+
+def test_each_kind_of_difference_alone(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    text = statement_of(engine)
+    table = rows(text)
+    assert run(engine, unrows(table[:3] + table[4:])) == [("in_ledger_only", "")]
+    forged = [*table[2]]
+    forged[0] = "S20261124FORGED000000"
+    assert run(engine, unrows([*table, forged])) == [("in_statement_only", "")]
+    changed = tamper(tamper(text, 3, "medfee_sumamt", "999.99"), 3, "psn_cash_pay", "899.99")
+    assert run(engine, changed) == [("amount_differs", "medfee_sumamt (total)"),
+                                    ("amount_differs", "psn_cash_pay (cash)")]
+    assert run(engine, tamper(text, 3, "refd_setl_flag", "1")) == [("status_differs", "refd_setl_flag")]
+    assert run(engine, unrows([*table, table[4]])) == [("duplicated_id", "")]
+    assert run(engine, tamper(text, 3, "fixmedins_code", "H33021200002")) == [("field_differs", "fixmedins_code")]
+
+
+def test_all_differences_together(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    table = rows(statement_of(engine))
+    table[2][table[0].index("hifp_pay")] = "1.00"
+    table[3][table[0].index("refd_setl_flag")] = "1"
+    forged = [*table[5]]
+    forged[0] = "S20261124FORGED000000"
+    text = unrows([*table[:5], *table[6:], forged, table[7]])
+    kinds = sorted(kind for kind, _ in run(engine, text))
+    assert kinds == ["amount_differs", "duplicated_id", "in_ledger_only", "in_statement_only", "status_differs"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [("medfee_sumamt", "12.345", "medfee_sumamt"), ("hifp_pay", "abc", "hifp_pay"), ("acct_pay_prior", "1e3", "1e3"),
+     ("setl_time", "2026-02-30 10:00:00", "setl_time"), ("refd_setl_flag", "2", "refd_setl_flag"),
+     ("setl_id", "", "setl_id is empty")],
+)
+def test_a_malformed_statement_is_reported_by_line(day: tuple[Engine, str], column: str, value: str,
+                                                    message: str) -> None:
+    engine, _ = day
+    with pytest.raises(StatementError) as refused:
+        read_statement(io.StringIO(tamper(statement_of(engine), 4, column, value)))
+    assert any("line 4" in p and message in p for p in refused.value.problems), refused.value.problems
+
+
+def test_missing_columns_are_named(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    text = statement_of(engine).replace("psn_cash_pay", "cash", 1)
+    with pytest.raises(StatementError) as refused:
+        read_statement(io.StringIO(text))
+    assert "missing column(s) psn_cash_pay" in refused.value.problems[0]
+
+
+def test_the_reconcile_command_writes_the_three_files(day: tuple[Engine, str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    engine, url = day
+    good = tmp_path / "statement.csv"
+    good.write_text(statement_of(engine), encoding="utf-8")
+    assert main(["reconcile", "--db", url, "--date", DAY, "--statement", str(good), "--out", str(tmp_path / "a")]) == 0
+    page = (tmp_path / "a/summary.html").read_text(encoding="utf-8")
+    assert "Everything matches" in page and "<script" not in page and "http" not in page
+    bad = tmp_path / "tampered.csv"
+    bad.write_text(tamper(statement_of(engine), 2, "hifp_pay", "7.00"), encoding="utf-8")
+    assert main(["reconcile", "--db", url, "--date", DAY, "--statement", str(bad), "--out", str(tmp_path / "b")]) == 1
+    differences = (tmp_path / "b/differences.csv").read_text(encoding="utf-8-sig")
+    assert "amount_differs" in differences and "hifp_pay (pooled fund)" in differences
+    assert "difference(s) found" in (tmp_path / "b/summary.html").read_text(encoding="utf-8")
+    totals = (tmp_path / "b/totals.csv").read_text(encoding="utf-8-sig")
+    assert ",no\n" in totals
+    malformed = tmp_path / "malformed.csv"
+    malformed.write_text(tamper(statement_of(engine), 2, "medfee_sumamt", "x"), encoding="utf-8")
+    assert main(["reconcile", "--db", url, "--date", DAY, "--statement", str(malformed), "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_closed_day_with_a_late_revoke(db_url: str, tmp_path: Path) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, load_builtin_policies())
+    yesterday = NOW - timedelta(days=1)
+    settled = writer.write([settle(engine, "N00000001", "old-1", 50_000, at=yesterday)])[0]
+    before = statement_of(engine, TODAY - timedelta(days=1))
+    figures = close_day(engine, TODAY - timedelta(days=1), today=TODAY, by="test")
+    assert figures.transactions == 1 and figures.total_fen == 50_000
+    with pytest.raises(DayCloseRefused, match="closed already"):
+        close_day(engine, TODAY - timedelta(days=1), today=TODAY)
+    with pytest.raises(DayCloseRefused, match="not over yet"):
+        close_day(engine, TODAY, today=TODAY)
+    revoked = writer.write([revoke(settled.settle.settlement_id, "rk-late", at=NOW)])[0]
+    assert revoked.status == 1
+    # The closed day is unchanged: its statement still matches, nothing was booked on it.
+    closed = reconcile(engine, TODAY - timedelta(days=1), read_statement(io.StringIO(before)))
+    assert closed.matches and closed.closed
+    assert statement_of(engine, TODAY - timedelta(days=1)) == before
+    today = reconcile(engine, TODAY, read_statement(io.StringIO(statement_of(engine))))
+    assert today.matches
+    [late] = today.late_undoings
+    assert late["original_settlement_id"] == settled.settle.settlement_id and late["original_day_closed"]
+    engine.dispose()
