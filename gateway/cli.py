@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_ledger import add_ledger_commands
 
     add_ledger_commands(commands, _add_config, _add_db)
+    from gateway.cli_payout import add_payout_commands
+
+    add_payout_commands(commands, _add_config, _add_db)
     from gateway.cli_simulate import add_simulate_command
 
     add_simulate_command(commands, _add_config, _add_db)
@@ -148,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli_ledger import run_ledger_command
 
             return run_ledger_command(args, config)
+        if args.command == "payout":
+            from gateway.cli_payout import run_payout_command
+
+            return run_payout_command(args, config)
     except KeyboardInterrupt:
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, case, func, select
+from sqlalchemy import Engine, Table, and_, case, func, or_, select
 
 from gateway.ledger.models import (
     AccountKind,
@@ -89,6 +89,17 @@ def _by_kind(kind: AccountKind) -> Any:
     return func.sum(case((ACCOUNTS.c.kind == kind.value, ENTRIES.c.amount_fen), else_=0))
 
 
+def _settlement_or_its_undoing() -> Any:
+    """Settlements, and revokes and reversals of settlements: what has a split, year-to-date totals and a
+    request key. A payout taken back is also a reversal, but of a payout: it has none of these."""
+    t = TRANSACTIONS.c
+    originals = TRANSACTIONS.alias("originals")  # an alias, so the subquery is not correlated to the outer table
+    settlements = select(originals.c.ref).where(originals.c.kind == TransactionKind.SETTLEMENT.value)
+    return or_(t.kind == TransactionKind.SETTLEMENT.value,
+               and_(t.kind.in_([TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value]),
+                    t.original_ref.in_(settlements)))
+
+
 def _split_mismatches(conn: Any) -> list[str]:
     per_transaction = (
         select(
@@ -110,8 +121,7 @@ def _split_mismatches(conn: Any) -> list[str]:
                per_transaction.c.current, per_transaction.c.prior, per_transaction.c.fund, per_transaction.c.cash,
                per_transaction.c.receivable, per_transaction.c.collected)
         .join(per_transaction, per_transaction.c.ref == t.ref)
-        .where(t.kind.in_([TransactionKind.SETTLEMENT.value, TransactionKind.REVOKE.value,
-                           TransactionKind.REVERSAL.value]))
+        .where(_settlement_or_its_undoing())
     )
     problems = []
     for row in rows:
@@ -129,8 +139,7 @@ def _year_total_mismatches(conn: Any) -> list[str]:
     sums = conn.execute(
         select(t.social_security_number, t.insurance_year, func.sum(t.deductible_counted_fen),
                func.sum(t.pooled_fund_fen))
-        .where(t.kind.in_([TransactionKind.SETTLEMENT.value, TransactionKind.REVOKE.value,
-                           TransactionKind.REVERSAL.value]))
+        .where(_settlement_or_its_undoing())
         .group_by(t.social_security_number, t.insurance_year))
     expected = {(ssn, year): (int(d or 0), int(p or 0)) for ssn, year, d, p in sums}
     cached = {(r.social_security_number, r.insurance_year): (r.deductible_counted_fen, r.pooled_fund_paid_fen)
@@ -151,8 +160,7 @@ def _key_problems(conn: Any) -> list[str]:
     problems += [f"{terminal}/{message}: {count} settlements under one key" for terminal, message, count in twice]
     unrecorded = conn.execute(select(t.ref, t.terminal_id, t.message_id).outerjoin(
         RECORDS, and_(r.terminal_id == t.terminal_id, r.message_id == t.message_id)).where(
-        t.kind.in_([TransactionKind.SETTLEMENT.value, TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value]),
-        r.message_id.is_(None)))
+        _settlement_or_its_undoing(), r.message_id.is_(None)))
     problems += [f"{ref} ({terminal}/{message}) has no request record" for ref, terminal, message in unrecorded]
     dangling = conn.execute(select(r.terminal_id, r.message_id, r.transaction_ref).outerjoin(
         TRANSACTIONS, t.ref == r.transaction_ref).where(

@@ -28,7 +28,9 @@ def export_rows(engine: Engine, day: date) -> Iterator[dict[str, Any]]:
     with engine.connect() as conn:
         undone = dict(conn.execute(select(t.original_ref, t.kind).where(
             t.kind.in_(KINDS[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
-        rows = conn.execute(select(TRANSACTIONS).where(t.business_date == day, t.kind.in_(KINDS))
+        # Settlements and their undoing carry an institution; a payout's reversal (finance) does not.
+        rows = conn.execute(select(TRANSACTIONS).where(t.business_date == day, t.kind.in_(KINDS),
+                                                       t.institution_code.is_not(None))
                             .order_by(t.recorded_at, t.id)).mappings()
         for row in rows:
             status = {"settlement": {"revoke": "revoked", "reversal": "reversed"}.get(undone.get(row["ref"], ""),

@@ -40,7 +40,8 @@ def close_day(engine: Engine, day: date, today: date | None = None, by: str | No
         if conn.execute(select(CLOSED.c.business_date).where(CLOSED.c.business_date == day)).first() is not None:
             raise DayCloseRefused(f"{day} is closed already")
         count, total = conn.execute(select(func.count(), func.coalesce(func.sum(TRANSACTIONS.c.total_fen), 0)).where(
-            TRANSACTIONS.c.business_date == day, TRANSACTIONS.c.kind.in_(["settlement", "revoke", "reversal"]))).one()
+            TRANSACTIONS.c.business_date == day, TRANSACTIONS.c.kind.in_(["settlement", "revoke", "reversal"]),
+            TRANSACTIONS.c.institution_code.is_not(None))).one()
         conn.execute(CLOSED.insert().values(business_date=day, transactions=count, total_fen=total,
                                             closed_by=(by or getpass.getuser())[:64]))
     return ClosedDayFigures(day, int(count), int(total))

@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, Table, select
 
-from gateway.ledger.export import export_rows
 from gateway.ledger.models import ClosedDay, LedgerTransaction
 from gateway.reconcile.statement import StatementRow
 
@@ -75,7 +74,7 @@ class Reconciliation:
 def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
               institution: str | None = None) -> Reconciliation:
     result = Reconciliation(day, institution)
-    ledger = [r for r in export_rows(engine, day) if institution is None or r["institution_code"] == institution]
+    ledger = _ledger_rows(engine, day, institution)
     rows = [r for r in statement if institution is None or r.fixmedins_code == institution]
     result.ledger_rows, result.statement_rows = len(ledger), len(rows)
     _late_undoings(engine, day, ledger, result)
@@ -109,6 +108,31 @@ def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
     return result
 
 
+def _ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict[str, Any]]:
+    """The day's settlements, revokes and reversals: only what reconciliation compares (cheap per row)."""
+    t = TRANSACTIONS.c
+    kinds = ("settlement", "revoke", "reversal")
+    # Settlements and their undoing carry an institution; a payout's reversal (finance) does not.
+    condition = [t.business_date == day, t.kind.in_(kinds), t.institution_code.is_not(None)]
+    if institution is not None:
+        condition.append(t.institution_code == institution)
+    with engine.connect() as conn:
+        undone = dict(conn.execute(select(t.original_ref, t.kind).where(
+            t.kind.in_(kinds[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
+        result = conn.execute(select(t.ref, t.kind, t.institution_code, t.message_id, t.original_ref, t.total_fen,
+                                     t.pooled_fund_fen, t.current_year_fen, t.prior_years_fen, t.cash_fen)
+                              .where(*condition))
+        rows = []
+        for ref, kind, code, message_id, original, total, pooled, current, prior, cash in result:
+            status = ({"revoke": "revoked", "reversal": "reversed"}.get(undone.get(ref, ""), "settled")
+                      if kind == "settlement" else kind)
+            rows.append({"settlement_id": ref, "kind": kind, "institution_code": code or "",
+                         "message_id": message_id or "", "original_settlement_id": original or "",
+                         "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
+                         "prior_years_fen": prior, "cash_fen": cash, "status": status})
+        return rows
+
+
 def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Difference]) -> None:
     ref, institution = entry["settlement_id"], entry["institution_code"]
     ledger_refund = entry["kind"] != "settlement"
@@ -127,19 +151,33 @@ def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Differe
 
 
 def _totals(ledger: list[dict[str, Any]], rows: list[StatementRow]) -> list[TotalsRow]:
-    table: dict[tuple[str, str], TotalsRow] = {}
-    columns = {fund: (column, ledger_column) for fund, column, ledger_column in FUNDS}
+    # One dictionary lookup per row: a day has a million of them.
+    ours: dict[str, list[int]] = {}
+    theirs: dict[str, list[int]] = {}
     for entry in ledger:
-        for fund in TOTAL_FUNDS:
-            total = table.setdefault((entry["institution_code"], fund), TotalsRow(entry["institution_code"], fund))
-            total.ledger_count += 1
-            total.ledger_fen += entry[columns[fund][1]]
+        sums = ours.setdefault(entry["institution_code"], [0, 0, 0, 0, 0, 0])
+        sums[0] += 1
+        sums[1] += entry["total_fen"]
+        sums[2] += entry["pooled_fund_fen"]
+        sums[3] += entry["current_year_fen"]
+        sums[4] += entry["prior_years_fen"]
+        sums[5] += entry["cash_fen"]
     for row in rows:
-        for fund in TOTAL_FUNDS:
-            total = table.setdefault((row.fixmedins_code, fund), TotalsRow(row.fixmedins_code, fund))
-            total.statement_count += 1
-            total.statement_fen += row.amounts[columns[fund][0]]
-    return [table[key] for key in sorted(table)]
+        sums = theirs.setdefault(row.fixmedins_code, [0, 0, 0, 0, 0, 0])
+        amounts = row.amounts
+        sums[0] += 1
+        sums[1] += amounts["medfee_sumamt"]
+        sums[2] += amounts["hifp_pay"]
+        sums[3] += amounts["acct_pay_current"]
+        sums[4] += amounts["acct_pay_prior"]
+        sums[5] += amounts["psn_cash_pay"]
+    totals = []
+    empty = [0, 0, 0, 0, 0, 0]
+    for institution in sorted(set(ours) | set(theirs)):
+        mine, other = ours.get(institution, empty), theirs.get(institution, empty)
+        for position, fund in enumerate(TOTAL_FUNDS, start=1):
+            totals.append(TotalsRow(institution, fund, mine[0], other[0], mine[position], other[position]))
+    return totals
 
 
 def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], result: Reconciliation) -> None:

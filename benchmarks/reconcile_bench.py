@@ -1,0 +1,93 @@
+"""Reconciling one business day of N settlements (default 1,000,000): the time `gateway reconcile` takes.
+
+    .venv/bin/python -m benchmarks.reconcile_bench [--settlements N] [--json OUT]
+
+The day is written straight into a fresh SQLite ledger's transactions (reconciliation reads those), exported
+as the center's statement with `gateway ledger export --format statement`, and reconciled; only the
+reconciliation (reading the statement, reading the ledger, comparing, writing the three files) is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+from sqlalchemy import Table
+
+from gateway.db.engine import make_engine
+from gateway.db.migrate import upgrade
+from gateway.ledger.export import write_export
+from gateway.ledger.models import LedgerTransaction
+from gateway.reconcile.reconcile import reconcile
+from gateway.reconcile.report import write_report
+from gateway.reconcile.statement import read_statement
+
+DAY = date(2026, 11, 24)
+CHUNK = 50_000
+
+
+def fill(url: str, count: int) -> None:
+    engine = make_engine(url, sqlite_synchronous="FULL")
+    upgrade(engine)
+    table = cast(Table, LedgerTransaction.__table__)
+    start = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        for first in range(0, count, CHUNK):
+            rows = []
+            for n in range(first, min(first + CHUNK, count)):
+                total = 1_000 + n % 100_000
+                pooled = total * 3 // 4
+                current = (total - pooled) // 2
+                rows.append({"ref": f"S20261124{n:012X}", "kind": "settlement",
+                             "terminal_id": f"H3302030000{n % 10}-01",
+                             "message_id": f"m{n}", "institution_code": f"H3302030000{n % 10}",
+                             "social_security_number": "330203199001011236", "card_number": "N00000001",
+                             "medical_type": 11, "insurance_year": 2026, "business_date": DAY,
+                             "recorded_at": start + timedelta(microseconds=n * 50), "policy_version": "bench",
+                             "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
+                             "prior_years_fen": 0, "cash_fen": total - pooled - current, "deductible_counted_fen": 0})
+            conn.execute(table.insert(), rows)
+    engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reconcile_bench", description=__doc__)
+    parser.add_argument("--settlements", type=int, default=1_000_000)
+    parser.add_argument("--json", type=Path, default=Path("bench/reconcile.json"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/day.db"
+        began = time.perf_counter()
+        fill(url, args.settlements)
+        filled = time.perf_counter() - began
+        engine = make_engine(url)
+        statement = Path(tmp) / "statement.csv"
+        with statement.open("w", encoding="utf-8", newline="") as out:
+            write_export(engine, DAY, out, "statement")
+        began = time.perf_counter()
+        with statement.open(encoding="utf-8") as handle:
+            rows = read_statement(handle)
+        read = time.perf_counter() - began
+        result = reconcile(engine, DAY, rows)
+        compared = time.perf_counter() - began - read
+        write_report(result, Path(tmp) / "out")
+        seconds = time.perf_counter() - began
+        engine.dispose()
+    figures = {"settlements": args.settlements, "fill_seconds": round(filled, 1),
+               "read_statement_seconds": round(read, 1),
+               "compare_seconds": round(compared, 1), "reconcile_seconds": round(seconds, 1),
+               "matches": result.matches, "target_seconds": 30}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    print(json.dumps(figures, indent=2))
+    return 0 if result.matches else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
