@@ -133,7 +133,7 @@ def _ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dic
             t.kind.in_(kinds[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
         result = conn.execute(select(t.ref, t.kind, t.institution_code, t.message_id, t.original_ref, t.total_fen,
                                      t.pooled_fund_fen, t.current_year_fen, t.prior_years_fen, t.cash_fen)
-                              .where(*condition))
+                              .where(*condition)).all()  # one fetchall: a row at a time costs twice as much
         rows = []
         for ref, kind, code, message_id, original, total, pooled, current, prior, cash in result:
             status = ({"revoke": "revoked", "reversal": "reversed"}.get(undone.get(ref, ""), "settled")
