@@ -15,6 +15,7 @@ from datetime import date
 
 from gateway.reader.agency import DEMO_AGENCY_MASTER_KEY, derive_card_key
 from gateway.reader.card import id_check_char
+from gateway.settlement.facts import CardKind, CardStatus, InsuranceType
 
 DEFAULT_SEED = 2026
 DEFAULT_PERSONS = 200
@@ -59,24 +60,6 @@ OTHER_ZHEJIANG_CITIES = ("330100", "330300", "330400", "330500", "330600", "3307
 OUTSIDE_REGIONS = ("310100", "320100", "110100", "440300", "340100")
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁任沈姚卢傅钟"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉萍红娥玲芬燕彬鹏辉建国晓东海波宁浩然子涵雨欣一诺梓轩思远嘉怡"
-
-
-class InsuranceType(enum.StrEnum):
-    EMPLOYEE_ACTIVE = "employee_active"
-    EMPLOYEE_RETIRED = "employee_retired"
-    RESIDENT = "resident"
-
-
-class CardKind(enum.StrEnum):
-    SOCIAL_SECURITY = "social_security"
-    OLD_MEDICAL_IC = "old_medical_ic"
-
-
-class CardStatus(enum.StrEnum):
-    ACTIVE = "active"
-    LOST_REPORTED = "lost_reported"
-    REPLACED = "replaced"
-    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -238,3 +221,5 @@ def _cards(index: int, seed: int, case: Case, region: str, rng: random.Random) -
         old = _card(index, seed, 1, CardKind.OLD_MEDICAL_IC, active, region, old_issue, date(2099, 12, 31))
         return old, _card(index, seed, 2, ssc, active, region, issue, expiry)
     return (_card(index, seed, 1, ssc, active, region, issue, expiry),)
+
+__all__ = ["CardKind", "CardStatus", "InsuranceType"]

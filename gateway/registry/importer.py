@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
 from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
-from gateway.registry.models import Institution, InstitutionKind, InstitutionLevel, Terminal
+from gateway.registry.models import Institution, Terminal
 from gateway.registry.person_tables import PERSON_TABLE_SPECS, check_person_references
 from gateway.registry.tables import (
     ImportReport,
@@ -35,6 +35,7 @@ from gateway.registry.tables import (
     row_by_row,
     upsert,
 )
+from gateway.settlement.facts import InstitutionKind, InstitutionLevel
 
 # Re-exported: callers import these from the importer.
 __all__ = [

@@ -7,7 +7,6 @@ values of the enums in gateway.settlement.facts (tests/test_registry_persons.py 
 
 from __future__ import annotations
 
-import enum
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -25,18 +24,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.db.base import Base
-
-
-class InstitutionKind(enum.StrEnum):
-    HOSPITAL = "hospital"
-    PHARMACY = "pharmacy"
-    KIOSK = "kiosk"
-
-
-class InstitutionLevel(enum.StrEnum):
-    COMMUNITY = "community"
-    SECONDARY = "secondary"
-    TERTIARY = "tertiary"
 
 
 class Institution(Base):
