@@ -53,7 +53,8 @@ def render_html(result: Reconciliation, command: str = "") -> str:
     parts = [
         "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>",
         f"<title>对账 Reconciliation {e(result.day.isoformat())}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+        "<style>body{font-family:'Microsoft YaHei','PingFang SC','Noto Sans CJK SC',sans-serif;margin:2em;"
+        "color:#222}table{border-collapse:collapse;margin:1em 0}"
         "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#eee}"
         "td.l,th.l{text-align:left}.ok{color:#176b2c}.bad{color:#b00020}.verdict{font-size:1.4em;font-weight:bold}"
         "</style></head><body>",
