@@ -54,13 +54,12 @@ def run_finance_command(args: argparse.Namespace, config: Any) -> int:
 
 
 def _reconcile(args: argparse.Namespace, engine: Any) -> int:
-    from gateway.reconcile.reconcile import reconcile
+    from gateway.reconcile.reconcile import reconcile_file
     from gateway.reconcile.report import write_report
-    from gateway.reconcile.statement import StatementError, read_statement
+    from gateway.reconcile.statement import StatementError
 
     try:
-        with args.statement.open(encoding="utf-8") as handle:
-            rows = read_statement(handle, str(args.statement))
+        result = reconcile_file(engine, args.date, args.statement, args.institution)
     except OSError as exc:
         print(f"gateway: cannot read {args.statement}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
@@ -73,7 +72,6 @@ def _reconcile(args: argparse.Namespace, engine: Any) -> int:
         print(f"gateway: the statement is malformed ({len(exc.problems)} problem(s)); nothing was reconciled",
               file=sys.stderr)
         return EXIT_USAGE
-    result = reconcile(engine, args.date, rows, args.institution)
     command = "gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, args.out, command)
     verdict = "everything matches" if result.matches else f"{len(result.differences)} difference(s)"

@@ -12,12 +12,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, select
 
 from gateway.ledger.models import ClosedDay, LedgerTransaction
-from gateway.reconcile.statement import StatementRow
+from gateway.reconcile.statement import StatementRow, read_statement
 
 TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
 CLOSED = cast(Table, ClosedDay.__table__)
@@ -73,20 +74,38 @@ class Reconciliation:
 
 
 def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
-              institution: str | None = None) -> Reconciliation:
+              institution: str | None = None, ledger: list[dict[str, Any]] | None = None) -> Reconciliation:
+    """`ledger`: the day's rows from `ledger_rows`, when the caller read them already."""
     collecting = gc.isenabled()
     gc.disable()  # a million small acyclic objects: see gateway.reconcile.statement.read_statement
     try:
-        return _reconcile(engine, day, statement, institution)
+        return _reconcile(engine, day, statement, institution,
+                          ledger if ledger is not None else ledger_rows(engine, day, institution))
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def reconcile_file(engine: Engine, day: date, path: Path, institution: str | None = None) -> Reconciliation:
+    """What `gateway reconcile` runs; raises StatementError for a malformed statement.
+
+    One pass after another with the garbage collector off throughout: reading the ledger in a second thread
+    was tried and is slower (the two fight over the interpreter).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with path.open(encoding="utf-8") as handle:
+            rows = read_statement(handle, str(path))
+        return reconcile(engine, day, rows, institution, ledger_rows(engine, day, institution))
     finally:
         if collecting:
             gc.enable()
 
 
 def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
-               institution: str | None) -> Reconciliation:
+               institution: str | None, ledger: list[dict[str, Any]]) -> Reconciliation:
     result = Reconciliation(day, institution)
-    ledger = _ledger_rows(engine, day, institution)
     rows = [r for r in statement if institution is None or r.fixmedins_code == institution]
     result.ledger_rows, result.statement_rows = len(ledger), len(rows)
     _late_undoings(engine, day, ledger, result)
@@ -120,7 +139,7 @@ def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
     return result
 
 
-def _ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict[str, Any]]:
+def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict[str, Any]]:
     """The day's settlements, revokes and reversals: only what reconciliation compares (cheap per row)."""
     t = TRANSACTIONS.c
     kinds = ("settlement", "revoke", "reversal")

@@ -98,8 +98,8 @@ def _read_statement(stream: IO[str], source: str) -> list[StatementRow]:
     problems: list[str] = []
     for raw in reader:
         line = reader.line_num
-        if not any(cell.strip() for cell in raw):
-            continue
+        if not raw or (len(raw) == 1 and not raw[0].strip()):
+            continue  # a blank line
         if len(raw) != width:
             problems.append(f"{source} line {line}: {len(raw)} cells, the header has {width}")
             continue
@@ -115,9 +115,10 @@ def _read_statement(stream: IO[str], source: str) -> list[StatementRow]:
 def _row(line: int, cells: list[str]) -> StatementRow:
     """`cells` in the order of COLUMNS."""
     setl_id, medins_setl_id, code, psn_no, setl_time = cells[:5]
-    for name, value in (("setl_id", setl_id), ("fixmedins_code", code), ("setl_time", setl_time)):
-        if not value:
-            raise ValueError(f"{name} is empty")
+    if not (setl_id and code and setl_time):
+        empty = next(name for name, value in (("setl_id", setl_id), ("fixmedins_code", code),
+                                              ("setl_time", setl_time)) if not value)
+        raise ValueError(f"{empty} is empty")
     amounts = {}
     for column, text in zip(AMOUNTS, cells[5:11], strict=True):
         try:
