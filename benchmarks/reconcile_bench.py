@@ -16,14 +16,11 @@ import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import cast
-
-from sqlalchemy import Table
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
+from gateway.db.tables import TRANSACTIONS
 from gateway.ledger.export import write_export
-from gateway.ledger.models import LedgerTransaction
 from gateway.reconcile.reconcile import reconcile_file
 from gateway.reconcile.report import write_report
 
@@ -34,7 +31,7 @@ CHUNK = 50_000
 def fill(url: str, count: int) -> None:
     engine = make_engine(url, sqlite_synchronous="FULL")
     upgrade(engine)
-    table = cast(Table, LedgerTransaction.__table__)
+    table = TRANSACTIONS
     start = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
     with engine.begin() as conn:
         for first in range(0, count, CHUNK):

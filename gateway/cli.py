@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway import __version__
+from gateway.cli_support import database_error, schema_is_current
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_config
 
 EXIT_OK = 0
@@ -198,8 +199,7 @@ def _db(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SQLAlchemyError as exc:
-        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
-              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        print(database_error(config.database.url, exc), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -208,15 +208,13 @@ def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from gateway.db.engine import DatabaseUrlError, redact_url
-    from gateway.db.migrate import current_revision, head_revision
     from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION, write_demo_registry
     from gateway.registry.importer import ImportFailed, import_files
     from simulators.population import DEFAULT_PERSONS
 
     try:
         engine = _engine(config)
-        if current_revision(engine) != head_revision():
-            print("gateway: the database schema is not current: run `gateway db upgrade` first", file=sys.stderr)
+        if not schema_is_current(engine):
             return EXIT_FAILED
         if args.registry_command == "import":
             report = import_files(engine, args.files)
@@ -238,8 +236,7 @@ def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SQLAlchemyError as exc:
-        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
-              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        print(database_error(config.database.url, exc), file=sys.stderr)
         return EXIT_FAILED
     print(f"registry imported into {redact_url(config.database.url)}: {report.summary()}")
     return EXIT_OK

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from gateway.cli_support import database_error, schema_is_current
 from gateway.config import GatewayConfig
 from gateway.registry import agency
 from gateway.registry.tables import RowProblem, parse_date
@@ -81,8 +82,7 @@ def add_agency_commands(
 def run_agency_command(args: argparse.Namespace, config: GatewayConfig) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.db.engine import DatabaseUrlError, make_engine, redact_url
-    from gateway.db.migrate import current_revision, head_revision
+    from gateway.db.engine import DatabaseUrlError, make_engine
 
     try:
         engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms,
@@ -91,8 +91,7 @@ def run_agency_command(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if current_revision(engine) != head_revision():
-            print("gateway: the database schema is not current: run `gateway db upgrade` first", file=sys.stderr)
+        if not schema_is_current(engine):
             return EXIT_REFUSED
         with Session(engine) as session, session.begin():
             done = _apply(args, session)
@@ -103,8 +102,7 @@ def run_agency_command(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SQLAlchemyError as exc:
-        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
-              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        print(database_error(config.database.url, exc), file=sys.stderr)
         return EXIT_REFUSED
     finally:
         engine.dispose()

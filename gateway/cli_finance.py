@@ -38,13 +38,12 @@ def add_finance_commands(commands: Any, add_config: Any, add_db: Any) -> None:
 
 
 def run_finance_command(args: argparse.Namespace, config: Any) -> int:
+    from gateway.cli_support import schema_is_current
     from gateway.db.engine import make_engine
-    from gateway.db.migrate import current_revision, head_revision
 
     engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms)
     try:
-        if current_revision(engine) != head_revision():
-            print("gateway: the database schema is not current: run `gateway db upgrade` first", file=sys.stderr)
+        if not schema_is_current(engine):
             return EXIT_FAILED
         if args.command == "reconcile":
             return _reconcile(args, engine)

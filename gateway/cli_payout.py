@@ -56,16 +56,14 @@ def add_payout_commands(commands: Any, add_config: Any, add_db: Any) -> None:
 def run_payout_command(args: argparse.Namespace, config: Any) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.db.engine import make_engine, redact_url
-    from gateway.db.migrate import current_revision, head_revision
+    from gateway.cli_support import database_error, schema_is_current
+    from gateway.db.engine import make_engine
     from gateway.ledger.payouts import PayoutError, PayoutRejected
 
     try:
         engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms)
         try:
-            if current_revision(engine) != head_revision():
-                print("gateway: the database schema is not current: run `gateway db upgrade` first",
-                      file=sys.stderr)
+            if not schema_is_current(engine):
                 return EXIT_FAILED
             if args.payout_command == "run":
                 return _run(args, engine)
@@ -84,8 +82,7 @@ def run_payout_command(args: argparse.Namespace, config: Any) -> int:
         print(f"gateway: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except SQLAlchemyError as exc:
-        print(f"gateway: database error on {redact_url(config.database.url)}: {exc.__class__.__name__}: "
-              f"{getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        print(database_error(config.database.url, exc), file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -7,32 +7,28 @@ millisecond whatever it reads.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Engine, Integer, String, Table, bindparam, exists, select
 
+from gateway.db.tables import (
+    ACCOUNTS,
+    CARDS,
+    FILINGS,
+    INSTITUTIONS,
+    LOOKUP_PROBLEMS,
+    OPENING_BALANCES,
+    PERSONS,
+    RECORDS,
+    YEAR_TOTALS,
+)
 from gateway.ledger import accounts
-from gateway.ledger.models import LedgerAccount, RequestRecord, YearTotal
 from gateway.ledger.reads import StoredRequest
 from gateway.reader.card import is_valid_id_number
-from gateway.registry.models import Card, Filing, Institution, LookupProblemEntry, OpeningBalance, Person
+from gateway.registry.facts import NotRegistered
 from gateway.settlement import facts
 
-CARDS = cast(Table, Card.__table__)
-PERSONS = cast(Table, Person.__table__)
-FILINGS = cast(Table, Filing.__table__)
-PROBLEMS = cast(Table, LookupProblemEntry.__table__)
-INSTITUTIONS = cast(Table, Institution.__table__)
-OPENINGS = cast(Table, OpeningBalance.__table__)
-ACCOUNTS = cast(Table, LedgerAccount.__table__)
-YEAR_TOTALS = cast(Table, YearTotal.__table__)
-RECORDS = cast(Table, RequestRecord.__table__)
-
 State = tuple[facts.RegistryFacts, facts.Institution, facts.Balances, facts.YearToDate]
-
-
-class NotRegistered(LookupError):
-    pass
 
 
 def _one(table: Table, column: str, **where: Any) -> Any:
@@ -55,11 +51,11 @@ def _statement() -> Any:
                                                                   "cross_region_designated")),
         *(_one(PERSONS, c, social_security_number=ssn) for c in ("social_security_number", "name", "insurance_type",
                                                                   "insured_region_code")),
-        _one(PROBLEMS, "problem", id_number=ssn),
+        _one(LOOKUP_PROBLEMS, "problem", id_number=ssn),
         select(ACCOUNTS.c.balance_fen).where(ACCOUNTS.c.code == current).scalar_subquery().label("current"),
         select(ACCOUNTS.c.balance_fen).where(ACCOUNTS.c.code == prior).scalar_subquery().label("prior"),
-        _one(OPENINGS, "current_year_fen", social_security_number=ssn),
-        _one(OPENINGS, "prior_years_fen", social_security_number=ssn),
+        _one(OPENING_BALANCES, "current_year_fen", social_security_number=ssn),
+        _one(OPENING_BALANCES, "prior_years_fen", social_security_number=ssn),
         _one(YEAR_TOTALS, "deductible_counted_fen", social_security_number=ssn, insurance_year=year),
         _one(YEAR_TOTALS, "pooled_fund_paid_fen", social_security_number=ssn, insurance_year=year),
         exists().where(CARDS.c.social_security_number == ssn, CARDS.c.kind == facts.CardKind.SOCIAL_SECURITY.value,

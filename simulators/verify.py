@@ -11,13 +11,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, or_, select
+from sqlalchemy import Engine, or_, select
 
-from gateway.ledger.models import LedgerTransaction
+from gateway.db.tables import TRANSACTIONS
 
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
 AMOUNT_COLUMNS = {"total_fen": "total_fen", "pooled_fund_fen": "pooled_fund_fen",
                   "current_year_account_fen": "current_year_fen", "prior_years_account_fen": "prior_years_fen",
                   "cash_fen": "cash_fen", "deductible_counted_fen": "deductible_counted_fen"}

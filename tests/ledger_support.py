@@ -8,10 +8,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, business_date, content_hash
-from gateway.ledger.reads import LedgerReader
 from gateway.protocol.messages import pb
 from gateway.registry.facts import load_institution, load_registry_facts
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
+from gateway.settling_reads import load_state
 from simulators.population import demo_population
 
 # 10:00 in Beijing on 2026-11-24.
@@ -59,6 +59,8 @@ def reverse(original: str, message_id: str, *, terminal: str = TERMINAL, at: dat
 
 def balances_of(engine: Engine, card_number: str, year: int = 2026) -> tuple[int, int, int, int]:
     holder, _ = CARDS[card_number]
-    balances, ytd = LedgerReader(engine).person_state(holder.person.social_security_number, year)
+    _, state = load_state(engine, INSTITUTION, card_number, holder.person.social_security_number, year)
+    assert state is not None
+    _, _, balances, ytd = state
     return (balances.current_year_fen, balances.prior_years_fen, ytd.deductible_counted_fen,
             ytd.pooled_fund_paid_fen)

@@ -12,22 +12,18 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, or_, select, tuple_, update
+from sqlalchemy import Connection, bindparam, or_, select, tuple_, update
 
 from gateway.clock import beijing_today
+from gateway.db.tables import ACCOUNTS, CARDS, ENTRIES, OPENING_BALANCES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
 from gateway.ledger.models import (
-    LedgerAccount,
-    LedgerEntry,
-    LedgerTransaction,
     RequestOutcome,
-    RequestRecord,
     TransactionKind,
-    YearTotal,
 )
 from gateway.ledger.postings import Posting, compensation_postings, opening_postings, settlement_postings
 from gateway.ledger.responses import (
@@ -39,19 +35,11 @@ from gateway.ledger.responses import (
 )
 from gateway.ledger.sql import for_update, insert_ignore, insert_or_add
 from gateway.protocol.messages import pb
-from gateway.registry.models import Card, OpeningBalance
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
 from gateway.settlement.rules import Decision, Refusal, decide
 from gateway.settlement.split import FundSplit
 
-ACCOUNTS = cast(Table, LedgerAccount.__table__)
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-ENTRIES = cast(Table, LedgerEntry.__table__)
-RECORDS = cast(Table, RequestRecord.__table__)
-YEAR_TOTALS = cast(Table, YearTotal.__table__)
-CARDS = cast(Table, Card.__table__)
-OPENING_BALANCES = cast(Table, OpeningBalance.__table__)
 COMPENSATIONS = (TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
 
 

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, and_, case, func, or_, select
+from sqlalchemy import Engine, and_, case, func, or_, select
 
+from gateway.db.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.ledger.models import (
     AccountKind,
-    LedgerAccount,
-    LedgerEntry,
-    LedgerTransaction,
     RequestOutcome,
-    RequestRecord,
     TransactionKind,
-    YearTotal,
 )
 
-ACCOUNTS = cast(Table, LedgerAccount.__table__)
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-ENTRIES = cast(Table, LedgerEntry.__table__)
-RECORDS = cast(Table, RequestRecord.__table__)
-YEAR_TOTALS = cast(Table, YearTotal.__table__)
 MAX_LISTED = 20  # problems listed per check; the count says how many there are
 
 

@@ -6,15 +6,15 @@ import csv
 import json
 from collections.abc import Iterator
 from datetime import date
-from typing import IO, Any, cast
+from typing import IO, Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, select
 
 from gateway.clock import BEIJING
-from gateway.ledger.models import LedgerTransaction, TransactionKind
+from gateway.db.tables import TRANSACTIONS
+from gateway.ledger.models import TransactionKind
 from gateway.money import format_fen
 
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
 AMOUNTS = ("total_fen", "pooled_fund_fen", "current_year_fen", "prior_years_fen", "cash_fen",
            "deductible_counted_fen")
 COLUMNS = ("business_date", "recorded_at", "kind", "status", "settlement_id", "original_settlement_id",

@@ -21,38 +21,28 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import IO, Any, cast
+from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from gateway.clock import beijing_today
 from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.db.tables import ACCOUNTS, CARDS, CLOSED_DAYS, ENTRIES, PERSONS, TRANSACTIONS
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.batch import Batch, new_ref
 from gateway.ledger.models import (
     AccountKind,
-    ClosedDay,
-    LedgerAccount,
-    LedgerEntry,
-    LedgerTransaction,
     TransactionKind,
 )
 from gateway.ledger.postings import Posting, compensation_postings
 from gateway.ledger.sql import for_update, insert_ignore
 from gateway.money import AmountError, format_fen, parse_yuan_to_fen
 from gateway.reader.card import is_valid_id_number
-from gateway.registry.models import Card, Person
 from gateway.registry.tables import RowError
 from gateway.settlement.facts import CardKind, CardStatus
 from gateway.settlement.policy import PolicyBook
 
-ACCOUNTS = cast(Table, LedgerAccount.__table__)
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-ENTRIES = cast(Table, LedgerEntry.__table__)
-PERSONS = cast(Table, Person.__table__)
-CARDS = cast(Table, Card.__table__)
-CLOSED_DAYS = cast(Table, ClosedDay.__table__)
 CHUNK_PERSONS = 1_000
 # No colon, so "payout:<batch>:<ssn>" splits one way only; short enough for the 96-character dedupe key.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, select
 
-from gateway.ledger import accounts
+from gateway.db.tables import RECORDS, TRANSACTIONS
 from gateway.ledger.models import (
-    LedgerAccount,
-    LedgerTransaction,
     RequestOutcome,
-    RequestRecord,
     TransactionKind,
-    YearTotal,
 )
 from gateway.ledger.responses import fill_split
 from gateway.protocol.messages import pb
-from gateway.registry.models import OpeningBalance
-from gateway.settlement.facts import Balances, YearToDate
 from gateway.settlement.split import FundSplit
-
-ACCOUNTS = cast(Table, LedgerAccount.__table__)
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-RECORDS = cast(Table, RequestRecord.__table__)
-YEAR_TOTALS = cast(Table, YearTotal.__table__)
-OPENING_BALANCES = cast(Table, OpeningBalance.__table__)
 
 
 @dataclass(frozen=True)
@@ -45,24 +33,6 @@ class LedgerReader:
             row = conn.execute(select(RECORDS.c.outcome, RECORDS.c.content_hash, RECORDS.c.response).where(
                 RECORDS.c.terminal_id == terminal_id, RECORDS.c.message_id == message_id)).first()
         return StoredRequest(row.outcome, row.content_hash, row.response) if row is not None else None
-
-    def person_state(self, ssn: str, year: int) -> tuple[Balances, YearToDate]:
-        """Balances (the ledger's, or the opening balances of a person the ledger has not met) and the
-        year-to-date totals."""
-        current, prior = accounts.person_current_year(ssn).code, accounts.person_prior_years(ssn).code
-        with self._engine.connect() as conn:
-            found = dict(conn.execute(select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
-                                      .where(ACCOUNTS.c.code.in_([current, prior]))).all())
-            if found:
-                balances = Balances(found.get(current, 0), found.get(prior, 0))
-            else:
-                opening = conn.execute(select(OPENING_BALANCES.c.current_year_fen, OPENING_BALANCES.c.prior_years_fen)
-                                       .where(OPENING_BALANCES.c.social_security_number == ssn)).first()
-                balances = Balances(opening[0], opening[1]) if opening else Balances()
-            totals = conn.execute(select(YEAR_TOTALS.c.deductible_counted_fen, YEAR_TOTALS.c.pooled_fund_paid_fen)
-                                  .where(YEAR_TOTALS.c.social_security_number == ssn,
-                                         YEAR_TOTALS.c.insurance_year == year)).first()
-        return balances, YearToDate(totals[0], totals[1]) if totals else YearToDate()
 
     def query_transaction(self, terminal_id: str, institution_code: str, message_id: str | None,
                           settlement_id: str | None) -> pb.TransactionResult | None:

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import cast
 
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, select, update
 
 from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.db.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
-from gateway.ledger.models import AccountKind, LedgerAccount, LedgerEntry, LedgerTransaction, TransactionKind
+from gateway.ledger.models import AccountKind, TransactionKind
 from gateway.ledger.postings import rollover_postings
 from gateway.ledger.sql import for_update, insert_ignore
 
-ACCOUNTS = cast(Table, LedgerAccount.__table__)
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-ENTRIES = cast(Table, LedgerEntry.__table__)
 CHUNK_PERSONS = 1_000
 
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 from datetime import date
-from typing import cast
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, func, select
 
 from gateway.clock import beijing_today
-from gateway.ledger.models import ClosedDay, LedgerTransaction
-
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-CLOSED = cast(Table, ClosedDay.__table__)
+from gateway.db.tables import CLOSED_DAYS, TRANSACTIONS
 
 
 class DayCloseRefused(ValueError):
@@ -37,16 +33,17 @@ def close_day(engine: Engine, day: date, today: date | None = None, by: str | No
     if day >= today:
         raise DayCloseRefused(f"{day} is not over yet (today is {today} in Beijing): only a past day can be closed")
     with engine.begin() as conn:
-        if conn.execute(select(CLOSED.c.business_date).where(CLOSED.c.business_date == day)).first() is not None:
+        already = select(CLOSED_DAYS.c.business_date).where(CLOSED_DAYS.c.business_date == day)
+        if conn.execute(already).first() is not None:
             raise DayCloseRefused(f"{day} is closed already")
         count, total = conn.execute(select(func.count(), func.coalesce(func.sum(TRANSACTIONS.c.total_fen), 0)).where(
             TRANSACTIONS.c.business_date == day, TRANSACTIONS.c.kind.in_(["settlement", "revoke", "reversal"]),
             TRANSACTIONS.c.institution_code.is_not(None))).one()
-        conn.execute(CLOSED.insert().values(business_date=day, transactions=count, total_fen=total,
+        conn.execute(CLOSED_DAYS.insert().values(business_date=day, transactions=count, total_fen=total,
                                             closed_by=(by or getpass.getuser())[:64]))
     return ClosedDayFigures(day, int(count), int(total))
 
 
 def closed_days(engine: Engine) -> set[date]:
     with engine.connect() as conn:
-        return set(conn.scalars(select(CLOSED.c.business_date)))
+        return set(conn.scalars(select(CLOSED_DAYS.c.business_date)))

@@ -13,15 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, select
 
-from gateway.ledger.models import ClosedDay, LedgerTransaction
+from gateway.db.tables import TRANSACTIONS
+from gateway.money import format_fen
+from gateway.reconcile.day_close import closed_days
 from gateway.reconcile.statement import StatementRow, read_statement
 
-TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
-CLOSED = cast(Table, ClosedDay.__table__)
 # (fund, national statement column, ledger column)
 FUNDS = (
     ("total", "medfee_sumamt", "total_fen"), ("funds", "fund_pay_sumamt", "pooled_fund_fen"),
@@ -108,10 +108,9 @@ def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
     result = Reconciliation(day, institution)
     rows = [r for r in statement if institution is None or r.fixmedins_code == institution]
     result.ledger_rows, result.statement_rows = len(ledger), len(rows)
-    _late_undoings(engine, day, ledger, result)
-    with engine.connect() as conn:
-        result.closed = conn.execute(select(CLOSED.c.business_date).where(CLOSED.c.business_date == day)).first() \
-            is not None
+    closed = closed_days(engine)
+    result.closed = day in closed
+    _late_undoings(engine, day, ledger, closed, result)
     by_ref = {r["settlement_id"]: r for r in ledger}
     counts = Counter(r.setl_id for r in rows)
     first: dict[str, StatementRow] = {}
@@ -218,7 +217,8 @@ def _totals(ledger: list[dict[str, Any]], rows: list[StatementRow]) -> list[Tota
     return totals
 
 
-def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], result: Reconciliation) -> None:
+def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], closed: set[date],
+                   result: Reconciliation) -> None:
     """Revokes and reversals booked today of settlements of an earlier (possibly closed) day."""
     originals = {r["original_settlement_id"]: r for r in ledger if r["original_settlement_id"]}
     if not originals:
@@ -226,7 +226,6 @@ def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], resu
     with engine.connect() as conn:
         found = conn.execute(select(TRANSACTIONS.c.ref, TRANSACTIONS.c.business_date).where(
             TRANSACTIONS.c.ref.in_(sorted(originals)))).all()
-        closed = set(conn.scalars(select(CLOSED.c.business_date)))
     for ref, original_day in found:
         if original_day < day:
             entry = originals[ref]
@@ -237,6 +236,4 @@ def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], resu
 
 
 def _yuan(fen: int) -> str:
-    from gateway.money import format_fen
-
     return format_fen(fen)
