@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Integer, String, Table, bindparam, exists, select
+from sqlalchemy import Connection, Engine, Integer, String, Table, bindparam, exists, select
 
 from gateway.db.tables import (
     ACCOUNTS,
@@ -66,15 +66,52 @@ def _statement() -> Any:
 STATEMENT = _statement()
 
 
+def _parameters(institution_code: str, card_number: str, ssn: str, year: int,
+                request_key: tuple[str, str] | None) -> dict[str, Any]:
+    terminal_id, message_id = request_key or ("", "")
+    return {"terminal_id": terminal_id, "message_id": message_id, "card_number": card_number,
+            "institution_code": institution_code, "ssn": ssn, "year": year,
+            "current": accounts.person_current_year(ssn).code, "prior": accounts.person_prior_years(ssn).code}
+
+
+def _registry(conn: Connection, row: Any, card_number: str, ssn: str, city: str | None) -> facts.RegistryFacts:
+    """The registry's part of a row of STATEMENT. Filings are read only for a holder from outside `city` (all of
+    them when `city` is None): only then do they matter."""
+    card = None if row["cards_kind"] is None else facts.CardRecord(
+        card_number, row["cards_social_security_number"], facts.CardKind(row["cards_kind"]),
+        facts.CardStatus(row["cards_status"]), row["cards_issue_date"], row["cards_expiry_date"],
+        row["cards_first_used_on"])
+    if not is_valid_id_number(ssn):
+        # A mistyped number is nobody: no look-up can find a person or a known problem under it.
+        return facts.RegistryFacts(card, None, facts.LookupProblem.ID_MISTYPED)
+    person = None
+    if row["persons_social_security_number"] is not None:
+        region = row["persons_insured_region_code"]
+        filings: tuple[facts.Filing, ...] = ()
+        if city is None or region[:4] != city:
+            filings = tuple(facts.Filing(facts.FilingKind(f.kind), f.region_code, f.valid_from, f.valid_to)
+                            for f in conn.execute(select(FILINGS.c.kind, FILINGS.c.region_code,
+                                                         FILINGS.c.valid_from, FILINGS.c.valid_to)
+                                                  .where(FILINGS.c.social_security_number == ssn)
+                                                  .order_by(FILINGS.c.valid_from, FILINGS.c.id)))
+        person = facts.PersonRecord(ssn, row["persons_name"], facts.InsuranceType(row["persons_insurance_type"]),
+                                    region, filings, bool(row["used"]))
+    problem = row["lookup_problems_problem"]
+    return facts.RegistryFacts(card, person, facts.LookupProblem(problem) if problem is not None else None)
+
+
+def read_registry_facts(conn: Connection, card_number: str, ssn: str) -> facts.RegistryFacts:
+    """The registry's facts alone, for gateway.registry.facts (the same statement as a request's)."""
+    row = conn.execute(STATEMENT, _parameters("", card_number, ssn, 0, None)).mappings().one()
+    return _registry(conn, row, card_number, ssn, None)
+
+
 def load_state(engine: Engine, institution_code: str, card_number: str, ssn: str, year: int,
                request_key: tuple[str, str] | None = None) -> tuple[StoredRequest | None, State | None]:
     """The stored outcome of `request_key` if there is one; otherwise the facts the rules decide on."""
-    terminal_id, message_id = request_key or ("", "")
-    parameters = {"terminal_id": terminal_id, "message_id": message_id, "card_number": card_number,
-                  "institution_code": institution_code, "ssn": ssn, "year": year,
-                  "current": accounts.person_current_year(ssn).code, "prior": accounts.person_prior_years(ssn).code}
     with engine.connect() as conn:
-        row = conn.execute(STATEMENT, parameters).mappings().one()
+        row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, year, request_key)
+                           ).mappings().one()
         if request_key is not None and row["request_records_outcome"] is not None:
             return StoredRequest(row["request_records_outcome"], row["request_records_content_hash"],
                                  row["request_records_response"]), None
@@ -84,27 +121,9 @@ def load_state(engine: Engine, institution_code: str, card_number: str, ssn: str
                                   facts.InstitutionKind(row["institutions_kind"]),
                                   facts.InstitutionLevel(row["institutions_level"]) if row["institutions_level"]
                                   else None, bool(row["institutions_cross_region_designated"]))
-        card = None if row["cards_kind"] is None else facts.CardRecord(
-            card_number, row["cards_social_security_number"], facts.CardKind(row["cards_kind"]),
-            facts.CardStatus(row["cards_status"]), row["cards_issue_date"], row["cards_expiry_date"],
-            row["cards_first_used_on"])
-        if not is_valid_id_number(ssn):
-            return None, (facts.RegistryFacts(card, None, facts.LookupProblem.ID_MISTYPED), place, facts.Balances(),
-                          facts.YearToDate())
-        person = None
-        if row["persons_social_security_number"] is not None:
-            region = row["persons_insured_region_code"]
-            filings: tuple[facts.Filing, ...] = ()
-            if region[:4] != place.region_code[:4]:  # filings matter only to a holder from elsewhere
-                filings = tuple(facts.Filing(facts.FilingKind(f.kind), f.region_code, f.valid_from, f.valid_to)
-                                for f in conn.execute(select(FILINGS.c.kind, FILINGS.c.region_code,
-                                                             FILINGS.c.valid_from, FILINGS.c.valid_to)
-                                                      .where(FILINGS.c.social_security_number == ssn)
-                                                      .order_by(FILINGS.c.valid_from, FILINGS.c.id)))
-            person = facts.PersonRecord(ssn, row["persons_name"], facts.InsuranceType(row["persons_insurance_type"]),
-                                        region, filings, bool(row["used"]))
-    problem = row["lookup_problems_problem"]
-    registry = facts.RegistryFacts(card, person, facts.LookupProblem(problem) if problem is not None else None)
+        registry = _registry(conn, row, card_number, ssn, place.region_code[:4])
+    if registry.lookup_problem is facts.LookupProblem.ID_MISTYPED:
+        return None, (registry, place, facts.Balances(), facts.YearToDate())
     if row["current"] is not None or row["prior"] is not None:
         balances = facts.Balances(row["current"] or 0, row["prior"] or 0)
     else:
