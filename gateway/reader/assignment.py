@@ -27,9 +27,15 @@ class ReaderAssignments:
         self._virtual: dict[str, VirtualReader] = {}
         # Which terminals each shared slot serves, so that a removal forgets the right cards.
         self._served: dict[str, set[str]] = {}
+        self._parsed: dict[str, ReaderSpec] = {}
 
     def spec_for(self, terminal_id: str, registered: str) -> ReaderSpec:
-        return ReaderSpec.parse(self._overrides.get(terminal_id, registered))
+        # Asked on every request that touches a card: parse each distinct text once.
+        text = self._overrides.get(terminal_id, registered)
+        spec = self._parsed.get(text)
+        if spec is None:
+            spec = self._parsed[text] = ReaderSpec.parse(text)
+        return spec
 
     def reader_for(self, terminal_id: str, registered: str, relay: ApduRelay, token: int) -> CardReader:
         spec = self.spec_for(terminal_id, registered)
