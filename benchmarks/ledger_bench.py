@@ -29,6 +29,7 @@ from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.ledger.intents import SettleIntent, business_date
 from gateway.ledger.writer import InlineLedgerWriter
+from gateway.protocol.messages import pb
 from gateway.registry.demo import write_demo_registry
 from gateway.registry.facts import load_institution, load_registry_facts
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
@@ -73,7 +74,7 @@ def measure(engine: Engine, batch_size: int, count: int, profile: bool) -> dict[
     ok = 0
     for start in range(0, count, batch_size):
         responses = writer.write(intents[start : start + batch_size])
-        ok += sum(1 for r in responses if r.status == 1)
+        ok += sum(1 for r in responses if r.status == pb.STATUS_CODE_OK)
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started

@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -20,6 +20,7 @@ from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
 from gateway.ledger.writer import LedgerWriter, WriterLimits
 from gateway.logs import start_logging
+from gateway.registry.cache import RegistryCache, RegistryCacheLimits
 from gateway.registry.directory import TerminalDirectory
 from gateway.server import TerminalFactory
 from gateway.service import GatewayService
@@ -79,9 +80,12 @@ def serve(config: GatewayConfig) -> int:
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)
+    registry = RegistryCache(engine, run_blocking, RegistryCacheLimits(
+        max_entries=config.registry.cache_entries, refresh_s=config.registry.refresh_s))
     service = GatewayService(
         directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server,
         reader_config=config.reader, reactor=reactor, engine=engine, writer=writer, policies=policies,
+        registry=registry,
     )
     factory = TerminalFactory(service, config.server, reactor)
     ports: list[Any] = []
@@ -90,6 +94,7 @@ def serve(config: GatewayConfig) -> int:
     def listen() -> None:
         pool.start()
         writer.start()
+        registry.start(reactor)
         listening = [
             serverFromString(reactor, desc).listen(factory)  # type: ignore[no-untyped-call]
             for desc in config.server.listen
@@ -114,22 +119,17 @@ def serve(config: GatewayConfig) -> int:
 
     def shutting_down() -> Deferred[Any]:
         log.info("gateway stopping: no new connections; finishing requests in flight")
-        stopped = [Deferred.fromCoroutine(_maybe(p.stopListening())) for p in ports]
+        stopped = [maybeDeferred(p.stopListening) for p in ports]
         return DeferredList([*stopped, factory.close_all()])
 
     reactor.callWhenRunning(listen)
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
+    reactor.addSystemEventTrigger("before", "shutdown", registry.stop)
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
     reactor.run()
     engine.dispose()
     return exit_code[0]
-
-
-async def _maybe(result: Any) -> Any:
-    if isinstance(result, Deferred):
-        return await result
-    return result
 
 
 def _address(port: Any) -> str:

@@ -7,14 +7,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
-from gateway.cli_support import database_error, schema_is_current
+from gateway.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, rejected, with_database
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_config
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -171,75 +171,45 @@ def _serve(config: GatewayConfig) -> int:
         return EXIT_FAILED
 
 
-def _engine(config: GatewayConfig):  # type: ignore[no-untyped-def]
-    from gateway.db.engine import make_engine
-
-    return make_engine(
-        config.database.url,
-        busy_timeout_ms=config.database.busy_timeout_ms,
-        sqlite_synchronous=config.database.sqlite_synchronous,
-    )
-
-
 def _db(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from gateway.db.engine import DatabaseUrlError, redact_url
+    from gateway.db.engine import redact_url
     from gateway.db.migrate import current_revision, head_revision, upgrade
 
-    try:
-        engine = _engine(config)
+    def command(engine: Engine) -> int:
         if args.db_command == "upgrade":
             upgrade(engine)
             print(f"database {redact_url(config.database.url)} is at schema revision {current_revision(engine)}")
         else:
             print(f"current: {current_revision(engine) or 'none'}; newest: {head_revision()}")
-        engine.dispose()
-    except DatabaseUrlError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SQLAlchemyError as exc:
-        print(database_error(config.database.url, exc), file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+        return EXIT_OK
+
+    return with_database(config, command, needs_current_schema=False)
 
 
 def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from gateway.db.engine import DatabaseUrlError, redact_url
+    from gateway.db.engine import redact_url
     from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION, write_demo_registry
     from gateway.registry.importer import ImportFailed, import_files
     from simulators.population import DEFAULT_PERSONS
 
-    try:
-        engine = _engine(config)
-        if not schema_is_current(engine):
-            return EXIT_FAILED
-        if args.registry_command == "import":
-            report = import_files(engine, args.files)
-        else:
-            per_institution = (DEFAULT_TERMINALS_PER_INSTITUTION if args.terminals_per_institution is None
-                               else args.terminals_per_institution)
-            persons = DEFAULT_PERSONS if args.persons is None else args.persons
-            report = write_demo_registry(engine, per_institution, persons)
-        engine.dispose()
-    except ImportFailed as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        print(f"gateway: {len(exc.errors)} problem(s) found; nothing was imported", file=sys.stderr)
-        return EXIT_FAILED
-    except ValueError as exc:
-        if isinstance(exc, DatabaseUrlError):
+    def command(engine: Engine) -> int:
+        try:
+            if args.registry_command == "import":
+                report = import_files(engine, args.files)
+            else:
+                per_institution = (DEFAULT_TERMINALS_PER_INSTITUTION if args.terminals_per_institution is None
+                                   else args.terminals_per_institution)
+                persons = DEFAULT_PERSONS if args.persons is None else args.persons
+                report = write_demo_registry(engine, per_institution, persons)
+        except ImportFailed as exc:
+            return rejected(exc.errors, "imported")
+        except ValueError as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SQLAlchemyError as exc:
-        print(database_error(config.database.url, exc), file=sys.stderr)
-        return EXIT_FAILED
-    print(f"registry imported into {redact_url(config.database.url)}: {report.summary()}")
-    return EXIT_OK
+        print(f"registry imported into {redact_url(config.database.url)}: {report.summary()}")
+        return EXIT_OK
+
+    return with_database(config, command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,15 +8,16 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from gateway.cli_support import database_error, schema_is_current
+from gateway.cli_support import EXIT_OK, EXIT_USAGE, with_database
 from gateway.config import GatewayConfig
 from gateway.registry import agency
 from gateway.registry.tables import RowProblem, parse_date
 from gateway.settlement.facts import FilingKind
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_REFUSED = 1  # the agency's rules refuse the operation
 
 
 def _date(text: str) -> date:
@@ -80,34 +81,20 @@ def add_agency_commands(
 
 
 def run_agency_command(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from gateway.db.engine import DatabaseUrlError, make_engine
-
-    try:
-        engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms,
-                             sqlite_synchronous=config.database.sqlite_synchronous)
-    except DatabaseUrlError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if not schema_is_current(engine):
+    def command(engine: Engine) -> int:
+        try:
+            with Session(engine) as session, session.begin():
+                done = _apply(args, session)
+        except agency.AgencyRefused as exc:
+            print(f"gateway: refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        with Session(engine) as session, session.begin():
-            done = _apply(args, session)
-    except agency.AgencyRefused as exc:
-        print(f"gateway: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ValueError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SQLAlchemyError as exc:
-        print(database_error(config.database.url, exc), file=sys.stderr)
-        return EXIT_REFUSED
-    finally:
-        engine.dispose()
-    print(done)
-    return EXIT_OK
+        except ValueError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(done)
+        return EXIT_OK
+
+    return with_database(config, command)
 
 
 def _apply(args: argparse.Namespace, session: Session) -> str:

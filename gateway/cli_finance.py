@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from gateway.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def add_finance_commands(commands: Any, add_config: Any, add_db: Any) -> None:
@@ -38,18 +38,10 @@ def add_finance_commands(commands: Any, add_config: Any, add_db: Any) -> None:
 
 
 def run_finance_command(args: argparse.Namespace, config: Any) -> int:
-    from gateway.cli_support import schema_is_current
-    from gateway.db.engine import make_engine
+    from gateway.cli_support import with_database
 
-    engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms)
-    try:
-        if not schema_is_current(engine):
-            return EXIT_FAILED
-        if args.command == "reconcile":
-            return _reconcile(args, engine)
-        return _close(args, engine)
-    finally:
-        engine.dispose()
+    return with_database(config, lambda engine: _reconcile(args, engine) if args.command == "reconcile"
+                         else _close(args, engine))
 
 
 def _reconcile(args: argparse.Namespace, engine: Any) -> int:

@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from gateway.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
@@ -40,19 +40,9 @@ def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
 
 
 def run_ledger_command(args: argparse.Namespace, config: Any) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
+    from gateway.cli_support import with_database
 
-    from gateway.cli_support import database_error, schema_is_current
-    from gateway.db.engine import make_engine
-
-    try:
-        engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms)
-        if not schema_is_current(engine):
-            return EXIT_FAILED
-        return _run(args, engine)
-    except SQLAlchemyError as exc:
-        print(database_error(config.database.url, exc), file=sys.stderr)
-        return EXIT_FAILED
+    return with_database(config, lambda engine: _run(args, engine))
 
 
 def _run(args: argparse.Namespace, engine: Any) -> int:

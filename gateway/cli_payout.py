@@ -9,7 +9,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from gateway.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 KINDS = ("contribution", "subsidy", "reimbursement")
 
 
@@ -54,36 +55,22 @@ def add_payout_commands(commands: Any, add_config: Any, add_db: Any) -> None:
 
 
 def run_payout_command(args: argparse.Namespace, config: Any) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from gateway.cli_support import database_error, schema_is_current
-    from gateway.db.engine import make_engine
+    from gateway.cli_support import rejected, with_database
     from gateway.ledger.payouts import PayoutError, PayoutRejected
 
-    try:
-        engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms)
+    def command(engine: Any) -> int:
         try:
-            if not schema_is_current(engine):
-                return EXIT_FAILED
-            if args.payout_command == "run":
-                return _run(args, engine)
-            return _reconcile(args, engine)
-        finally:
-            engine.dispose()
-    except PayoutRejected as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        print(f"gateway: {len(exc.errors)} problem(s) found; nothing was {_done(args)}", file=sys.stderr)
-        return EXIT_FAILED
-    except PayoutError as exc:
-        print(f"gateway: {exc}; nothing was {_done(args)}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"gateway: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SQLAlchemyError as exc:
-        print(database_error(config.database.url, exc), file=sys.stderr)
-        return EXIT_FAILED
+            return _run(args, engine) if args.payout_command == "run" else _reconcile(args, engine)
+        except PayoutRejected as exc:
+            return rejected(exc.errors, _done(args))
+        except PayoutError as exc:
+            print(f"gateway: {exc}; nothing was {_done(args)}", file=sys.stderr)
+            return EXIT_FAILED
+        except OSError as exc:
+            print(f"gateway: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return with_database(config, command)
 
 
 def _done(args: argparse.Namespace) -> str:

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from gateway.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION
+from simulators.population import DEFAULT_PERSONS, DEFAULT_SEED
 
 
 def add_simulate_command(commands: Any, add_config: Any, add_db: Any) -> None:
@@ -26,12 +28,13 @@ def add_simulate_command(commands: Any, add_config: Any, add_db: Any) -> None:
     simulate.add_argument("--rate", type=float, metavar="R",
                           help="open loop: start R scenarios per second (default: closed loop, back to back)")
     simulate.add_argument("--mix", default="default", metavar="NAME|FILE",
-                          help="default, heartbeat, settle, or a JSON file of scenario weights")
-    simulate.add_argument("--seed", type=int, default=2026)
-    simulate.add_argument("--persons", type=int, default=200,
-                          help="the demo population the gateway's registry was written with (default 200)")
-    simulate.add_argument("--terminals-per-institution", type=int, default=4, metavar="N",
-                          help="what `gateway registry demo` registered (default 4)")
+                          help="default, heartbeat, settle, settle_only, or a JSON file of scenario weights")
+    simulate.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    simulate.add_argument("--persons", type=int, default=DEFAULT_PERSONS,
+                          help=f"the demo population of the gateway's registry (default {DEFAULT_PERSONS})")
+    simulate.add_argument("--terminals-per-institution", type=int, default=DEFAULT_TERMINALS_PER_INSTITUTION,
+                          metavar="N", help="what `gateway registry demo` registered "
+                                            f"(default {DEFAULT_TERMINALS_PER_INSTITUTION})")
     simulate.add_argument("--processes", type=int, default=1, metavar="P",
                           help="simulator processes sharing the terminals (use more when one is the bottleneck)")
     simulate.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
@@ -83,7 +86,7 @@ def run_simulate_command(args: argparse.Namespace, config: Any) -> int:
 
 
 def _verify(args: argparse.Namespace, config: Any) -> int:
-    from gateway.db.engine import make_engine
+    from gateway.cli_support import with_database
     from simulators.verify import read_outcomes, verify
 
     try:
@@ -91,8 +94,10 @@ def _verify(args: argparse.Namespace, config: Any) -> int:
     except (OSError, ValueError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    engine = make_engine(config.database.url)
-    result = verify(engine, outcomes)
-    engine.dispose()
-    print(result.render())
-    return EXIT_OK if result.ok else EXIT_FAILED
+
+    def command(engine: Any) -> int:
+        result = verify(engine, outcomes)
+        print(result.render())
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+    return with_database(config, command)

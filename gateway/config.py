@@ -72,6 +72,15 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    # Cards whose registry facts the gateway holds in memory; the oldest is dropped beyond it.
+    cache_entries: int = 200_000
+    # How often the registry's version is read: a change made elsewhere (an import, an agency command, another
+    # gateway) reaches requests within this many seconds.
+    refresh_s: float = 0.2
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" or "json"
     level: str = "info"   # "debug", "info", "warn", "error"
@@ -83,13 +92,12 @@ class GatewayConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
-_SECTIONS: dict[str, type[Any]] = {
-    "server": ServerConfig, "database": DatabaseConfig, "reader": ReaderConfig, "ledger": LedgerConfig,
-    "log": LogConfig,
-}
+# Each section's name and type, as GatewayConfig declares them.
+_SECTIONS: dict[str, type[Any]] = {f.name: f.default_factory for f in fields(GatewayConfig)}  # type: ignore[misc]
 _LOG_FORMATS = ("text", "json")
 _LOG_LEVELS = ("debug", "info", "warn", "error")
 _SQLITE_SYNCHRONOUS = ("FULL", "EXTRA")
@@ -198,6 +206,8 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "ledger.max_batch", config.ledger.max_batch, upper=10_000)
     _positive(source, "ledger.max_queue", config.ledger.max_queue, upper=10_000_000)
     _positive(source, "ledger.retry_attempts", config.ledger.retry_attempts, upper=100)
+    _positive(source, "registry.cache_entries", config.registry.cache_entries, upper=100_000_000)
+    _positive(source, "registry.refresh_s", config.registry.refresh_s, upper=3600)
     if config.log.format not in _LOG_FORMATS:
         raise ConfigError(f"{source}: log.format must be one of {_LOG_FORMATS}")
     if config.log.level not in _LOG_LEVELS:

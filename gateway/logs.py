@@ -29,6 +29,13 @@ def mask_id(number: str) -> str:
     return number[:6] + "*" * (len(number) - 10) + number[-4:]
 
 
+def error_line(exc: BaseException) -> str:
+    """An error's first line, at most 200 characters: a database error's later lines hold the statement's
+    parameters (ID numbers), which stay out of the log."""
+    lines = str(exc).splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
 def make_observer(log_format: str, level: str, stream: IO[str] | None = None) -> ILogObserver:
     stream = stream or sys.stdout
     observer: Any
@@ -45,4 +52,4 @@ def start_logging(log_format: str, level: str, stream: IO[str] | None = None) ->
     globalLogBeginner.beginLoggingTo([make_observer(log_format, level, stream)], redirectStandardIO=False)
 
 
-__all__ = ["formatEventAsClassicLogText", "make_observer", "mask_id", "start_logging"]
+__all__ = ["error_line", "formatEventAsClassicLogText", "make_observer", "mask_id", "start_logging"]

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from gateway import settling
 from gateway.clock import beijing_today, utc_now
 from gateway.config import ReaderConfig, ServerConfig
 from gateway.protocol.messages import pb
@@ -25,6 +26,7 @@ from gateway.protocol.session import RequestReceived
 from gateway.reader.assignment import ReaderAssignments
 from gateway.reader.card import CardData
 from gateway.reader.relay import ApduRelay
+from gateway.registry.cache import RegistryCache
 from gateway.registry.credentials import verify_credential
 from gateway.registry.directory import TerminalDirectory, TerminalRecord
 from gateway.settlement.policy import PolicyBook, load_builtin_policies
@@ -38,10 +40,7 @@ RunBlocking = Callable[..., "Deferred[Any]"]
 log = Logger(namespace="gateway.service")
 
 # The bodies that move money or read the card: gateway.settling answers them.
-SETTLING_BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse",
-                             "query_transaction"})
-
-
+SETTLING_BODIES = settling.BODIES
 
 
 @dataclass
@@ -94,12 +93,12 @@ class GatewayService:
         writer: LedgerWriter | None = None,
         policies: PolicyBook | None = None,
         now: Callable[[], datetime] = utc_now,
+        registry: RegistryCache | None = None,
     ) -> None:
         self._directory = directory
         self._run_blocking = run_blocking
         self._config = server_config
         self.reader_config = reader_config or ReaderConfig()
-        self._today = today
         self.sessions = TerminalSessions(server_config.max_sessions_per_terminal)
         self.readers = ReaderAssignments(self.reader_config, reactor, self.forget_card)
         # The card last read at each terminal, until it is removed (a CardEvent or the reader's own
@@ -110,7 +109,7 @@ class GatewayService:
             self.settlement = SettlementService(
                 engine=engine, run_blocking=run_blocking, writer=writer,
                 policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
-                today=today, now=now,
+                today=today, now=now, registry=registry,
             )
         self._session_ids = itertools.count(1)
         self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {

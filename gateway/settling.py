@@ -6,19 +6,19 @@ the rules want it -> the ledger's writer -> the answer, sent only after the ledg
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
 
 from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, content_hash
-from gateway.ledger.reads import LedgerReader, StoredRequest
+from gateway.ledger.reads import LedgerReader
 from gateway.ledger.responses import fill_balances, fill_split, refusal_response, repeated_response
 from gateway.ledger.writer import LedgerWriter
-from gateway.logs import mask_id
+from gateway.logs import error_line, mask_id
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.session import MAX_MESSAGE_ID_CHARS, RequestReceived
@@ -26,6 +26,7 @@ from gateway.reader.assignment import ReaderAssignments
 from gateway.reader.card import CardData
 from gateway.reader.driver import SocialSecurityCardDriver
 from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
+from gateway.registry.cache import RegistryCache
 from gateway.registry.directory import TerminalRecord
 from gateway.settlement.facts import (
     Balances,
@@ -37,16 +38,21 @@ from gateway.settlement.facts import (
     YearToDate,
 )
 from gateway.settlement.policy import PolicyBook
-from gateway.settlement.rules import Decision, Refusal, decide, settlement_needs_pin
+from gateway.settlement.rules import Decision, Refusal, decide, has_filing_here, settlement_needs_pin
 from gateway.settling_reads import load_state
 
 log = Logger(namespace="gateway.settling")
+T = TypeVar("T")
 
 INSURANCE_TYPES = {
     InsuranceType.EMPLOYEE_ACTIVE: pb.INSURANCE_TYPE_EMPLOYEE_ACTIVE,
     InsuranceType.EMPLOYEE_RETIRED: pb.INSURANCE_TYPE_EMPLOYEE_RETIRED,
     InsuranceType.RESIDENT: pb.INSURANCE_TYPE_RESIDENT,
 }
+
+
+# The bodies this module answers; gateway.service routes them here.
+BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"})
 
 
 class Unavailable(Exception):
@@ -65,8 +71,11 @@ class SettlementService:
         card_cache: dict[str, CardData],
         today: Callable[[], date],
         now: Callable[[], datetime],
+        registry: RegistryCache | None = None,
     ) -> None:
         self._engine = engine
+        self.registry = registry or RegistryCache(engine, run_blocking)
+        writer.on_registry_write = self.registry.forget_all
         self._run_blocking = run_blocking
         self.writer = writer
         self.ledger = LedgerReader(engine)
@@ -77,19 +86,14 @@ class SettlementService:
         self._now = now
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return await self._run_blocking(function, *args)
-        except DBAPIError as exc:
-            log.warn("database unavailable: {error}", error=str(exc).splitlines()[0][:200])
-            raise Unavailable() from exc
+        return await _available(self._run_blocking(function, *args))
 
     # Entry point ---------------------------------------------------------------------------------
 
     async def handle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived,
-                     card_key: str | None = None) -> pb.Response:
-        """`card_key` names where the card read at this terminal is remembered (gateway.service.card_key)."""
+                     key: str) -> pb.Response:
+        """`key` names where the card read at this terminal is remembered (gateway.service.card_key)."""
         message_id = event.request.message_id
-        key = card_key or terminal.terminal_id
         try:
             if event.body == "read_card":
                 return await self._read_card(terminal, relay, event, key)
@@ -101,7 +105,9 @@ class SettlementService:
                 return await self._revoke(terminal, event)
             if event.body == "reverse":
                 return await self._reverse(terminal, event)
-            return await self._query_transaction(terminal, event)
+            if event.body == "query_transaction":
+                return await self._query_transaction(terminal, event)
+            raise ValueError(f"{event.body} is not answered here (gateway.settling.BODIES)")
         except CardProblem as problem:
             if problem.status in (pb.STATUS_CODE_CARD_NOT_PRESENT, pb.STATUS_CODE_CARD_REMOVED):
                 self._cards.pop(key, None)
@@ -129,22 +135,21 @@ class SettlementService:
         self._cards[key] = card
         return card
 
-    async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest,
-                     request_key: tuple[str, str] | None = None) -> tuple[StoredRequest | None, Facts | None]:
-        """The stored outcome of `request_key` if it has one; otherwise the facts the rules decide on."""
-        stored, state = await self._blocking(load_state, self._engine, terminal.institution_code, card.card_number,
-                                             card.social_security_number, request.on.year, request_key)
-        if stored is not None:
-            return stored, None
-        assert state is not None
-        registry, institution, balances, year_to_date = state
-        chip = ChipFacts(card.card_number, card.social_security_number, card.issuing_region_code, card.expiry_date)
-        return None, Facts(request, chip, registry, institution, balances, year_to_date)
+    async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
+        """The facts the rules decide on, with the balances and year-to-date totals as the database has them now
+        (what PreSettle and QueryBalance show)."""
+        registry, institution, balances, year_to_date = await self._blocking(
+            load_state, self._engine, terminal.institution_code, card.card_number, card.social_security_number,
+            request.on.year)
+        return Facts(request, _chip(card), registry, institution, balances, year_to_date)
 
-    async def _facts_only(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
-        _, facts = await self._facts(terminal, card, request)
-        assert facts is not None
-        return facts
+    async def _registry_facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
+        """The facts without balances, from the registry held in memory: for ReadCard and Settle, where whether
+        to refuse and whether a PIN is needed is all the gateway decides before the ledger (neither depends on
+        balances; the writer decides the split on the balances it locks)."""
+        registry, institution = await _available(self.registry.facts(
+            terminal.institution_code, card.card_number, card.social_security_number))
+        return Facts(request, _chip(card), registry, institution)
 
     async def _verify_pin(self, terminal: TerminalRecord, relay: Any, token: int, key: str, pin: str,
                           card: CardData) -> None:
@@ -163,7 +168,7 @@ class SettlementService:
         card = await self._card(terminal, relay, event.token, key, fresh=True)
         log.debug("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
                  holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
-        facts = await self._facts_only(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
+        facts = await self._registry_facts(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return _refusal(message_id, outcome)
@@ -178,9 +183,7 @@ class SettlementService:
         insured.insurance_type = INSURANCE_TYPES[person.insurance_type]
         insured.insured_region_code = person.insured_region_code
         insured.pin_required = settlement_needs_pin(facts)
-        city = facts.institution.region_code[:4]
-        insured.filed_for_care_elsewhere = any(
-            f.covers(facts.request.on) and f.region_code[:4] == city for f in person.filings)
+        insured.filed_for_care_elsewhere = has_filing_here(facts)
         return response
 
     # QueryBalance ----------------------------------------------------------------------------------
@@ -189,7 +192,7 @@ class SettlementService:
                              ) -> pb.Response:
         message_id, body = event.request.message_id, event.request.query_balance
         card = await self._card(terminal, relay, event.token, key)
-        facts = await self._facts_only(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
+        facts = await self._facts(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
                                                                          pin_supplied=bool(body.pin)))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
@@ -205,11 +208,7 @@ class SettlementService:
         policy = self.policies.for_date(facts.request.on)
         person = facts.registry.person
         assert person is not None
-        deductible = cap = 0
-        if policy is not None:
-            scheme = policy.resident if person.insurance_type is InsuranceType.RESIDENT else policy.employee
-            deductible = scheme.deductible(person.insurance_type is InsuranceType.EMPLOYEE_RETIRED)
-            cap = scheme.pooled_cap_fen
+        deductible, cap = policy.limits_for(person.insurance_type) if policy is not None else (0, 0)
         fill_balances(message, year=facts.request.on.year, current_year_fen=balances.current_year_fen,
                       prior_years_fen=balances.prior_years_fen, deductible_counted_ytd_fen=ytd.deductible_counted_fen,
                       deductible_fen=deductible, pooled_paid_ytd_fen=ytd.pooled_fund_paid_fen, pooled_cap_fen=cap)
@@ -221,8 +220,7 @@ class SettlementService:
         request = event.request
         message_id = request.message_id
         body = request.settle if write else request.pre_settle
-        digest = content_hash(request)
-        key_of_request = (terminal.terminal_id, message_id) if write else None
+        digest = content_hash(request) if write else ""  # PreSettle records nothing: no hash to compare
         if write and key not in self._cards:
             # A retry gets its one outcome again without touching the card: look before reading it.
             stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
@@ -232,12 +230,19 @@ class SettlementService:
         settle_request = SettlementRequest(
             Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
             tuple(item.amount_fen for item in body.items), pin_supplied=bool(body.pin))
-        stored, facts = await self._facts(terminal, card, settle_request, key_of_request)
-        if stored is not None:
-            return repeated_response(message_id, stored.outcome, stored.content_hash, digest, stored.response)
-        assert facts is not None
+        if write:
+            facts = await self._registry_facts(terminal, card, settle_request)
+        else:
+            facts = await self._facts(terminal, card, settle_request)
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
+            if write:
+                # A retry of a settlement that went through may now be refused (its own first use of the card
+                # cancelled the old one): its one outcome is what it gets.
+                stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
+                if stored is not None:
+                    return repeated_response(message_id, stored.outcome, stored.content_hash, digest,
+                                             stored.response)
             return _refusal(message_id, outcome)
         if outcome.pin_required:
             # Verified on the card itself, before anything is written.
@@ -307,6 +312,19 @@ class SettlementService:
         response = make_response(request.message_id, pb.STATUS_CODE_OK)
         response.query_transaction.CopyFrom(result)
         return response
+
+
+async def _available(pending: Awaitable[T]) -> T:
+    """`pending`'s result; a database that cannot be reached becomes Unavailable (the terminal retries)."""
+    try:
+        return await pending
+    except DBAPIError as exc:
+        log.warn("database unavailable: {error}", error=error_line(exc))
+        raise Unavailable() from exc
+
+
+def _chip(card: CardData) -> ChipFacts:
+    return ChipFacts(card.card_number, card.social_security_number, card.issuing_region_code, card.expiry_date)
 
 
 def _refusal(message_id: str, refusal: Refusal) -> pb.Response:

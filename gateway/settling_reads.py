@@ -1,4 +1,4 @@
-"""Everything a request needs from the database, in one statement (two when the holder is from elsewhere).
+"""Everything a request needs from the database, in one statement (two when the holder has filings to read).
 
 The same facts as gateway.registry.facts and gateway.ledger.reads, fetched as scalar subqueries of one
 SELECT: this runs for every settlement, and each statement costs the interpreter a fraction of a
@@ -19,11 +19,10 @@ from gateway.db.tables import (
     LOOKUP_PROBLEMS,
     OPENING_BALANCES,
     PERSONS,
-    RECORDS,
+    REGISTRY_VERSION,
     YEAR_TOTALS,
 )
 from gateway.ledger import accounts
-from gateway.ledger.reads import StoredRequest
 from gateway.reader.card import is_valid_id_number
 from gateway.registry.facts import NotRegistered
 from gateway.settlement import facts
@@ -38,13 +37,10 @@ def _one(table: Table, column: str, **where: Any) -> Any:
 
 def _statement() -> Any:
     """Built once: every request runs the same statement with its own parameters (cheap to execute)."""
-    terminal_id, message_id = bindparam("terminal_id", type_=String), bindparam("message_id", type_=String)
     card_number, institution_code = bindparam("card_number", type_=String), bindparam("institution_code", type_=String)
     ssn, year = bindparam("ssn", type_=String), bindparam("year", type_=Integer)
     current, prior = bindparam("current", type_=String), bindparam("prior", type_=String)
     return select(
-        *(_one(RECORDS, c, terminal_id=terminal_id, message_id=message_id)
-          for c in ("outcome", "content_hash", "response")),
         *(_one(CARDS, c, card_number=card_number) for c in ("social_security_number", "kind", "status", "issue_date",
                                                              "expiry_date", "first_used_on")),
         *(_one(INSTITUTIONS, c, code=institution_code) for c in ("code", "region_code", "kind", "level",
@@ -66,10 +62,8 @@ def _statement() -> Any:
 STATEMENT = _statement()
 
 
-def _parameters(institution_code: str, card_number: str, ssn: str, year: int,
-                request_key: tuple[str, str] | None) -> dict[str, Any]:
-    terminal_id, message_id = request_key or ("", "")
-    return {"terminal_id": terminal_id, "message_id": message_id, "card_number": card_number,
+def _parameters(institution_code: str, card_number: str, ssn: str, year: int) -> dict[str, Any]:
+    return {"card_number": card_number,
             "institution_code": institution_code, "ssn": ssn, "year": year,
             "current": accounts.person_current_year(ssn).code, "prior": accounts.person_prior_years(ssn).code}
 
@@ -102,32 +96,47 @@ def _registry(conn: Connection, row: Any, card_number: str, ssn: str, city: str 
 
 def read_registry_facts(conn: Connection, card_number: str, ssn: str) -> facts.RegistryFacts:
     """The registry's facts alone, for gateway.registry.facts (the same statement as a request's)."""
-    row = conn.execute(STATEMENT, _parameters("", card_number, ssn, 0, None)).mappings().one()
+    row = conn.execute(STATEMENT, _parameters("", card_number, ssn, 0)).mappings().one()
     return _registry(conn, row, card_number, ssn, None)
 
 
-def load_state(engine: Engine, institution_code: str, card_number: str, ssn: str, year: int,
-               request_key: tuple[str, str] | None = None) -> tuple[StoredRequest | None, State | None]:
-    """The stored outcome of `request_key` if there is one; otherwise the facts the rules decide on."""
+def _institution(row: Any, institution_code: str) -> facts.Institution:
+    if row["institutions_code"] is None:
+        raise NotRegistered(f"institution {institution_code} is not registered")
+    return facts.Institution(institution_code, row["institutions_region_code"],
+                             facts.InstitutionKind(row["institutions_kind"]),
+                             facts.InstitutionLevel(row["institutions_level"]) if row["institutions_level"] else None,
+                             bool(row["institutions_cross_region_designated"]))
+
+
+def read_request_registry(engine: Engine, institution_code: str, card_number: str, ssn: str
+                          ) -> tuple[facts.RegistryFacts, facts.Institution, int]:
+    """The registry's facts a request decides on, with the registry's version they were read at (for
+    gateway.registry.cache): one snapshot, so the version is the facts' own."""
+    with engine.connect() as conn, conn.begin():
+        version = read_registry_version(conn)
+        row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, 0)).mappings().one()
+        place = _institution(row, institution_code)
+        return _registry(conn, row, card_number, ssn, None), place, version
+
+
+def read_registry_version(conn: Connection) -> int:
+    version: int = conn.execute(select(REGISTRY_VERSION.c.version).where(REGISTRY_VERSION.c.id == 1)).scalar_one()
+    return version
+
+
+def load_state(engine: Engine, institution_code: str, card_number: str, ssn: str, year: int) -> State:
+    """The facts the rules decide on, balances and year-to-date totals as the database has them now."""
     with engine.connect() as conn:
-        row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, year, request_key)
-                           ).mappings().one()
-        if request_key is not None and row["request_records_outcome"] is not None:
-            return StoredRequest(row["request_records_outcome"], row["request_records_content_hash"],
-                                 row["request_records_response"]), None
-        if row["institutions_code"] is None:
-            raise NotRegistered(f"institution {institution_code} is not registered")
-        place = facts.Institution(institution_code, row["institutions_region_code"],
-                                  facts.InstitutionKind(row["institutions_kind"]),
-                                  facts.InstitutionLevel(row["institutions_level"]) if row["institutions_level"]
-                                  else None, bool(row["institutions_cross_region_designated"]))
+        row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, year)).mappings().one()
+        place = _institution(row, institution_code)
         registry = _registry(conn, row, card_number, ssn, place.region_code[:4])
     if registry.lookup_problem is facts.LookupProblem.ID_MISTYPED:
-        return None, (registry, place, facts.Balances(), facts.YearToDate())
+        return registry, place, facts.Balances(), facts.YearToDate()
     if row["current"] is not None or row["prior"] is not None:
         balances = facts.Balances(row["current"] or 0, row["prior"] or 0)
     else:
         balances = facts.Balances(row["opening_balances_current_year_fen"] or 0,
                                   row["opening_balances_prior_years_fen"] or 0)
     ytd = facts.YearToDate(row["year_totals_deductible_counted_fen"] or 0, row["year_totals_pooled_fund_paid_fen"] or 0)
-    return None, (registry, place, balances, ytd)
+    return registry, place, balances, ytd

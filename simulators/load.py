@@ -26,8 +26,15 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from gateway.protocol.messages import pb
-from gateway.registry.demo import DEMO_CREDENTIAL, VIRTUAL_READER_TERMINAL, demo_terminal_id
-from simulators.scenarios import SCENARIOS, RunContext, load_mix, status_name
+from gateway.protocol.status import status_name
+from gateway.registry.demo import (
+    DEFAULT_TERMINALS_PER_INSTITUTION,
+    DEMO_CREDENTIAL,
+    VIRTUAL_READER_TERMINAL,
+    demo_terminal_id,
+)
+from simulators.population import DEFAULT_PERSONS, DEFAULT_SEED
+from simulators.scenarios import SCENARIOS, RunContext, load_mix
 from simulators.terminal import SimTerminal, TerminalGone
 
 SESSIONS_PER_TERMINAL_ID = 4   # the gateway's default server.max_sessions_per_terminal
@@ -43,18 +50,21 @@ class Options:
     requests: int | None = None
     rate: float | None = None
     mix: str = "default"
-    seed: int = 2026
-    persons: int = 200
-    terminals_per_institution: int = 4
+    seed: int = DEFAULT_SEED
+    persons: int = DEFAULT_PERSONS
+    terminals_per_institution: int = DEFAULT_TERMINALS_PER_INSTITUTION
     outcomes: Path | None = None
     partition: tuple[int, int] = (0, 1)
     progress: bool = False
+    all_terminals: int | None = None   # with several processes: the run's terminals, of which these are a share
 
 
 @dataclass
 class Figures:
     started: float = 0.0
     finished: float = 0.0
+    wall_started: float = 0.0  # time.time(): processes' windows are merged by it
+    wall_finished: float = 0.0
     scenarios: int = 0
     requests: int = 0
     behind_schedule: int = 0
@@ -65,7 +75,8 @@ class Figures:
     errors: list[str] = field(default_factory=list)
 
     def record(self, body: str, seconds: float, status: int) -> None:
-        self.requests += 1
+        if body != "sign_in":  # connecting, before the measured run starts: its latency only
+            self.requests += 1
         self.latencies.setdefault(body, []).append(seconds * 1000)
         self.statuses[status_name(status)] += 1
 
@@ -93,21 +104,24 @@ class Simulator:
     # Connecting ----------------------------------------------------------------------------------
 
     def _slots(self) -> list[tuple[str, str]]:
-        """(institution, terminal id) for each connection, spread so no id exceeds its session limit."""
+        """(institution, terminal id) for each connection, spread so no id exceeds its session limit — over the
+        whole run: a process of several takes every count-th slot of the run's list."""
         needed = {institution for scenario, (_, institution) in SCENARIOS.items() if self.mix.get(scenario)}
         ids = {inst: terminal_ids(inst, self.options.terminals_per_institution) for inst in sorted(needed)}
         capacity = sum(len(v) for v in ids.values()) * SESSIONS_PER_TERMINAL_ID
-        if self.options.terminals > capacity:
-            raise ValueError(f"{self.options.terminals} terminals need more registered terminal ids: at most "
+        total = self.options.all_terminals or self.options.terminals
+        if total > capacity:
+            raise ValueError(f"{total} terminals need more registered terminal ids: at most "
                              f"{capacity} with {self.options.terminals_per_institution} per institution; run "
                              "`gateway registry demo --terminals-per-institution N` and pass the same N")
         slots = []
         institutions = sorted(ids)
-        for n in range(self.options.terminals):
+        for n in range(total):
             institution = institutions[n % len(institutions)]
             pool = ids[institution]
             slots.append((institution, pool[(n // len(institutions)) % len(pool)]))
-        return slots
+        index, count = self.options.partition
+        return slots[index::count] if self.options.all_terminals else slots
 
     async def connect(self) -> list[tuple[str, SimTerminal]]:
         slots = self._slots()
@@ -206,7 +220,7 @@ class Simulator:
     async def run(self) -> Figures:
         terminals = await self.connect()
         progress = task.LoopingCall(self._progress)
-        self.figures.started = time.perf_counter()
+        self.figures.started, self.figures.wall_started = time.perf_counter(), time.time()
         progress.start(0.5, now=False)
         try:
             if self.options.rate:
@@ -215,7 +229,7 @@ class Simulator:
                 await defer.gatherResults([defer.ensureDeferred(self.closed_loop(t, inst)) for inst, t in terminals],
                                           consumeErrors=True)
         finally:
-            self.figures.finished = time.perf_counter()
+            self.figures.finished, self.figures.wall_finished = time.perf_counter(), time.time()
             progress.stop()
             self._progress()
             if self.options.progress:
@@ -305,7 +319,7 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
                        "--host", options.host, "--port", str(options.port), "--terminals", str(share),
                        "--mix", options.mix, "--seed", str(options.seed), "--persons", str(options.persons),
                        "--terminals-per-institution", str(options.terminals_per_institution),
-                       "--json", f"{tmp}/{index}.json"]
+                       "--all-terminals", str(options.terminals), "--json", f"{tmp}/{index}.json"]
             if options.duration_s is not None:
                 command += ["--duration", str(options.duration_s)]
             if options.requests is not None:
@@ -326,7 +340,10 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
                         out.write(path.read_text(encoding="utf-8"))
     if len(parts) != processes:
         return {}, f"{processes - len(parts)} simulator process(es) failed (exit codes {codes})"
-    figures = Figures(started=0.0, finished=max(p["seconds"] for p in parts))
+    # The run lasted from the first process's start to the last one's end.
+    windows = [p["wall_window"] for p in parts if p["wall_window"][0]]  # a process that never ran has none
+    figures = Figures(started=min((w[0] for w in windows), default=0.0),
+                      finished=max((w[1] for w in windows), default=0.0))
     for part in parts:
         figures.scenarios += part["scenarios"]
         figures.requests += part["requests"]
@@ -353,18 +370,21 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int)
     parser.add_argument("--rate", type=float)
     parser.add_argument("--mix", default="default")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--persons", type=int, default=200)
-    parser.add_argument("--terminals-per-institution", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--persons", type=int, default=DEFAULT_PERSONS)
+    parser.add_argument("--terminals-per-institution", type=int, default=DEFAULT_TERMINALS_PER_INSTITUTION)
+    parser.add_argument("--all-terminals", type=int, required=True)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--outcomes", type=Path)
     args = parser.parse_args(argv)
     index, count = (int(x) for x in args.worker.split("/"))
     options = Options(args.host, args.port, args.terminals, args.duration, args.requests, args.rate, args.mix,
-                      args.seed, args.persons, args.terminals_per_institution, args.outcomes, (index, count))
+                      args.seed, args.persons, args.terminals_per_institution, args.outcomes, (index, count),
+                      all_terminals=args.all_terminals)
     figures, failure = run_in_process(options)
     summary = summarise(figures, options)
     summary["raw_latency_ms"] = figures.latencies
+    summary["wall_window"] = [figures.wall_started, figures.wall_finished]
     if failure:
         summary["errors"].append(failure)
     args.json.write_text(json.dumps(summary), encoding="utf-8")

@@ -110,19 +110,6 @@ def demo_population(persons: int = DEFAULT_PERSONS, seed: int = DEFAULT_SEED) ->
     return [make_holder(i, seed) for i in range(persons)]
 
 
-def find_card(card_number: str, persons: int = DEFAULT_PERSONS, seed: int = DEFAULT_SEED) -> DemoCard | None:
-    for holder in demo_population(persons, seed):
-        for card in holder.cards:
-            if card.card_number == card_number:
-                return card
-    return None
-
-
-def holder_for_card(card: DemoCard, persons: int = DEFAULT_PERSONS, seed: int = DEFAULT_SEED) -> DemoHolder:
-    for holder in demo_population(persons, seed):
-        if card in holder.cards:
-            return holder
-    raise KeyError(card.card_number)
 
 
 def make_holder(index: int, seed: int = DEFAULT_SEED) -> DemoHolder:

@@ -16,6 +16,7 @@ from typing import IO, Any
 from twisted.internet import defer, task
 
 from gateway.protocol.messages import pb
+from gateway.protocol.status import status_name
 from simulators.population import Case, DemoHolder, demo_population
 from simulators.terminal import SimTerminal
 from simulators.virtual_card import CardStateStore, VirtualCard
@@ -24,10 +25,6 @@ OK = pb.STATUS_CODE_OK
 HOSPITAL = "H33020300001"   # tertiary, designated for cross-region settlement
 PHARMACY = "P33020300004"   # designated pharmacy
 Scenario = Callable[["RunContext", SimTerminal], Awaitable[None]]
-
-
-def status_name(status: int) -> str:
-    return str(pb.StatusCode.Name(status))  # type: ignore[arg-type]
 
 
 def split_dict(split: pb.FundSplit) -> dict[str, int]:
@@ -273,6 +270,17 @@ async def timeout_then_reverse(ctx: RunContext, terminal: SimTerminal) -> None:
         await _with_card(ctx, terminal, ctx.card(holder), "timeout_then_reverse", body)
 
 
+async def settle_card_in_reader(ctx: RunContext, terminal: SimTerminal) -> None:
+    """One Settle, the card staying in the reader: inserted and read at the terminal's first scenario only.
+    The settlement exchange alone, which the benchmark sets beside the whole counter flow (mix `settle`)."""
+    if terminal.card is None:
+        # In-city holders need no PIN and can settle at two counters at once: no holder lock is needed.
+        card = ctx.card(ctx.holder(Case.NINGBO, Case.NINGBO_RETIRED_EMPLOYEE, Case.NINGBO_RESIDENT))
+        ctx.expect("settle_card_in_reader", "insert", await terminal.insert(card), OK)
+        ctx.expect("settle_card_in_reader", "read_card", await terminal.call("read_card"), OK)
+    await _settle(ctx, terminal, "settle_card_in_reader", OK)
+
+
 async def heartbeat(ctx: RunContext, terminal: SimTerminal) -> None:
     ctx.expect("heartbeat", "heartbeat", await terminal.call("heartbeat"), OK)
 
@@ -312,6 +320,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "timeout_then_retry": (timeout_then_retry, HOSPITAL),
     "timeout_then_reverse": (timeout_then_reverse, HOSPITAL),
     "heartbeat": (heartbeat, HOSPITAL),
+    "settle_card_in_reader": (settle_card_in_reader, HOSPITAL),
 }
 
 MIXES: dict[str, dict[str, int]] = {
@@ -323,6 +332,7 @@ MIXES: dict[str, dict[str, int]] = {
     },
     "heartbeat": {"heartbeat": 1},
     "settle": {"in_city_outpatient": 1},
+    "settle_only": {"settle_card_in_reader": 1},
 }
 
 

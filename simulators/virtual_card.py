@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -324,14 +325,19 @@ class VirtualCard:
 def card_from_population(card_number: str | None = None, persons: int = 200, seed: int = 2026,
                          quirks: Quirks = Quirks(), store: CardStateStore | None = None) -> VirtualCard:
     """The demo card `card_number` (default: the first holder's card)."""
-    population = demo_population(persons, seed)
+    cards = _cards_of(persons, seed)
     if card_number is None:
-        return VirtualCard(population[0], quirks=quirks, store=store)
-    for holder in population:
-        for card in holder.cards:
-            if card.card_number == card_number:
-                return VirtualCard(holder, card, quirks=quirks, store=store)
-    raise KeyError(f"no card {card_number} in the demo population of {persons} (seed {seed})")
+        card_number = next(iter(cards))
+    if card_number not in cards:
+        raise KeyError(f"no card {card_number} in the demo population of {persons} (seed {seed})")
+    holder, card = cards[card_number]
+    return VirtualCard(holder, card, quirks=quirks, store=store)
+
+
+@functools.lru_cache(maxsize=4)
+def _cards_of(persons: int, seed: int) -> dict[str, tuple[DemoHolder, DemoCard]]:
+    """Every card of a population, built once: the gateway asks on its reactor thread for each virtual reader."""
+    return {card.card_number: (holder, card) for holder in demo_population(persons, seed) for card in holder.cards}
 
 
 # vpcd -----------------------------------------------------------------------------------------

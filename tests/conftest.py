@@ -6,6 +6,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -75,20 +76,42 @@ def migrated_engine(db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def demo_engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
+def _demo_engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url)
     upgrade(engine)
     write_demo_registry(engine)
     yield engine
     engine.dispose()
 
 
+@pytest.fixture
+def demo_engine(sqlite_url: str) -> Iterator[Engine]:
+    yield from _demo_engine(sqlite_url)
+
+
+@pytest.fixture
+def demo_engine_on_both(db_url: str) -> Iterator[Engine]:
+    """The demo registry, on SQLite and on PostgreSQL."""
+    yield from _demo_engine(db_url)
+
+
 # The real PC/SC stack: pcscd with the vsmartcard-vpcd driver ------------------------------------
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 VPCD_READER = "Virtual PCD 00 00"
-VPCD_PORT = 35963
+# The Debian package's port, used only when a system pcscd already offers the reader.
+VPCD_SYSTEM_PORT = 35963
+# vpcd listens on a port and the next one (two reader slots). The package's 35963 lies inside Linux's
+# ephemeral range, where any outgoing connection of the suite may hold it and make vpcd's bind fail
+# ("Address already in use"); our own pcscd gets ports below that range, which no client is given.
+VPCD_OWN_FIRST_PORT = 29950
+VPCD_PORT_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class PcscStack:
+    reader: str
+    vpcd_port: int
 
 
 def _vpcd_reader_listed() -> bool:
@@ -101,12 +124,62 @@ def _vpcd_reader_listed() -> bool:
         return False
 
 
+def _ephemeral_port_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _ports_free(*ports: int) -> bool:
+    import socket
+
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+    return True
+
+
+def _vpcd_ports() -> Iterator[int]:
+    """Candidate first ports for our vpcd: free (with the next one) and outside the ephemeral range."""
+    floor = _ephemeral_port_floor()
+    port = min(VPCD_OWN_FIRST_PORT, floor - 2 * VPCD_PORT_ATTEMPTS)
+    for _ in range(VPCD_PORT_ATTEMPTS):
+        if _ports_free(port, port + 1):
+            yield port
+        port += 2
+
+
+def _start_pcscd(config_dir: Path, port: int) -> tuple[object, str]:
+    """pcscd in the foreground with only our vpcd reader; (process, "") once it offers it, else (None, why)."""
+    import subprocess
+    import time
+
+    (config_dir / "vpcd").write_text(
+        'FRIENDLYNAME "Virtual PCD"\n'
+        f"DEVICENAME   /dev/null:0x{port:04X}\n"
+        f"LIBPATH      {VPCD_DRIVER}\n"
+        f"CHANNELID    0x{port:04X}\n")
+    process = subprocess.Popen(["pcscd", "--foreground", "--config", str(config_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not _vpcd_reader_listed():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            return None, f"port {port}: {stderr[-2000:]}"
+        time.sleep(0.2)
+    return process, ""
+
+
 @pytest.fixture(scope="session")
-def pcsc_stack() -> Iterator[str]:
+def pcsc_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscStack]:
     """A running pcscd with the vpcd reader; started here (and stopped after) unless one is running."""
     import shutil
     import subprocess
-    import time
 
     from gateway.reader.pcsc import pyscard_available
 
@@ -116,35 +189,43 @@ def pcsc_stack() -> Iterator[str]:
         pytest.skip(f"Debian packages missing: {', '.join(missing)} (`make test` installs them when run as root)")
     if not pyscard_available():
         pytest.skip("pyscard is not installed (`make` installs it when swig and libpcsclite-dev are present)")
-    process = None
-    if not _vpcd_reader_listed():
-        process = subprocess.Popen(["pcscd", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while not _vpcd_reader_listed():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                pytest.fail(f"pcscd did not offer {VPCD_READER}: {stderr[-2000:]}")
-            time.sleep(0.2)
-    yield VPCD_READER
-    if process is not None:
-        process.terminate()
-        process.wait(timeout=10)
+    if _vpcd_reader_listed():
+        yield PcscStack(VPCD_READER, VPCD_SYSTEM_PORT)
+        return
+    config_dir = tmp_path_factory.mktemp("reader.conf.d")
+    failures = []
+    for port in _vpcd_ports():
+        process, why = _start_pcscd(config_dir, port)
+        if process is not None:
+            break
+        failures.append(why)
+    else:
+        pytest.fail(f"pcscd did not offer {VPCD_READER}: " + " | ".join(failures or ["no free port pair"]))
+    assert isinstance(process, subprocess.Popen)
+    yield PcscStack(VPCD_READER, port)
+    process.terminate()
+    process.wait(timeout=10)
 
 
 @pytest.fixture
-def vpcd_card(pcsc_stack: str) -> Iterator[object]:
+def pcsc_stack(pcsc_daemon: PcscStack) -> str:
+    """The vpcd reader's name, on a running pcscd."""
+    return pcsc_daemon.reader
+
+
+@pytest.fixture
+def vpcd_card(pcsc_daemon: PcscStack) -> Iterator[object]:
     """The first demo card, inserted in the vpcd reader for one test (removed after)."""
     import time
 
     from simulators.virtual_card import VpcdClient, card_from_population
 
-    client = VpcdClient(card_from_population(), port=VPCD_PORT)
+    client = VpcdClient(card_from_population(), port=pcsc_daemon.vpcd_port)
     client.insert()
-    _wait_for_card(pcsc_stack, present=True)
+    _wait_for_card(pcsc_daemon.reader, present=True)
     yield client
     client.remove()
-    _wait_for_card(pcsc_stack, present=False)
+    _wait_for_card(pcsc_daemon.reader, present=False)
     time.sleep(0.2)
 
 

@@ -59,8 +59,6 @@ def reverse(original: str, message_id: str, *, terminal: str = TERMINAL, at: dat
 
 def balances_of(engine: Engine, card_number: str, year: int = 2026) -> tuple[int, int, int, int]:
     holder, _ = CARDS[card_number]
-    _, state = load_state(engine, INSTITUTION, card_number, holder.person.social_security_number, year)
-    assert state is not None
-    _, _, balances, ytd = state
+    _, _, balances, ytd = load_state(engine, INSTITUTION, card_number, holder.person.social_security_number, year)
     return (balances.current_year_fen, balances.prior_years_fen, ytd.deductible_counted_fen,
             ytd.pooled_fund_paid_fen)

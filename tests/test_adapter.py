@@ -284,25 +284,38 @@ def test_a_failing_handler_answers_internal_error_and_keeps_serving(demo_engine:
 
 
 def test_pins_never_reach_the_log(demo_engine: Engine) -> None:
+    """A PIN that travels all the way — to the card's VERIFY and into a request whose handling fails with a
+    traceback — appears in no logged event, its text, its repr or its traceback."""
+    from tests.test_settlement_flow import HOLDERS, Counter
+
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
+    _, card = HOLDERS["Z00001201"]  # a holder with a PIN of their own
     try:
         harness = Harness(demo_engine)
-        harness.service._directory = BrokenDirectory()  # type: ignore[assignment]
-        connection = harness.connect()
-        pin = "987654"
-        settle = request("settle", "s1", pin=pin, total_fen=100)
-        connection.call(settle)  # before sign-in
-        connection.call(sign_in())  # fails inside: logged with a traceback
-        connection.call(request("query_balance", "q1", pin=pin))
+        counter = Counter(harness, "H33020300001-01", card.card_number)
+        wrong = "987654" if card.pin != "987654" else "987655"
+        assert counter.run("settle", medical_type=11, total_fen=100, pin=wrong).status == pb.STATUS_CODE_PIN_WRONG
+        settlement = harness.service.settlement
+        assert settlement is not None
+
+        def broken(intent: Any) -> Any:
+            raise RuntimeError("the ledger's writer broke")
+
+        settlement.writer.submit = broken  # type: ignore[method-assign]
+        failed = counter.run("settle", medical_type=11, total_fen=100, pin=card.pin)
+        assert failed.status == pb.STATUS_CODE_INTERNAL_ERROR
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert events, "expected the failure to be logged"
     from twisted.logger import formatEvent
 
+    failures = [event["log_failure"] for event in events if "log_failure" in event]
+    assert failures, "expected the failure to be logged with its traceback"
     for event in events:
         text = formatEvent(event) + repr(event)
-        assert pin not in text
+        if "log_failure" in event:
+            text += event["log_failure"].getTraceback(detail="verbose")
+        assert wrong not in text and card.pin not in text
 
 
 def test_any_frame_counts_as_activity_for_the_idle_timer(demo_engine: Engine) -> None:

@@ -14,7 +14,7 @@ from gateway.protocol.messages import pb
 from gateway.reader import apdu
 from gateway.reader.agency import DEMO_AGENCY_MASTER_KEY
 from gateway.reader.card import CardData, is_valid_id_number, region_is_acceptable
-from gateway.reader.driver import RECORDS, SocialSecurityCardDriver, read_script
+from gateway.reader.driver import EF05_RECORDS, RECORDS, SocialSecurityCardDriver, read_script
 from gateway.reader.errors import CardProblem, PinLocked, PinWrong
 from gateway.reader.virtual import VirtualReader
 from simulators.population import demo_population
@@ -308,3 +308,43 @@ def test_a_reader_returning_fewer_responses_than_commands_is_unreadable() -> Non
 
     problem = problem_of(SocialSecurityCardDriver(Short(), today=lambda: TODAY).read())  # type: ignore[arg-type]
     assert "1 responses to 12 commands" in problem.detail_en
+
+
+def _identity_with_wrong_length() -> ScriptedCard:
+    """A card answering 6Cxx ("ask again with Le = xx") to every other read of the card-number record."""
+    asked = [0]
+
+    def override(command: bytes, real: bytes) -> bytes | None:
+        if command != EF05_RECORDS[-1].command:
+            return None
+        asked[0] += 1
+        return bytes([0x6C, len(real) - 2]) if asked[0] % 2 else None
+
+    return ScriptedCard(override)
+
+
+@pytest.mark.parametrize("card", [lambda: card_from_population(quirks=Quirks(records_via_61=True)),
+                                  _identity_with_wrong_length], ids=["61xx", "6Cxx"])
+def test_a_card_that_answers_the_long_way_has_its_identity_checked_and_its_pin_verified_once(
+        card: Callable[[], Any]) -> None:
+    virtual = card()
+    card_number = read(virtual).card_number
+    driver = driver_for(virtual)
+    assert result_of(driver.verify_pin("000000", card_number)) is None
+    wrong = problem_of(driver.verify_pin("123456", card_number))
+    assert isinstance(wrong, PinWrong) and wrong.tries_left == 5
+
+
+def test_a_reset_the_card_answers_short_is_a_card_problem() -> None:
+    class OneAnswer(VirtualReader):
+        def transmit(self, cmds: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]:
+            return succeed([b"\x90\x00"])  # the SELECT's answer and nothing more
+
+    driver = SocialSecurityCardDriver(OneAnswer("r", card_from_population()), today=lambda: TODAY)
+    problem = problem_of(driver.reset_pin(DEMO_AGENCY_MASTER_KEY, "330200D156000005FDA369D682A804C0", "000000"))
+    assert "GET CHALLENGE" in problem.detail_en
+
+
+def test_a_malformed_new_pin_for_a_reset_is_a_bad_request() -> None:
+    problem = problem_of(driver_for(holder_card("pin_locked")).reset_pin(DEMO_AGENCY_MASTER_KEY, "x", "12a456"))
+    assert problem.status == pb.STATUS_CODE_BAD_REQUEST and "12a456" not in problem.detail_en

@@ -55,8 +55,14 @@ def test_registry_commands_refuse_an_unmigrated_database(tmp_path: Path, capsys:
     assert "gateway db upgrade" in capsys.readouterr().err
 
 
-def test_a_bad_database_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["db", "upgrade", "--db", "mysql://x@y/z"]) == 2
+@pytest.mark.parametrize("command", [
+    ["db", "upgrade"], ["registry", "demo"], ["ledger", "check"], ["agency", "report-lost", "N00000001"],
+    ["reconcile", "--date", "2026-11-24", "--statement", "s.csv", "--out", "out"], ["day", "close", "--date",
+                                                                                      "2026-11-23"],
+    ["payout", "reconcile", "--batch", "B1", "--return", "r.csv"], ["simulate", "--verify", "/dev/null"],
+], ids=lambda command: " ".join(command[:2]))
+def test_a_bad_database_url_is_a_usage_error(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--db", "mysql://x@y/z"]) == 2
     assert "unsupported database" in capsys.readouterr().err
 
 

@@ -140,8 +140,8 @@ def test_a_client_generated_from_proto_alone_signs_in_and_heartbeats(
     seen = json.loads(result.stdout)
     assert seen == {
         "sign_in": "STATUS_CODE_OK", "institution": "H33020300001",
-        "sign_in_echo": "H33020300001202611240900000000",
-        "heartbeat": "STATUS_CODE_OK", "heartbeat_echo": "H33020300001202611240900000000",
+        "sign_in_echo": "H3302030000120261124090000001",
+        "heartbeat": "STATUS_CODE_OK", "heartbeat_echo": "H3302030000120261124090000002",
         "heartbeat_body": "heartbeat", "sign_out": "STATUS_CODE_OK", "closed_after_sign_out": True,
         "imported_gateway_package": False,
     }
@@ -281,15 +281,41 @@ def test_a_thousand_connections_opened_and_dropped_at_once(gateway: RunningGatew
     steady.close()
 
 
-def test_logs_are_json_and_mask_nothing_secret(gateway: RunningGateway) -> None:
-    client = gateway.client()
-    client.call(sign_in(credential="wrong-credential-123"))
-    client.call(request("settle", "pin-carrier", pin="135790"))
-    client.close()
-    time.sleep(0.2)
-    text = "".join(gateway.lines)
-    assert "135790" not in text and "wrong-credential-123" not in text and "demo-secret" not in text
-    for line in gateway.lines:
+class DebugLoggingGateway(RunningGateway):
+    """Logging at debug level, terminal -03 of the first hospital reading the filed holder from another
+    Zhejiang city (a PIN is asked) from an in-process virtual card."""
+
+    TERMINAL = "H33020300001-03"
+
+    def serve_command(self) -> list[str]:
+        config = self.tmp / "debug.toml"
+        config.write_text(f'[log]\nlevel = "debug"\n[reader.terminals]\n"{self.TERMINAL}" = "virtual:Z00000101"\n')
+        return ["--config", str(config)]
+
+
+def test_logs_are_json_and_mask_nothing_secret(tmp_path: Path) -> None:
+    """At the most talkative log level, a PIN that reached the card's VERIFY and a wrong credential appear
+    nowhere in the log."""
+    running = DebugLoggingGateway(tmp_path)
+    terminal = DebugLoggingGateway.TERMINAL
+    try:
+        client = running.client()
+        assert client.call(sign_in(credential="wrong-credential-123")).status != OK
+        client.close()
+        client = running.client()
+        assert client.call(sign_in(terminal_id=terminal)).status == OK
+        assert client.call(request("read_card", "read", terminal)).status == OK
+        answer = client.call(request("settle", "pin-carrier", terminal, pin="135792", medical_type=11,
+                                     total_fen=1_000))
+        assert answer.status == pb.STATUS_CODE_PIN_WRONG, answer
+        client.close()
+        time.sleep(0.3)
+    finally:
+        running.stop()
+    text = "".join(running.lines)
+    assert "read at {terminal_id}" in text, "the visit was not logged at debug level: nothing was checked"
+    assert "135792" not in text and "wrong-credential-123" not in text and "demo-secret" not in text
+    for line in running.lines:
         if line.startswith("{"):
             json.loads(line)
 

@@ -106,16 +106,23 @@ def test_each_kind_pays_into_the_card_bank_account_and_balances(
     payout_engine: Engine, kind: PayoutKind, source: Callable[[DemoHolder], str]
 ) -> None:
     holders = [IN_CITY, RETIRED, OTHER_CITY, REPLACED, OLD_IC]
+    funds_before = {source(h): balance(payout_engine, source(h)) for h in holders}
     rows = read_amounts(amounts(*[(ssn(h), 100_00 + i) for i, h in enumerate(holders)]))
     report = run_payout(payout_engine, kind, "B1", rows, MAY)
     assert len(report.paid) == 5 and not report.already_paid and not report.short
     assert report.paid_fen == sum(100_00 + i for i in range(5))
+    paid_from: dict[str, int] = {}
     for i, holder in enumerate(holders):
         assert balance(payout_engine, f"card:{holder.card.card_number}:bank") == 100_00 + i
         code = source(holder)
+        paid_from[code] = paid_from.get(code, 0) + 100_00 + i
         if kind is PayoutKind.CONTRIBUTION:
             # The person's accounts were opened with the registry's balances, then paid from.
             assert balance(payout_engine, code) == prior(holder) - (100_00 + i)
+    if kind is not PayoutKind.CONTRIBUTION:
+        # A fund pays for everyone it covers: it fell by exactly what was paid from it.
+        for code, paid in paid_from.items():
+            assert balance(payout_engine, code) == funds_before[code] - paid, code
     assert {line.card_number for line in report.lines} == {h.card.card_number for h in holders}
     assert "M00001601" not in {line.card_number for line in report.lines}  # never the old IC card
     with payout_engine.connect() as conn:

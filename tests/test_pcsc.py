@@ -24,6 +24,7 @@ from gateway.reader.errors import CardProblem, PinLocked, PinWrong
 from gateway.reader.pcsc import PcscReader, list_readers
 from gateway.reader.virtual import VirtualReader
 from simulators.virtual_card import VirtualCard, VpcdClient, card_from_population
+from tests.conftest import PcscStack
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = date(2026, 11, 24)
@@ -73,11 +74,11 @@ def test_six_wrong_pins_lock_the_card_and_the_agency_resets_it(vpcd_card: VpcdCl
 
 
 @pytest_twisted.inlineCallbacks
-def test_insertion_and_removal_are_seen(pcsc_stack: str) -> Any:
-    reader = PcscReader(pcsc_stack, reactor)
+def test_insertion_and_removal_are_seen(pcsc_daemon: PcscStack) -> Any:
+    reader = PcscReader(pcsc_daemon.reader, reactor)
     events: list[PresenceEvent] = []
     reader.subscribe(events.append)
-    client = VpcdClient(card_from_population())
+    client = VpcdClient(card_from_population(), port=pcsc_daemon.vpcd_port)
     try:
         yield sleep(1.0)  # the monitor learns the empty state first
         client.insert()
@@ -128,13 +129,13 @@ class PulledOut(VirtualCard):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_card_pulled_out_mid_read_gives_a_clear_status(pcsc_stack: str) -> Any:
+def test_a_card_pulled_out_mid_read_gives_a_clear_status(pcsc_daemon: PcscStack) -> Any:
     template = card_from_population()
     card = PulledOut(template.holder)
-    client = VpcdClient(card)
+    client = VpcdClient(card, port=pcsc_daemon.vpcd_port)
     card.client = client
     client.insert()
-    reader = PcscReader(pcsc_stack, reactor, transmit_timeout_s=5)
+    reader = PcscReader(pcsc_daemon.reader, reactor, transmit_timeout_s=5)
     try:
         with pytest.raises(CardProblem) as pulled:
             yield SocialSecurityCardDriver(reader).read()
@@ -169,13 +170,13 @@ def test_the_card_commands_on_the_real_stack(vpcd_card: VpcdClient) -> None:
     assert reset.returncode == 0, reset.stderr
 
 
-def test_the_virtual_card_program_as_the_readme_runs_it(pcsc_stack: str, tmp_path: Path) -> None:
+def test_the_virtual_card_program_as_the_readme_runs_it(pcsc_daemon: PcscStack, tmp_path: Path) -> None:
     """`python -m simulators.virtual_card --vpcd ... [--card ...]`, read with `gateway card read`."""
     import time
 
     state = tmp_path / "cards.json"
     for card_number, expected in ((None, "N00000001"), ("Z00000101", "Z00000101")):
-        command = [sys.executable, "-m", "simulators.virtual_card", "--vpcd", "127.0.0.1:35963",
+        command = [sys.executable, "-m", "simulators.virtual_card", "--vpcd", f"127.0.0.1:{pcsc_daemon.vpcd_port}",
                    "--state", str(state)]
         if card_number:
             command += ["--card", card_number]
@@ -183,13 +184,13 @@ def test_the_virtual_card_program_as_the_readme_runs_it(pcsc_stack: str, tmp_pat
         try:
             deadline = time.monotonic() + 15
             while True:
-                read = gateway_cli("read", "--reader", pcsc_stack, "--json")
+                read = gateway_cli("read", "--reader", pcsc_daemon.reader, "--json")
                 if read.returncode == 0 or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)
             assert read.returncode == 0, read.stderr
             assert json.loads(read.stdout)["card_number"] == expected
-            wrong = gateway_cli("verify-pin", "--reader", pcsc_stack, stdin="999999\n")
+            wrong = gateway_cli("verify-pin", "--reader", pcsc_daemon.reader, stdin="999999\n")
             assert "5 tries left" in wrong.stderr
         finally:
             program.terminate()

@@ -16,6 +16,7 @@ from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.ledger.export import write_export
 from gateway.ledger.writer import InlineLedgerWriter
+from gateway.protocol.messages import pb
 from gateway.reconcile.day_close import DayCloseRefused, close_day
 from gateway.reconcile.reconcile import reconcile
 from gateway.reconcile.statement import StatementError, read_statement
@@ -118,7 +119,8 @@ def test_all_differences_together(day: tuple[Engine, str]) -> None:
     ("column", "value", "message"),
     [("medfee_sumamt", "12.345", "medfee_sumamt"), ("hifp_pay", "abc", "hifp_pay"), ("acct_pay_prior", "1e3", "1e3"),
      ("setl_time", "2026-02-30 10:00:00", "setl_time"), ("refd_setl_flag", "2", "refd_setl_flag"),
-     ("setl_id", "", "setl_id is empty")],
+     ("setl_id", "", "setl_id is empty"), ("medfee_sumamt", "9999999999999999.99", "more than"),
+     ("hifp_pay", "-9999999999999999.99", "more than")],
 )
 def test_a_malformed_statement_is_reported_by_line(day: tuple[Engine, str], column: str, value: str,
                                                     message: str) -> None:
@@ -175,7 +177,7 @@ def test_a_closed_day_with_a_late_revoke(db_url: str, tmp_path: Path) -> None:
     with pytest.raises(DayCloseRefused, match="not over yet"):
         close_day(engine, TODAY, today=TODAY)
     revoked = writer.write([revoke(settled.settle.settlement_id, "rk-late", at=NOW)])[0]
-    assert revoked.status == 1
+    assert revoked.status == pb.STATUS_CODE_OK
     # The closed day is unchanged: its statement still matches, nothing was booked on it.
     closed = reconcile(engine, TODAY - timedelta(days=1), read_statement(io.StringIO(before)))
     assert closed.matches and closed.closed

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.registry.credentials import hash_credential, verify_credential
 from gateway.registry.demo import DEMO_CREDENTIAL, write_demo_registry
 from gateway.registry.importer import ImportFailed, import_files
 from gateway.registry.models import Institution, Terminal
+from tests.registry_support import count, write
 
 INSTITUTIONS = """code,name,region_code,kind,level,cross_region_designated
 H33020300101,海曙测试医院,330203,hospital,tertiary,true
@@ -21,17 +22,6 @@ TERMINALS = """terminal_id,institution_code,credential,enabled
 H33020300101-01,H33020300101,secret-0101-01,true
 P33020300102-01,P33020300102,secret-0102-01,false
 """
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def count(engine: Engine, model: type) -> int:
-    with Session(engine) as db:
-        return int(db.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def test_import_writes_institutions_and_terminals(migrated_engine: Engine, tmp_path: Path) -> None:

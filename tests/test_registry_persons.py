@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,7 @@ from gateway.settlement.facts import (
     LookupProblem,
 )
 from simulators.population import Case, demo_population, make_id_number
+from tests.registry_support import count, write
 
 IN_CITY = make_id_number("330203", date(1980, 5, 1), 11)      # Ningbo employee; a card replaced
 HANGZHOU = make_id_number("330100", date(1955, 3, 2), 22)     # retired in Hangzhou, filed for Ningbo
@@ -78,17 +79,6 @@ BALANCES = f"""social_security_number,insurance_year,current_year,prior_years
 ALL = {"persons.csv": PERSONS, "cards.csv": CARDS, "filings.csv": FILINGS, "lookup_problems.csv": LOOKUP_PROBLEMS,
        "balances.csv": BALANCES}
 MODELS = (Person, Card, Filing, LookupProblemEntry, OpeningBalance)
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def count(engine: Engine, model: type) -> int:
-    with Session(engine) as db:
-        return int(db.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def import_all(engine: Engine, tmp_path: Path, files: dict[str, str] = ALL) -> dict[str, tuple[int, int, int]]:

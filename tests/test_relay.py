@@ -182,3 +182,19 @@ def test_card_problems_at_the_terminal_reach_the_clerk(demo_engine: Engine) -> N
     [final] = connection.responses()
     assert final.status == pb.STATUS_CODE_CARD_NOT_PRESENT
     assert "insert the social security card" in final.message_en
+
+
+def test_a_virtual_reader_given_another_card_reads_that_card() -> None:
+    """The registry (or the config) names another card for a terminal's virtual reader: the reader holds that
+    card from the next request on, and what was read from the old one is forgotten."""
+    from gateway.config import ReaderConfig
+    from gateway.reader.assignment import ReaderAssignments
+
+    forgotten: list[str] = []
+    readers = ReaderAssignments(ReaderConfig(), None, forgotten.append)
+    first = readers.reader_for("T-03", "virtual:N00000001", None, 0)  # type: ignore[arg-type]
+    assert readers.reader_for("T-03", "virtual:N00000001", None, 0) is first  # type: ignore[arg-type]
+    assert forgotten == []
+    second = readers.reader_for("T-03", "virtual:N00000201", None, 0)  # type: ignore[arg-type]
+    assert second is not first and forgotten == ["T-03"]
+    assert second.card is not None and second.card.card.card_number == "N00000201"  # type: ignore[attr-defined]

@@ -177,6 +177,8 @@ def test_the_old_ic_card_works_until_the_new_card_is_first_used(harness: Harness
     assert old.run("settle", medical_type=11, total_fen=1_000).status == OK
     new = Counter(harness, "H33020300001-02", "N00001602")
     assert new.run("settle", medical_type=11, total_fen=1_000).status == OK
+    # Known at once, not after the registry's next version check: the writer that recorded the first use says so.
+    assert old.run("read_card").status == pb.STATUS_CODE_OLD_MEDICAL_CARD_CANCELLED
     refused = old.run("settle", medical_type=11, total_fen=1_000)
     assert refused.status == pb.STATUS_CODE_OLD_MEDICAL_CARD_CANCELLED
     assert "use the social security card" in refused.message_en

@@ -65,3 +65,31 @@ def test_the_heartbeat_mix_and_bad_arguments(gateway: RunningGateway) -> None:
     assert simulate("--terminals", "4").returncode == 2
     too_many = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "500", "--duration", "1")
     assert too_many.returncode == 1 and "--terminals-per-institution" in too_many.stderr
+
+
+@pytest.mark.parametrize("mix", ["settle", "settle_only"])
+def test_the_benchmark_mixes_settle_and_the_ledger_agrees(gateway: RunningGateway, tmp_path: Path, mix: str) -> None:
+    outcomes, figures = tmp_path / "outcomes.jsonl", tmp_path / "figures.json"
+    run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "4", "--requests", "60", "--mix", mix,
+                   "--outcomes", str(outcomes), "--json", str(figures))
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(figures.read_text())
+    assert summary["unexpected"] == [] and summary["settlements_ok"] > 0
+    settles = summary["latency_ms"]["settle"]["count"]
+    reads = summary["latency_ms"]["read_card"]["count"]
+    # settle_only reads each terminal's card once; settle reads it before every settlement (a scenario the run's
+    # end cut short may have read without settling).
+    if mix == "settle_only":
+        assert reads == 4 and settles > 4
+    else:
+        assert settles <= reads <= settles + 4
+    verified = simulate("--verify", str(outcomes), "--db", gateway.db)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_processes_share_the_terminal_ids_without_overloading_one(gateway: RunningGateway) -> None:
+    """20 terminals over 5 processes fit 6 registered ids of 4 sessions each only if the processes split the
+    ids between them (each starting from the first id would put 5 sessions on it)."""
+    run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "20", "--processes", "5",
+                   "--requests", "200", "--mix", "default")
+    assert run.returncode == 0, run.stdout + run.stderr

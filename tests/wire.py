@@ -6,9 +6,9 @@ import socket
 import struct
 
 from gateway.protocol.messages import pb
+from gateway.registry.demo import DEMO_CREDENTIAL
 
 DEMO_TERMINAL = "H33020300001-01"
-DEMO_CREDENTIAL = "demo-secret"
 
 
 def frame(payload: bytes) -> bytes:

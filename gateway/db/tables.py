@@ -11,7 +11,15 @@ from typing import cast
 from sqlalchemy import Table
 
 from gateway.ledger.models import ClosedDay, LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord, YearTotal
-from gateway.registry.models import Card, Filing, Institution, LookupProblemEntry, OpeningBalance, Person
+from gateway.registry.models import (
+    Card,
+    Filing,
+    Institution,
+    LookupProblemEntry,
+    OpeningBalance,
+    Person,
+    RegistryVersion,
+)
 
 ACCOUNTS = cast(Table, LedgerAccount.__table__)
 TRANSACTIONS = cast(Table, LedgerTransaction.__table__)
@@ -25,3 +33,4 @@ FILINGS = cast(Table, Filing.__table__)
 INSTITUTIONS = cast(Table, Institution.__table__)
 LOOKUP_PROBLEMS = cast(Table, LookupProblemEntry.__table__)
 OPENING_BALANCES = cast(Table, OpeningBalance.__table__)
+REGISTRY_VERSION = cast(Table, RegistryVersion.__table__)

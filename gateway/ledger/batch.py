@@ -9,12 +9,12 @@ bulk statements. An intent that is refused writes nothing and does not disturb i
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select, tuple_, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from gateway.clock import beijing_today
 from gateway.db.tables import ACCOUNTS, CARDS, ENTRIES, OPENING_BALANCES, RECORDS, TRANSACTIONS, YEAR_TOTALS
@@ -33,7 +33,15 @@ from gateway.ledger.responses import (
     revoke_response,
     settle_response,
 )
-from gateway.ledger.sql import for_update, insert_ignore, insert_or_add
+from gateway.ledger.sql import (
+    add_to_balances,
+    for_update,
+    insert_or_add,
+    open_accounts,
+    post_once,
+    select_by_keys,
+    transaction_rows,
+)
 from gateway.protocol.messages import pb
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
@@ -103,8 +111,7 @@ class Batch:
         keys = {(i.terminal_id, i.message_id) for i in intents}
         keys |= {(i.terminal_id, i.original_message_id) for i in intents if isinstance(i, ReverseIntent)}
         if keys:
-            rows = self.conn.execute(select(RECORDS).where(tuple_(RECORDS.c.terminal_id, RECORDS.c.message_id)
-                                                           .in_(sorted(keys)))).mappings()
+            rows = select_by_keys(self.conn, RECORDS, ("terminal_id", "message_id"), sorted(keys)).mappings()
             self.records = {(r["terminal_id"], r["message_id"]): dict(r) for r in rows}
         refs = {i.settlement_ref for i in intents if isinstance(i, RevokeIntent)}
         refs |= {r["transaction_ref"] for r in self.records.values() if r["transaction_ref"]}
@@ -145,9 +152,9 @@ class Batch:
                             .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
         self.balances = {code: balance for code, balance in self.conn.execute(locked)}
         pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
-        totals = for_update(self.conn, select(YEAR_TOTALS).where(
-            tuple_(YEAR_TOTALS.c.social_security_number, YEAR_TOTALS.c.insurance_year).in_(pairs)))
-        for row in self.conn.execute(totals).mappings():
+        totals = select_by_keys(self.conn, YEAR_TOTALS, ("social_security_number", "insurance_year"), pairs,
+                                lock=True)
+        for row in totals.mappings():
             self.year_totals[(row["social_security_number"], row["insurance_year"])] = [
                 row["deductible_counted_fen"], row["pooled_fund_paid_fen"]]
 
@@ -163,26 +170,19 @@ class Batch:
                         OPENING_BALANCES.c.social_security_number.in_(new)))}
         specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
         specs.append(accounts.opening())
-        self.conn.execute(insert_ignore(self.conn, ACCOUNTS), [_account_row(s) for s in specs])
+        open_accounts(self.conn, specs)
         today = beijing_today()
+        openings_to_post: list[tuple[dict[str, Any], list[Posting]]] = []
         for ssn in new:
             current, prior = openings.get(ssn, (0, 0))
             if current == 0 and prior == 0:
                 continue
-            ref = new_ref("O", today)
-            inserted = self.conn.execute(insert_ignore(self.conn, TRANSACTIONS).returning(TRANSACTIONS.c.ref), {
-                "ref": ref, "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
+            openings_to_post.append(({
+                "ref": new_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
                 "social_security_number": ssn, "business_date": today, "total_fen": current + prior,
                 "current_year_fen": current, "prior_years_fen": prior,
-            }).first()  # RETURNING: rowcount is not reliable for ON CONFLICT on every driver
-            if inserted is None:
-                continue  # another gateway opened them first
-            postings = opening_postings(ssn, current, prior)
-            self.conn.execute(ENTRIES.insert(), [{"transaction_ref": ref, "account_code": spec.code,
-                                                   "amount_fen": amount} for spec, amount in postings])
-            for spec, amount in postings:
-                self.conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == spec.code)
-                                  .values(balance_fen=ACCOUNTS.c.balance_fen + amount))
+            }, opening_postings(ssn, current, prior)))
+        post_once(self.conn, openings_to_post)  # another gateway may have opened some first: those stay as they are
 
     def _load_cards(self, card_numbers: set[str], ssns: set[str]) -> None:
         if card_numbers:
@@ -261,15 +261,13 @@ class Batch:
                                               [(spec.code, amount) for spec, amount in postings])
         policy = self.policies.for_date(facts.request.on)
         assert policy is not None
-        scheme = policy.resident if person.insurance_type.value == "resident" else policy.employee
-        retired = person.insurance_type.value == "employee_retired"
+        deductible, cap = policy.limits_for(person.insurance_type)
         totals = self.year_totals[(ssn, year)]
         response = settle_response(
             intent.message_id, ref, card.card_number, split, intent.recorded_at, outcome.policy_version or "",
             year=year, current_year_fen=self.balances.get(current_code, 0),
             prior_years_fen=self.balances.get(prior_code, 0), deductible_counted_ytd_fen=totals[0],
-            deductible_fen=scheme.deductible(retired), pooled_paid_ytd_fen=totals[1],
-            pooled_cap_fen=scheme.pooled_cap_fen,
+            deductible_fen=deductible, pooled_paid_ytd_fen=totals[1], pooled_cap_fen=cap,
         )
         self._record(intent, "settle", ref, response)
         return response
@@ -401,18 +399,12 @@ class Batch:
 
     def _write(self) -> None:
         writes, conn = self.writes, self.conn
-        if writes.specs:
-            conn.execute(insert_ignore(conn, ACCOUNTS), [_account_row(s) for s in sorted(
-                writes.specs.values(), key=lambda s: s.code)])
+        open_accounts(conn, writes.specs.values())
         if writes.transactions:
-            conn.execute(TRANSACTIONS.insert(), _uniform(writes.transactions, TRANSACTIONS.c.keys()))
+            conn.execute(TRANSACTIONS.insert(), transaction_rows(writes.transactions))
         if writes.entries:
             conn.execute(ENTRIES.insert(), writes.entries)
-        deltas = [{"account": code, "delta": writes.deltas[code]} for code in sorted(writes.deltas)
-                  if writes.deltas[code]]  # a fixed order: two gateways never wait on each other in a circle
-        if deltas:
-            conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("account"))
-                         .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta")), deltas)
+        add_to_balances(conn, writes.deltas)
         if writes.year_deltas:
             conn.execute(insert_or_add(conn, YEAR_TOTALS, ["social_security_number", "insurance_year"],
                                        ["deductible_counted_fen", "pooled_fund_paid_fen"]),
@@ -432,27 +424,11 @@ class Batch:
             ).values(status=CardStatus.CANCELLED.value))
 
 
-def _account_row(spec: AccountSpec) -> dict[str, Any]:
-    return {"code": spec.code, "kind": spec.kind.value, "owner": spec.owner,
-            "must_not_go_negative": spec.must_not_go_negative, "balance_fen": 0}
-
-
 def _split_columns(split: FundSplit, sign: int = 1) -> dict[str, int]:
     return {"total_fen": sign * split.total_fen, "pooled_fund_fen": sign * split.pooled_fund_fen,
             "current_year_fen": sign * split.current_year_account_fen,
             "prior_years_fen": sign * split.prior_years_account_fen, "cash_fen": sign * split.cash_fen,
             "deductible_counted_fen": sign * split.deductible_counted_fen}
-
-
-def _uniform(rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> list[dict[str, Any]]:
-    """executemany needs every row to name the same columns."""
-    names = [c for c in columns if c not in ("id", "recorded_at")]
-    out = []
-    for row in rows:
-        full = {name: row.get(name) for name in names}
-        full["recorded_at"] = row.get("recorded_at") or datetime.now().astimezone()
-        out.append(full)
-    return out
 
 
 __all__ = ["Batch", "new_ref"]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import date
 from typing import IO, Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ColumnElement, Connection, Engine, select
 
 from gateway.clock import BEIJING
 from gateway.db.tables import TRANSACTIONS
@@ -21,21 +21,37 @@ COLUMNS = ("business_date", "recorded_at", "kind", "status", "settlement_id", "o
            "terminal_id", "message_id", "institution_code", "card_number", "medical_type", "policy_version",
            *AMOUNTS, "total_yuan")
 KINDS = (TransactionKind.SETTLEMENT.value, TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
+UNDONE_STATUS = {TransactionKind.REVOKE.value: "revoked", TransactionKind.REVERSAL.value: "reversed"}
+
+
+def of_the_day(day: date) -> list[ColumnElement[bool]]:
+    """A business day's settlements, revokes and reversals: what the day's export, reconciliation and day close
+    count. They carry an institution; a payout's reversal (finance's own) does not."""
+    t = TRANSACTIONS.c
+    return [t.business_date == day, t.kind.in_(KINDS), t.institution_code.is_not(None)]
+
+
+def undone_on(conn: Connection, day: date) -> dict[str, str]:
+    """The day's settlements that were undone (at any date since): their ref -> "revoke" or "reversal"."""
+    t = TRANSACTIONS.c
+    return dict(conn.execute(select(t.original_ref, t.kind).where(   # type: ignore[arg-type]
+        t.kind.in_(KINDS[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
+
+
+def status_of(kind: str, undone_by: str | None) -> str:
+    """"settled", "revoked" or "reversed" for a settlement; a revoke or a reversal is its own kind."""
+    if kind != TransactionKind.SETTLEMENT.value:
+        return kind
+    return UNDONE_STATUS.get(undone_by or "", "settled")
 
 
 def export_rows(engine: Engine, day: date) -> Iterator[dict[str, Any]]:
     t = TRANSACTIONS.c
     with engine.connect() as conn:
-        undone = dict(conn.execute(select(t.original_ref, t.kind).where(
-            t.kind.in_(KINDS[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
-        # Settlements and their undoing carry an institution; a payout's reversal (finance) does not.
-        rows = conn.execute(select(TRANSACTIONS).where(t.business_date == day, t.kind.in_(KINDS),
-                                                       t.institution_code.is_not(None))
-                            .order_by(t.recorded_at, t.id)).mappings()
+        undone = undone_on(conn, day)
+        rows = conn.execute(select(TRANSACTIONS).where(*of_the_day(day)).order_by(t.recorded_at, t.id)).mappings()
         for row in rows:
-            status = {"settlement": {"revoke": "revoked", "reversal": "reversed"}.get(undone.get(row["ref"], ""),
-                                                                                      "settled"),
-                      "revoke": "revoke", "reversal": "reversal"}[row["kind"]]
+            status = status_of(row["kind"], undone.get(row["ref"]))
             yield {
                 "business_date": row["business_date"].isoformat(),
                 "recorded_at": row["recorded_at"].isoformat() if row["recorded_at"] else "",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, select
 
 from gateway.clock import beijing_today
 from gateway.db.engine import IMMEDIATE_OPTION
@@ -36,7 +36,7 @@ from gateway.ledger.models import (
     TransactionKind,
 )
 from gateway.ledger.postings import Posting, compensation_postings
-from gateway.ledger.sql import for_update, insert_ignore
+from gateway.ledger.sql import add_to_balances, for_update, insert_ignore, open_accounts
 from gateway.money import AmountError, format_fen, parse_yuan_to_fen
 from gateway.reader.card import is_valid_id_number
 from gateway.registry.tables import RowError
@@ -414,8 +414,7 @@ def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
         # The opening needs no policy, hence the empty book.
         Batch(conn, PolicyBook([]))._open_accounts(ssns)
     specs = {spec.code: spec for t in targets for spec in (_source(kind, t), accounts.card_bank(t.card_number))}
-    conn.execute(insert_ignore(conn, ACCOUNTS), [_account_row(spec) for spec in sorted(
-        specs.values(), key=lambda s: s.code)])
+    open_accounts(conn, specs.values())
     balances: dict[str, int] = {}
     if kind is PayoutKind.CONTRIBUTION:
         codes = [accounts.person_prior_years(ssn).code for ssn in ssns]
@@ -462,7 +461,7 @@ def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
                                 done.total_fen, done.ref, True, row.note))
     if entries:
         conn.execute(ENTRIES.insert(), entries)
-    _apply(conn, deltas)
+    add_to_balances(conn, deltas)
     return lines
 
 
@@ -472,22 +471,8 @@ def _payout_postings(source: AccountSpec, card: AccountSpec, amount: int) -> lis
     return postings
 
 
-def _apply(conn: Connection, deltas: dict[str, int]) -> None:
-    # One statement, in account order: two writers never wait on each other in a circle (as the
-    # settlement batch does), and a hot pooled-fund row is updated once per chunk, not once per person.
-    rows = [{"account": code, "delta": deltas[code]} for code in sorted(deltas) if deltas[code]]
-    if rows:
-        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("account"))
-                     .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta")), rows)
-
-
 def _payout_key(batch_id: str, ssn: str) -> str:
     return f"payout:{batch_id}:{ssn}"
-
-
-def _account_row(spec: AccountSpec) -> dict[str, Any]:
-    return {"code": spec.code, "kind": spec.kind.value, "owner": spec.owner,
-            "must_not_go_negative": spec.must_not_go_negative, "balance_fen": 0}
 
 
 def _masked(ssn: str) -> str:
@@ -621,7 +606,7 @@ def _book_reversals(engine: Engine, failed: Sequence[BankLine], day: date) -> li
             booked.append((line.ref, ref))
         if entries:
             conn.execute(ENTRIES.insert(), entries)
-        _apply(conn, deltas)
+        add_to_balances(conn, deltas)
     return booked
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from gateway.db.engine import IMMEDIATE_OPTION
-from gateway.db.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
+from gateway.db.tables import ACCOUNTS
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.models import AccountKind, TransactionKind
 from gateway.ledger.postings import rollover_postings
-from gateway.ledger.sql import for_update, insert_ignore
+from gateway.ledger.sql import for_update, post_once
 
 CHUNK_PERSONS = 1_000
 
@@ -43,25 +43,15 @@ def rollover(engine: Engine, year: int, on: date | None = None) -> RolloverRepor
             locked = for_update(conn, select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
                                 .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
             balances: dict[str, int] = {code: balance for code, balance in conn.execute(locked)}
+            keyed = []
             for ssn in chunk:
                 amount = balances.get(accounts.person_current_year(ssn).code, 0)
-                ref = new_ref("Y", day)
-                inserted = conn.execute(insert_ignore(conn, TRANSACTIONS).returning(TRANSACTIONS.c.ref), {
-                    "ref": ref, "kind": TransactionKind.ROLLOVER.value, "dedupe_key": f"rollover:{year}:{ssn}",
-                    "social_security_number": ssn, "insurance_year": year, "business_date": day,
-                    "recorded_at": datetime.now(UTC), "total_fen": amount,
-                }).first()
-                if inserted is None:
-                    report.already_done += 1
-                    continue
-                report.persons += 1
-                if amount == 0:
-                    continue
-                postings = rollover_postings(ssn, amount)
-                conn.execute(ENTRIES.insert(), [{"transaction_ref": ref, "account_code": spec.code,
-                                                  "amount_fen": value} for spec, value in postings])
-                for spec, value in postings:
-                    conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == spec.code)
-                                 .values(balance_fen=ACCOUNTS.c.balance_fen + value))
-                report.moved_fen += amount
+                keyed.append(({"ref": new_ref("Y", day), "kind": TransactionKind.ROLLOVER.value,
+                               "dedupe_key": f"rollover:{year}:{ssn}", "social_security_number": ssn,
+                               "insurance_year": year, "business_date": day, "recorded_at": datetime.now(UTC),
+                               "total_fen": amount}, rollover_postings(ssn, amount) if amount else []))
+            written = post_once(conn, keyed)
+            report.persons += len(written)
+            report.already_done += len(keyed) - len(written)
+            report.moved_fen += sum(int(row["total_fen"]) for row, _ in keyed if row["dedupe_key"] in written)
     return report

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table
+from sqlalchemy import Connection, Result, Select, Table, TextualSelect, bindparam, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.db.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
+from gateway.ledger.accounts import AccountSpec
+from gateway.ledger.postings import Posting
 
 
 def insert_ignore(conn: Connection, table: Table) -> Any:
@@ -24,9 +31,84 @@ def insert_or_add(conn: Connection, table: Table, keys: list[str], added: list[s
     )
 
 
-def for_update(conn: Connection, select: Select[Any]) -> Select[Any]:
+def open_accounts(conn: Connection, specs: Iterable[AccountSpec]) -> None:
+    """Create the accounts that do not exist yet, at balance 0 (another writer may be creating them too)."""
+    rows = [{"code": s.code, "kind": s.kind.value, "owner": s.owner, "must_not_go_negative": s.must_not_go_negative,
+             "balance_fen": 0} for s in sorted(specs, key=lambda s: s.code)]
+    if rows:
+        conn.execute(insert_ignore(conn, ACCOUNTS), rows)
+
+
+def add_to_balances(conn: Connection, deltas: dict[str, int]) -> None:
+    """Each account's cached balance moved by its delta: one statement, in account order, so that two writers
+    never wait on each other in a circle and a hot account (a pooled fund) is updated once per batch."""
+    rows = [{"account": code, "delta": deltas[code]} for code in sorted(deltas) if deltas[code]]
+    if rows:
+        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("account"))
+                     .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta")), rows)
+
+
+def transaction_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transactions as executemany needs them: every row naming every column, a column it leaves out at its
+    default (recorded now unless said)."""
+    defaults = {c.name: getattr(c.default, "arg", None) if c.default is not None and c.default.is_scalar else None
+                for c in TRANSACTIONS.c if c.name not in ("id", "recorded_at")}
+    out = []
+    for row in rows:
+        full = {name: row.get(name, default) for name, default in defaults.items()}
+        full["recorded_at"] = row.get("recorded_at") or datetime.now().astimezone()
+        out.append(full)
+    return out
+
+
+def post_once(conn: Connection, keyed: Sequence[tuple[dict[str, Any], Sequence[Posting]]]) -> set[str]:
+    """Write each transaction (a row with a `dedupe_key`) that the ledger does not hold yet, its entries, and
+    the balances they move; the dedupe keys written. A key another writer posted first, even at the same
+    moment, is left as it is: ON CONFLICT DO NOTHING ... RETURNING says which rows were this call's."""
+    if not keyed:
+        return set()
+    statement = insert_ignore(conn, TRANSACTIONS).returning(TRANSACTIONS.c.dedupe_key)
+    written = set(conn.execute(statement, transaction_rows(row for row, _ in keyed)).scalars())
+    entries: list[dict[str, Any]] = []
+    deltas: dict[str, int] = {}
+    for row, postings in keyed:
+        if row["dedupe_key"] not in written:
+            continue
+        for spec, amount in postings:
+            entries.append({"transaction_ref": row["ref"], "account_code": spec.code, "amount_fen": amount})
+            deltas[spec.code] = deltas.get(spec.code, 0) + amount
+    if entries:
+        conn.execute(ENTRIES.insert(), entries)
+    add_to_balances(conn, deltas)
+    return written
+
+
+def for_update(conn: Connection, statement: Select[Any]) -> Select[Any]:
     """Lock the selected rows until commit where the database has row locks (SQLite's writer holds the
     whole database already: BEGIN IMMEDIATE)."""
     if conn.dialect.name == "postgresql":
-        return select.with_for_update()
-    return select
+        return statement.with_for_update()
+    return statement
+
+
+def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: Sequence[tuple[Any, ...]],
+                   lock: bool = False) -> Result[Any]:
+    """The rows of `table` whose columns `names` equal one of `keys`, through the index on those columns (and
+    locked until commit where the database has row locks, when `lock`).
+
+    Written as a join with a VALUES list: SQLite answers `(a, b) IN (VALUES ...)` by scanning the whole table,
+    which on a ledger of millions of request records costs more than everything else a batch does."""
+    statement = _keyed_statement(table, tuple(names), len(keys), lock and conn.dialect.name == "postgresql")
+    parameters = {f"k{row}_{i}": value for row, key in enumerate(keys) for i, value in enumerate(key)}
+    return conn.execute(statement, parameters)
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyed_statement(table: Table, names: tuple[str, ...], count: int, lock: bool) -> TextualSelect:
+    """Built once per shape as plain text: SQLAlchemy would compile a VALUES construct anew for every batch."""
+    rows = ", ".join("(" + ", ".join(f":k{row}_{i}" for i in range(len(names))) + ")" for row in range(count))
+    joined = " AND ".join(f"{table.name}.{name} = wanted.{name}" for name in names)
+    columns = ", ".join(f"{table.name}.{c.name}" for c in table.c)
+    sql = (f"WITH wanted({', '.join(names)}) AS (VALUES {rows}) SELECT {columns} FROM {table.name} "
+           f"JOIN wanted ON {joined}" + (f" FOR UPDATE OF {table.name}" if lock else ""))
+    return text(sql).columns(*table.c)

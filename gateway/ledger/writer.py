@@ -24,6 +24,7 @@ from gateway.db.engine import IMMEDIATE_OPTION
 from gateway.ledger.batch import Batch
 from gateway.ledger.intents import Intent
 from gateway.ledger.responses import refusal_response
+from gateway.logs import error_line
 from gateway.protocol.messages import pb
 from gateway.settlement.policy import PolicyBook
 
@@ -49,8 +50,9 @@ class LedgerWriter:
         self.limits = limits
         self._queue: queue.Queue[tuple[Intent, Deferred[pb.Response]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        self.batches_committed = 0
-        self.intents_committed = 0
+        # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
+        # a card's first use.
+        self.on_registry_write: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -97,9 +99,10 @@ class LedgerWriter:
         for attempt in range(1, self.limits.retry_attempts + 1):
             try:
                 with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
-                    responses = Batch(conn, self._policies).run(intents)
-                self.batches_committed += 1
-                self.intents_committed += len(intents)
+                    batch = Batch(conn, self._policies)
+                    responses = batch.run(intents)
+                if batch.writes.first_used and self.on_registry_write is not None:
+                    self._call_from_thread(self.on_registry_write)
                 return responses
             except DBAPIError as exc:
                 # A deadlock, a serialization failure, or another gateway writing the same key first: run
@@ -110,7 +113,7 @@ class LedgerWriter:
                     continue
                 if not again and (isinstance(exc, OperationalError) or exc.connection_invalidated):
                     log.warn("ledger database unavailable ({error}); {count} requests answered 'retry'",
-                             error=_short(exc), count=len(intents))
+                             error=error_line(exc), count=len(intents))
                     return [_unavailable(i) for i in intents]
                 failure: BaseException = exc
                 break
@@ -122,19 +125,15 @@ class LedgerWriter:
         if len(intents) > 1:
             # Find the one that fails: alone, each intent gets its own outcome.
             log.info("ledger batch of {count} failed ({cause}); writing each alone", count=len(intents),
-                     cause=_short(failure))
+                     cause=error_line(failure))
             return [response for intent in intents for response in self.write([intent])]
         log.error("ledger write failed for {message_id}: {cause}", message_id=intents[0].message_id,
-                  cause=_short(failure))
+                  cause=error_line(failure))
         return [_internal(intents[0])]
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "diag", None), "sqlstate", None)
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200]
 
 
 def _unavailable(intent: Intent) -> pb.Response:

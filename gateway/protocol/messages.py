@@ -17,8 +17,5 @@ except ImportError as exc:  # pragma: no cover - only without `make proto`
 REQUEST_BODIES: tuple[str, ...] = tuple(
     f.name for f in pb.Request.DESCRIPTOR.oneofs_by_name["body"].fields
 )
-RESPONSE_BODIES: tuple[str, ...] = tuple(
-    f.name for f in pb.Response.DESCRIPTOR.oneofs_by_name["body"].fields
-)
 
-__all__ = ["REQUEST_BODIES", "RESPONSE_BODIES", "pb"]
+__all__ = ["REQUEST_BODIES", "pb"]

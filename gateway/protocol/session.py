@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from gateway.protocol.framing import FrameDecoder, FrameTooLarge, encode_frame
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
+from gateway.protocol.status import status_name
 
 MAX_MESSAGE_ID_CHARS = 64
 MAX_TERMINAL_ID_CHARS = 32
@@ -109,8 +110,6 @@ class Session:
         self._tokens = itertools.count(1)
         self._peer_closed = False
         self.frames_received = 0
-        self.refusals_sent = 0
-        self.bytes_discarded = 0
 
     # Input ----------------------------------------------------------------------------------
 
@@ -124,9 +123,7 @@ class Session:
             return
         if not data:
             self._peer_closed = True
-        elif self.state is State.CLOSING:
-            self.bytes_discarded += len(data)
-        else:
+        elif self.state is not State.CLOSING:
             self._decoder.feed(data)
 
     def next_event(self) -> Event:
@@ -293,14 +290,13 @@ class Session:
 
     def _refuse(self, message_id: str, status: int, *, detail_en: str | None = None,
                 detail_zh: str | None = None) -> None:
-        self.refusals_sent += 1
         self._write(make_response(message_id, status, detail_en=detail_en, detail_zh=detail_zh))
 
     def _refuse_and_close(self, message_id: str, status: int, *, detail_en: str | None = None,
                           detail_zh: str | None = None) -> None:
         self._refuse(message_id, status, detail_en=detail_en, detail_zh=detail_zh)
         self.state = State.CLOSING
-        self.close_reason = pb.StatusCode.Name(status)  # type: ignore[arg-type]
+        self.close_reason = status_name(status)
 
     def _write(self, response: pb.Response) -> None:
         if self.state is State.CLOSED:

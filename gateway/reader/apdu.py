@@ -54,9 +54,6 @@ class ResponseApdu:
     def ok(self) -> bool:
         return self.sw == SW_OK
 
-    def to_bytes(self) -> bytes:
-        return self.data + bytes((self.sw1, self.sw2))
-
     def __str__(self) -> str:
         return f"{len(self.data)} bytes, SW {self.sw:04X}"
 
@@ -79,10 +76,6 @@ def select_aid(aid: bytes = SOCIAL_SECURITY_AID) -> bytes:
     return command(0x00, 0xA4, 0x04, 0x00, aid)
 
 
-def select_file(file_id: bytes) -> bytes:
-    return command(0x00, 0xA4, 0x02, 0x00, file_id)
-
-
 def get_response(length: int) -> bytes:
     return command(0x00, 0xC0, 0x00, 0x00, le=length or 256)
 
@@ -90,14 +83,6 @@ def get_response(length: int) -> bytes:
 def read_record_by_sfi(sfi: int, record: int, le: int) -> bytes:
     """Record `record` of the EF with short file id `sfi`, without selecting it."""
     return command(0x00, 0xB2, record, (sfi << 3) | 0x04, le=le)
-
-
-def read_record_in_current(record: int, le: int) -> bytes:
-    return command(0x00, 0xB2, record, 0x04, le=le)
-
-
-def read_record_by_tag(tag: int, le: int) -> bytes:
-    return command(0x00, 0xB2, tag, 0x00, le=le)
 
 
 def with_le(apdu: bytes, le: int) -> bytes:

@@ -25,6 +25,7 @@ class ReaderAssignments:
         self._forget_card = forget_card
         self._pcsc: dict[str, PcscReader] = {}
         self._virtual: dict[str, VirtualReader] = {}
+        self._virtual_cards: dict[str, str | None] = {}  # the card each virtual reader was made with
         # Which terminals each shared slot serves, so that a removal forgets the right cards.
         self._served: dict[str, set[str]] = {}
         self._parsed: dict[str, ReaderSpec] = {}
@@ -59,7 +60,8 @@ class ReaderAssignments:
 
     def _virtual_reader(self, terminal_id: str, card_number: str | None) -> VirtualReader:
         reader = self._virtual.get(terminal_id)
-        if reader is None:
+        if reader is None or self._virtual_cards[terminal_id] != card_number:
+            # New, or the registry now names another card for this terminal.
             card = None
             if card_number is not None:
                 from simulators.virtual_card import card_from_population
@@ -70,7 +72,10 @@ class ReaderAssignments:
                     raise ReaderUnavailable(f"virtual reader of {terminal_id}: {exc.args[0]}",
                                             "虚拟读卡器配置的卡不存在") from exc
             name = f"virtual-{terminal_id}"
+            if reader is not None:
+                self._forget_card(terminal_id)  # what was read from the card it had
             reader = self._virtual[terminal_id] = VirtualReader(name, card)
+            self._virtual_cards[terminal_id] = card_number
             reader.subscribe(self._slot_changed)
             self._served[name] = {terminal_id}
         return reader

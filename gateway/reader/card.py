@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 
 from gateway.reader.errors import CardExpired, CardUnreadable
-from gateway.regions import is_known_region, known_regions
+from gateway.regions import NINGBO_CITY_PREFIX, ZHEJIANG_PROVINCE_PREFIX, city_prefix, is_known_region, known_regions
 
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK_CHARS = "10X98765432"
 CARD_ID_MIDDLE = "D156000005"
+CARD_NUMBER = re.compile(r"[A-Z0-9]{9}")
+CARD_IDENTIFICATION_CODE = re.compile(rf"[0-9]{{6}}{CARD_ID_MIDDLE}[0-9A-F]{{16}}")
+IDENTIFICATION_CODE_FORM = f"the issuing region, {CARD_ID_MIDDLE} and 16 hex digits"
 # GB/T 2260 province-level prefixes (mainland), then Taiwan, Hong Kong, Macao.
 PROVINCE_PREFIXES = frozenset((
     "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42",
     "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82",
 ))
-ZHEJIANG = "33"
-NINGBO = "3302"
 SEXES = {"0": "unknown", "1": "male", "2": "female", "9": "unspecified"}
 
 
@@ -43,11 +44,16 @@ def region_is_acceptable(code: str) -> bool:
     """
     if not re.fullmatch(r"[0-9]{6}", code):
         return False
-    if code.startswith(NINGBO):
+    if code.startswith(NINGBO_CITY_PREFIX):
         return is_known_region(code)
-    if code.startswith(ZHEJIANG):
-        return is_known_region(code) or code[:4] + "00" in known_regions()
+    if code.startswith(ZHEJIANG_PROVINCE_PREFIX):
+        return is_known_region(code) or city_prefix(code) + "00" in known_regions()
     return code[:2] in PROVINCE_PREFIXES
+
+
+def is_identification_code(code: str) -> bool:
+    """EF05 tag 01 as the registry and the agency accept it: the form, and an issuing region that can be."""
+    return CARD_IDENTIFICATION_CODE.fullmatch(code) is not None and region_is_acceptable(code[:6])
 
 
 @dataclass(frozen=True)
@@ -66,18 +72,20 @@ class CardData:
     birth_date: date
 
     def as_dict(self) -> dict[str, str]:
-        return {k: v.strftime("%Y%m%d") if isinstance(v, date) else v for k, v in asdict(self).items()}
+        # Field by field: dataclasses.asdict deep-copies, and this runs for every card read.
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: v.strftime("%Y%m%d") if isinstance(v, date) else v for k, v in values}
 
 
 def validate_card(card: CardData, today: date) -> None:
     """Raise a CardProblem when what the chip says cannot be trusted or the card has expired."""
     code = card.card_identification_code
-    if not re.fullmatch(r"[0-9]{6}D156000005[0-9A-F]{16}", code):
+    if not CARD_IDENTIFICATION_CODE.fullmatch(code):
         raise CardUnreadable("card identification code is malformed", "卡识别码格式错误")
     if not region_is_acceptable(card.issuing_region_code):
         raise CardUnreadable(f"unknown issuing region {card.issuing_region_code}",
                              f"发卡地区代码{card.issuing_region_code}无效")
-    if not re.fullmatch(r"[A-Z0-9]{9}", card.card_number):
+    if not CARD_NUMBER.fullmatch(card.card_number):
         raise CardUnreadable("card number is malformed", "卡号格式错误")
     if not is_valid_id_number(card.social_security_number):
         raise CardUnreadable("the social security number on the card fails its check digit",

@@ -117,6 +117,10 @@ class _Item:
         return self.response is not None and self.response.sw1 in (0x61, 0x6C)
 
 
+# What a script's missing answer is taken as: 6F00, "no precise diagnosis".
+NO_ANSWER = apdu.ResponseApdu(b"", 0x6F, 0x00)
+
+
 def _parse(raw: bytes) -> apdu.ResponseApdu:
     try:
         return apdu.ResponseApdu.parse(raw)
@@ -255,6 +259,11 @@ class SocialSecurityCardDriver:
                     if not again.ok or self._decode(identity, again.data) != card_number:
                         raise CardRemoved("another card is in the reader now: read the card again",
                                           "读卡器中已换卡，请重新读卡")
+                    if len(raw) < 3:
+                        # 6Cxx stopped the script before VERIFY (61xx lets it run on): send it now, once.
+                        alone = yield self._transmit([apdu.select_aid(), command], stop_on_error=True)
+                        self._check_pin_answer(alone)
+                        return
             raw = raw[:1] + raw[2:]
         self._check_pin_answer(raw)
 
@@ -270,27 +279,32 @@ class SocialSecurityCardDriver:
     @inlineCallbacks
     def reset_pin(self, master_key: bytes, card_identification_code: str, new_pin: str) -> Any:
         """The card agency's unblock: a fresh challenge, then RESET RETRY COUNTER under the agency key."""
-        new_pin_bcd = apdu.pin_to_bcd(new_pin)
+        try:
+            new_pin_bcd = apdu.pin_to_bcd(new_pin)
+        except apdu.ApduError as exc:
+            raise CardProblem(str(exc), "密码须为6位数字", status=_bad_request()) from exc
         raw = yield self._transmit([apdu.select_aid(), apdu.get_challenge()], stop_on_error=True)
-        if len(raw) != 2:
-            self._check_selected(_parse(raw[0]) if raw else apdu.ResponseApdu(b"", 0x6F, 0x00))
-        challenge = _parse(raw[1])
+        challenge = self._answer_after_select(raw, "GET CHALLENGE", "获取随机数")
         if not challenge.ok or len(challenge.data) != apdu.CHALLENGE_BYTES:
             raise CardUnreadable(f"GET CHALLENGE answered {challenge}", "获取随机数失败")
         card_key = derive_card_key(master_key, card_identification_code)
         mac = reset_mac(card_key, challenge.data, apdu.reset_retry_counter_header(), new_pin_bcd)
         raw = yield self._transmit([apdu.reset_retry_counter(new_pin, mac)])
-        answer = _parse(raw[0]) if raw else apdu.ResponseApdu(b"", 0x6F, 0x00)
+        answer = _parse(raw[0]) if raw else NO_ANSWER
         if answer.sw == apdu.SW_SECURITY_NOT_SATISFIED:
             raise AgencyKeyRefused("the card refused the agency key", "卡片拒绝了经办机构密钥")
         if not answer.ok:
             raise CardUnreadable(f"RESET RETRY COUNTER answered SW {answer.sw:04X}", "重置密码失败")
 
-    def _check_pin_answer(self, raw: list[bytes]) -> None:
+    def _answer_after_select(self, raw: list[bytes], command_en: str, command_zh: str) -> apdu.ResponseApdu:
+        """The answer to a script's second command; a card that refused the SELECT, or did not answer, says so."""
         if len(raw) < 2:
-            self._check_selected(_parse(raw[0]) if raw else apdu.ResponseApdu(b"", 0x6F, 0x00))
-            raise CardUnreadable("no answer to the PIN command", "卡片未应答密码校验")
-        answer = _parse(raw[1])
+            self._check_selected(_parse(raw[0]) if raw else NO_ANSWER)
+            raise CardUnreadable(f"no answer to {command_en}", f"卡片未应答{command_zh}")
+        return _parse(raw[1])
+
+    def _check_pin_answer(self, raw: list[bytes]) -> None:
+        answer = self._answer_after_select(raw, "the PIN command", "密码校验")
         if answer.ok:
             return
         if answer.sw == apdu.SW_SECURITY_BLOCKED:

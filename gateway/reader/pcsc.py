@@ -163,9 +163,6 @@ class PcscReader:
     def card_present(self) -> Deferred[bool]:
         return self._run(self._present_blocking)
 
-    def atr(self) -> Deferred[bytes]:
-        return self._run(lambda: bytes(self._connect().getATR()))
-
     # Insertion and removal ------------------------------------------------------------------
 
     def subscribe(self, listener: PresenceListener) -> Callable[[], None]:

@@ -31,6 +31,3 @@ class ReaderSpec:
 
     def __str__(self) -> str:
         return self.kind if self.argument is None else f"{self.kind}:{self.argument}"
-
-
-TERMINAL_READER = ReaderSpec("terminal")

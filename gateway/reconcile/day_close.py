@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from gateway.clock import beijing_today
 from gateway.db.tables import CLOSED_DAYS, TRANSACTIONS
+from gateway.ledger.export import of_the_day
 
 
 class DayCloseRefused(ValueError):
@@ -36,9 +37,8 @@ def close_day(engine: Engine, day: date, today: date | None = None, by: str | No
         already = select(CLOSED_DAYS.c.business_date).where(CLOSED_DAYS.c.business_date == day)
         if conn.execute(already).first() is not None:
             raise DayCloseRefused(f"{day} is closed already")
-        count, total = conn.execute(select(func.count(), func.coalesce(func.sum(TRANSACTIONS.c.total_fen), 0)).where(
-            TRANSACTIONS.c.business_date == day, TRANSACTIONS.c.kind.in_(["settlement", "revoke", "reversal"]),
-            TRANSACTIONS.c.institution_code.is_not(None))).one()
+        count, total = conn.execute(select(func.count(), func.coalesce(func.sum(TRANSACTIONS.c.total_fen), 0))
+                                    .where(*of_the_day(day))).one()
         conn.execute(CLOSED_DAYS.insert().values(business_date=day, transactions=count, total_fen=total,
                                             closed_by=(by or getpass.getuser())[:64]))
     return ClosedDayFigures(day, int(count), int(total))

@@ -7,7 +7,6 @@ in the ledger only, in the statement only, an amount that differs (naming the fu
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from gateway.db.tables import TRANSACTIONS
+from gateway.ledger.export import of_the_day, status_of, undone_on
 from gateway.money import format_fen
 from gateway.reconcile.day_close import closed_days
-from gateway.reconcile.statement import StatementRow, read_statement
+from gateway.reconcile.statement import StatementRow, garbage_collector_paused, read_statement
 
 # (fund, national statement column, ledger column)
 FUNDS = (
@@ -74,16 +74,9 @@ class Reconciliation:
 
 
 def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
-              institution: str | None = None, ledger: list[dict[str, Any]] | None = None) -> Reconciliation:
-    """`ledger`: the day's rows from `ledger_rows`, when the caller read them already."""
-    collecting = gc.isenabled()
-    gc.disable()  # a million small acyclic objects: see gateway.reconcile.statement.read_statement
-    try:
-        return _reconcile(engine, day, statement, institution,
-                          ledger if ledger is not None else ledger_rows(engine, day, institution))
-    finally:
-        if collecting:
-            gc.enable()
+              institution: str | None = None) -> Reconciliation:
+    with garbage_collector_paused():
+        return _reconcile(engine, day, statement, institution, ledger_rows(engine, day, institution))
 
 
 def reconcile_file(engine: Engine, day: date, path: Path, institution: str | None = None) -> Reconciliation:
@@ -92,15 +85,10 @@ def reconcile_file(engine: Engine, day: date, path: Path, institution: str | Non
     One pass after another with the garbage collector off throughout: reading the ledger in a second thread
     was tried and is slower (the two fight over the interpreter).
     """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with garbage_collector_paused():
         with path.open(encoding="utf-8") as handle:
             rows = read_statement(handle, str(path))
-        return reconcile(engine, day, rows, institution, ledger_rows(engine, day, institution))
-    finally:
-        if collecting:
-            gc.enable()
+        return reconcile(engine, day, rows, institution)
 
 
 def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
@@ -126,13 +114,13 @@ def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
         matched = first.get(ref)
         if matched is None:
             result.differences.append(Difference("in_ledger_only", ref, entry["institution_code"],
-                                                 ledger_value=_yuan(entry["total_fen"]), note=entry["status"]))
+                                                 ledger_value=format_fen(entry["total_fen"]), note=entry["status"]))
             continue
         _compare(entry, matched, result.differences)
     for ref, only in first.items():
         if ref not in by_ref:
             result.differences.append(Difference("in_statement_only", ref, only.fixmedins_code,
-                                                 statement_value=_yuan(only.amounts["medfee_sumamt"]),
+                                                 statement_value=format_fen(only.amounts["medfee_sumamt"]),
                                                  statement_line=only.line))
     result.totals = _totals(ledger, list(first.values()))
     return result
@@ -141,21 +129,17 @@ def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
 def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict[str, Any]]:
     """The day's settlements, revokes and reversals: only what reconciliation compares (cheap per row)."""
     t = TRANSACTIONS.c
-    kinds = ("settlement", "revoke", "reversal")
-    # Settlements and their undoing carry an institution; a payout's reversal (finance) does not.
-    condition = [t.business_date == day, t.kind.in_(kinds), t.institution_code.is_not(None)]
+    condition = of_the_day(day)
     if institution is not None:
         condition.append(t.institution_code == institution)
     with engine.connect() as conn:
-        undone = dict(conn.execute(select(t.original_ref, t.kind).where(
-            t.kind.in_(kinds[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
+        undone = undone_on(conn, day)
         result = conn.execute(select(t.ref, t.kind, t.institution_code, t.message_id, t.original_ref, t.total_fen,
                                      t.pooled_fund_fen, t.current_year_fen, t.prior_years_fen, t.cash_fen)
                               .where(*condition)).all()  # one fetchall: a row at a time costs twice as much
         rows = []
         for ref, kind, code, message_id, original, total, pooled, current, prior, cash in result:
-            status = ({"revoke": "revoked", "reversal": "reversed"}.get(undone.get(ref, ""), "settled")
-                      if kind == "settlement" else kind)
+            status = status_of(kind, undone.get(ref))
             rows.append({"settlement_id": ref, "kind": kind, "institution_code": code or "",
                          "message_id": message_id or "", "original_settlement_id": original or "",
                          "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
@@ -180,7 +164,7 @@ def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Differe
     for fund, column, ledger_column in FUNDS:
         if entry[ledger_column] != row.amounts[column]:
             differences.append(Difference("amount_differs", ref, institution, f"{column} ({fund})",
-                                          _yuan(entry[ledger_column]), _yuan(row.amounts[column]), row.line))
+                                          format_fen(entry[ledger_column]), format_fen(row.amounts[column]), row.line))
     for name, ours, theirs in (("fixmedins_code", institution, row.fixmedins_code),
                                ("medins_setl_id", entry["message_id"], row.medins_setl_id)):
         if ours != theirs:
@@ -232,8 +216,4 @@ def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], clos
             result.late_undoings.append({"settlement_id": entry["settlement_id"], "kind": entry["kind"],
                                          "original_settlement_id": ref, "original_date": original_day.isoformat(),
                                          "original_day_closed": original_day in closed,
-                                         "total_yuan": _yuan(entry["total_fen"])})
-
-
-def _yuan(fen: int) -> str:
-    return format_fen(fen)
+                                         "total_yuan": format_fen(entry["total_fen"])})

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.logs import mask_id
-from gateway.reader.card import region_is_acceptable
+from gateway.reader.card import IDENTIFICATION_CODE_FORM, is_identification_code
 from gateway.regions import city_prefix
 from gateway.registry.models import Card, Filing, Person
-from gateway.registry.person_tables import CARD_IDENTIFICATION_CODE, parse_card_number
+from gateway.registry.person_tables import parse_card_number
 from gateway.registry.tables import parse_current_region, parse_id_number
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind
 
@@ -59,11 +59,8 @@ def replace_card(
         raise ValueError(f"issue date {issue_date} is after expiry date {expiry_date}")
     if identification_code is not None:
         identification_code = identification_code.upper()
-        if not CARD_IDENTIFICATION_CODE.fullmatch(identification_code) or not region_is_acceptable(
-            identification_code[:6]
-        ):
-            raise ValueError(f"identification code {identification_code!r} must be the issuing region, D156000005 "
-                             "and 16 hex digits")
+        if not is_identification_code(identification_code):
+            raise ValueError(f"identification code {identification_code!r} must be {IDENTIFICATION_CODE_FORM}")
     old = _card(session, card_number)
     if old.status not in (CardStatus.ACTIVE, CardStatus.LOST_REPORTED):
         raise AgencyRefused(f"card {old.card_number} cannot be replaced: {_status_text(old)}")

@@ -18,8 +18,6 @@ class TerminalRecord:
     institution_code: str
     institution_name: str
     institution_enabled: bool
-    institution_kind: str
-    institution_region_code: str
     reader: str = "terminal"
 
 
@@ -45,7 +43,5 @@ class TerminalDirectory:
                 institution_code=institution.code,
                 institution_name=institution.name,
                 institution_enabled=institution.enabled,
-                institution_kind=institution.kind,
-                institution_region_code=institution.region_code,
                 reader=terminal.reader,
             )

@@ -182,3 +182,15 @@ class OpeningBalance(Base):
     insurance_year: Mapped[int] = mapped_column(Integer)
     current_year_fen: Mapped[int] = mapped_column(BigInteger)
     prior_years_fen: Mapped[int] = mapped_column(BigInteger)
+
+
+class RegistryVersion(Base):
+    """One row whose `version` every change of the registry's tables increments (database triggers, so that
+    imports, agency commands and a DBA's own SQL all count). Gateways hold registry facts in memory and drop
+    them when it moves."""
+
+    __tablename__ = "registry_version"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from gateway.logs import mask_id
 from gateway.money import AmountError, parse_yuan_to_fen
-from gateway.reader.card import region_is_acceptable
+from gateway.reader.card import CARD_NUMBER, IDENTIFICATION_CODE_FORM, is_identification_code
 from gateway.regions import city_prefix
 from gateway.registry.models import Card, Filing, LookupProblemEntry, OpeningBalance, Person
 from gateway.registry.tables import (
@@ -37,8 +37,6 @@ from gateway.registry.tables import (
 )
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind, InsuranceType, LookupProblem
 
-CARD_NUMBER = re.compile(r"[A-Z0-9]{9}")
-CARD_IDENTIFICATION_CODE = re.compile(r"[0-9]{6}D156000005[0-9A-F]{16}")
 MAX_NAME_CHARS = 50
 MAX_NOTE_CHARS = 200
 # Insurance years the registry accepts: a typo such as 226 or 20266 is refused, not stored.
@@ -78,9 +76,8 @@ def _parse_card(row: dict[str, str]) -> dict[str, Any]:
     identification = optional(row, "card_identification_code")
     if identification is not None:
         identification = identification.upper()
-        if not CARD_IDENTIFICATION_CODE.fullmatch(identification) or not region_is_acceptable(identification[:6]):
-            raise RowProblem(f"card_identification_code {identification!r} must be the issuing region, "
-                             "D156000005 and 16 hex digits")
+        if not is_identification_code(identification):
+            raise RowProblem(f"card_identification_code {identification!r} must be {IDENTIFICATION_CODE_FORM}")
     replaced_by = optional(row, "replaced_by")
     if replaced_by is not None:
         parse_card_number("replaced_by", replaced_by)

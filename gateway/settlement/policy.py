@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gateway.settlement.facts import InstitutionLevel, MedicalType
+from gateway.settlement.facts import InstitutionLevel, InsuranceType, MedicalType
 
 BUILT_IN = "built-in"
 BASIS_POINTS = 10_000
@@ -77,6 +77,14 @@ class Policy:
 
     def covers(self, day: date) -> bool:
         return self.valid_from <= day <= self.valid_to
+
+    def scheme_for(self, insurance_type: InsuranceType) -> SchemePolicy:
+        return self.resident if insurance_type is InsuranceType.RESIDENT else self.employee
+
+    def limits_for(self, insurance_type: InsuranceType) -> tuple[int, int]:
+        """The year's deductible and pooled-fund cap, in fen, for a person insured so."""
+        scheme = self.scheme_for(insurance_type)
+        return scheme.deductible(insurance_type is InsuranceType.EMPLOYEE_RETIRED), scheme.pooled_cap_fen
 
 
 class PolicyBook:

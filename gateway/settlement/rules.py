@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gateway.protocol.messages import pb
 from gateway.reader.card import is_valid_id_number
-from gateway.regions import known_regions
+from gateway.regions import ZHEJIANG_PROVINCE_PREFIX, city_prefix, known_regions
 from gateway.settlement.facts import (
     CardKind,
     CardStatus,
@@ -26,8 +26,6 @@ from gateway.settlement.facts import (
 )
 from gateway.settlement.policy import Policy, PolicyBook
 from gateway.settlement.split import FundSplit, split_hospital, split_pharmacy
-
-ZHEJIANG_PREFIX = "33"
 
 
 @dataclass(frozen=True)
@@ -65,14 +63,9 @@ ALL = frozenset(Purpose)
 SETTLE = frozenset({Purpose.SETTLE})
 
 
-def city_of(region_code: str) -> str:
-    """The city a region code belongs to: its first four digits (Ningbo's retired codes are 3302)."""
-    return region_code[:4]
-
-
 def region_name(code: str) -> tuple[str, str]:
     regions = known_regions()
-    region = regions.get(code) or regions.get(city_of(code) + "00")
+    region = regions.get(code) or regions.get(city_prefix(code) + "00")
     if region is None:
         return code, code
     return f"{region.name_zh}（{code}）", f"{region.name_en} ({code})"
@@ -81,7 +74,7 @@ def region_name(code: str) -> tuple[str, str]:
 def is_cross_region(facts: Facts) -> bool:
     person = facts.registry.person
     assert person is not None
-    return city_of(person.insured_region_code) != city_of(facts.institution.region_code)
+    return city_prefix(person.insured_region_code) != city_prefix(facts.institution.region_code)
 
 
 # Request ----------------------------------------------------------------------------------------
@@ -242,11 +235,19 @@ def card_not_expired(facts: Facts) -> Refusal | None:
 def insured_in_province(facts: Facts) -> Refusal | None:
     person = facts.registry.person
     assert person is not None
-    if not person.insured_region_code.startswith(ZHEJIANG_PREFIX):
+    if not person.insured_region_code.startswith(ZHEJIANG_PROVINCE_PREFIX):
         return Refusal("R1", pb.STATUS_CODE_OUTSIDE_PROVINCE,
                        f"insured in {person.insured_region_code}, outside Zhejiang",
                        f"参保地{person.insured_region_code}不在浙江省内")
     return None
+
+
+def has_filing_here(facts: Facts) -> bool:
+    """The holder has a filing, valid on the request's day, for care in the institution's city."""
+    person = facts.registry.person
+    assert person is not None
+    city = city_prefix(facts.institution.region_code)
+    return any(f.covers(facts.request.on) and city_prefix(f.region_code) == city for f in person.filings)
 
 
 def filed_for_care_here(facts: Facts) -> Refusal | None:
@@ -254,9 +255,9 @@ def filed_for_care_here(facts: Facts) -> Refusal | None:
         return None
     person = facts.registry.person
     assert person is not None
-    city = city_of(facts.institution.region_code)
-    if any(f.covers(facts.request.on) and city_of(f.region_code) == city for f in person.filings):
+    if has_filing_here(facts):
         return None
+    city = city_prefix(facts.institution.region_code)
     home_zh, home_en = region_name(person.insured_region_code)
     here_zh, here_en = region_name(city + "00")
     return Refusal("R3", pb.STATUS_CODE_FILING_REQUIRED,
@@ -371,7 +372,7 @@ def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
 def fund_split(facts: Facts, policy: Policy) -> FundSplit:
     person = facts.registry.person
     assert person is not None
-    scheme = policy.resident if person.insurance_type is InsuranceType.RESIDENT else policy.employee
+    scheme = policy.scheme_for(person.insurance_type)
     retired = person.insurance_type is InsuranceType.EMPLOYEE_RETIRED
     total = facts.request.total_fen
     if facts.request.medical_type == MedicalType.PHARMACY_PURCHASE:

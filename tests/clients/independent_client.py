@@ -32,12 +32,12 @@ def main() -> None:
             data += chunk
         return data
 
-    sign_in = pb.Request(terminal_id=terminal_id, message_id="H330203000012026112409000000001"[:30])
+    sign_in = pb.Request(terminal_id=terminal_id, message_id="H3302030000120261124090000001")
     sign_in.send_time.GetCurrentTime()
     sign_in.sign_in.credential = credential
     sign_in.sign_in.software_version = "independent-client/1.0"
     signed = call(sign_in)
-    heartbeat = pb.Request(terminal_id=terminal_id, message_id="H330203000012026112409000000002"[:30])
+    heartbeat = pb.Request(terminal_id=terminal_id, message_id="H3302030000120261124090000002")
     heartbeat.heartbeat.SetInParent()
     beat = call(heartbeat)
     sign_out = pb.Request(terminal_id=terminal_id, message_id="bye-1")

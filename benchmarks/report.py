@@ -1,0 +1,107 @@
+"""The table of `make bench`'s figures against DESIGN.md §4, written into BENCHMARKS.md between two markers.
+
+    .venv/bin/python -m benchmarks.report [bench/results.json] [BENCHMARKS.md]
+
+`benchmarks.system_bench` calls it after each run; run alone, it writes the table of an earlier results file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = "<!-- system_bench: begin (written by `make bench`; edits between these markers are overwritten) -->"
+END = "<!-- system_bench: end -->"
+
+SETTLEMENTS_TARGET_PER_S = 10_000
+RATIO_TARGET = 0.3
+P99_TARGET_MS = 20.0
+IDLE_KB_TARGET = 20.0
+LARGE_LEDGER_SLOWDOWN_LIMIT = 0.10
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    heartbeat = results["heartbeat_requests_per_s"]
+    settlements = results["settlements_per_s"]
+    ratio = results["settlement_to_heartbeat_ratio"]
+    rows = [
+        ("heartbeat requests/s, closed loop (the floor cost of server and simulator)", _n(heartbeat), "—", "—"),
+        ("durable settlements/s, the whole counter flow (mix `settle`: card inserted, ReadCard by APDU relay, "
+         "Settle, card removed: 5 exchanges)", _n(settlements), f"≥ {SETTLEMENTS_TARGET_PER_S:,}",
+         _met(settlements >= SETTLEMENTS_TARGET_PER_S)),
+        ("settlements/s ÷ heartbeat requests/s", f"{ratio:.3f}", f"≥ {RATIO_TARGET}", _met(ratio >= RATIO_TARGET)),
+    ]
+    only = results.get("settle_exchange_only")
+    if only:
+        rows.append(("settlements/s, the Settle exchange alone (mix `settle_only`: the card left in the reader)",
+                     f"{_n(only['settlements_per_s'])} (÷ heartbeat: {only['to_heartbeat_ratio']:.3f})", "—", "—"))
+    half = results["half_peak"]
+    latency = half["settle_latency_ms"] or {}
+    p99 = latency.get("p99", float("inf"))
+    rows.append((f"Settle latency at {half['terminals']:,} connected terminals, half the peak "
+                 f"({half['rate_scenarios_per_s']:,.0f} scenarios/s, open loop)",
+                 f"p50 {latency.get('p50')} ms, p90 {latency.get('p90')} ms, p99 {latency.get('p99')} ms",
+                 f"p99 ≤ {P99_TARGET_MS:.0f} ms", _met(p99 <= P99_TARGET_MS)))
+    memory = results["idle_memory"]
+    rows.append((f"gateway RSS per idle signed-in connection, {memory['signed_in']:,} connections",
+                 f"{memory['kb_per_connection']} KB ({memory['rss_before_kb'] // 1024} MB → "
+                 f"{memory['rss_after_kb'] // 1024} MB)", f"≤ {IDLE_KB_TARGET:.0f} KB",
+                 _met(memory["kb_per_connection"] <= IDLE_KB_TARGET)))
+    large = results.get("large_ledger")
+    if large:
+        empty = large["empty_settlements_per_s"]
+        ratio_large = large["large_to_empty_ratio"]
+        rows.append((f"settlements/s (mix `settle`) on a ledger of {large['prefill']['settlements']:,} settlements "
+                     f"vs the empty one (runs before and after)",
+                     f"{_n(large['large_settlements_per_s'])} vs {_n(empty[0])} and {_n(empty[1])}: "
+                     f"×{ratio_large:.3f}", f"within {LARGE_LEDGER_SLOWDOWN_LIMIT:.0%}",
+                     _met(ratio_large >= 1 - LARGE_LEDGER_SLOWDOWN_LIMIT)))
+    else:
+        rows.append(("settlements/s on a 10-million-settlement ledger vs empty", "not measured (--prefill 0)",
+                     "within 10%", "**not measured**"))
+    unexpected = sum(len(run["unexpected"]) for run in results.get("runs", {}).values())
+    unexpected += (large or {}).get("unexpected", 0)
+    lines = [
+        f"Measured {results['date']} on {results['machine']}, Python {results['python']}; gateway, simulator "
+        f"and database on the same machine. Command: `{results['command']}`.",
+        "",
+        "| figure | measured | target (DESIGN.md §4) | met? |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "",
+        f"Unexpected answers in these runs: {unexpected}.",
+    ]
+    return "\n".join(lines)
+
+
+def write_into(markdown: Path, table: str) -> None:
+    text = markdown.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{markdown} has no {BEGIN!r} … {END!r} section")
+    before, rest = text.split(BEGIN, 1)
+    _, after = rest.split(END, 1)
+    markdown.write_text(f"{before}{BEGIN}\n{table}\n{END}{after}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    results = Path(args[0]) if args else ROOT / "bench/results.json"
+    markdown = Path(args[1]) if len(args) > 1 else ROOT / "BENCHMARKS.md"
+    write_into(markdown, render(json.loads(results.read_text(encoding="utf-8"))))
+    print(f"wrote the table of {results} into {markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The registry's facts held in memory: served without the database until the registry's version moves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+from twisted.internet.defer import Deferred, maybeDeferred
+
+from gateway.registry.cache import RegistryCache, RegistryCacheLimits
+from gateway.registry.facts import NotRegistered
+from gateway.settlement.facts import CardStatus
+from gateway.settling_reads import read_registry_version
+from tests.ledger_support import CARDS, INSTITUTION
+from tests.test_adapter import run_now
+
+CARD = "N00000001"
+SSN = CARDS[CARD][0].person.social_security_number
+
+
+def result_of(coroutine: Any) -> Any:
+    outcome: list[Any] = []
+    Deferred.fromCoroutine(coroutine).addBoth(outcome.append)
+    assert outcome, "the coroutine did not finish"
+    if hasattr(outcome[0], "raiseException"):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
+def version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return read_registry_version(conn)
+
+
+def execute(engine: Engine, sql: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql))
+
+
+REGISTRY_WRITES = [
+    ("institutions", "UPDATE institutions SET name = name || ' ' WHERE code = 'H33020300001'"),
+    ("terminals", "DELETE FROM terminals WHERE terminal_id = 'H33020300001-02'"),
+    ("persons", f"UPDATE persons SET name = name WHERE social_security_number = '{SSN}'"),
+    ("cards", f"UPDATE cards SET status = 'lost_reported' WHERE card_number = '{CARD}'"),
+    ("filings", f"INSERT INTO filings (social_security_number, kind, region_code, valid_from) "
+                f"VALUES ('{SSN}', 'residence', '330100', '2026-01-01')"),
+    ("lookup_problems", "INSERT INTO lookup_problems (id_number, problem) VALUES ('110101199001011237', "
+                        "'not_covered')"),
+]
+
+
+@pytest.mark.parametrize(("table", "sql"), REGISTRY_WRITES, ids=[t for t, _ in REGISTRY_WRITES])
+def test_every_write_to_a_registry_table_moves_the_version(demo_engine_on_both: Engine, table: str, sql: str) -> None:
+    before = version(demo_engine_on_both)
+    execute(demo_engine_on_both, sql)
+    assert version(demo_engine_on_both) > before, f"a write to {table} left the registry's version where it was"
+
+
+def test_ledger_writes_leave_the_version_alone(demo_engine_on_both: Engine) -> None:
+    before = version(demo_engine_on_both)
+    execute(demo_engine_on_both, "INSERT INTO ledger_accounts (code, kind, owner, must_not_go_negative, balance_fen) "
+                             "VALUES ('test:cache', 'opening', 'test', FALSE, 0)")
+    assert version(demo_engine_on_both) == before
+
+
+def test_facts_come_from_memory_until_the_registry_changes(demo_engine_on_both: Engine) -> None:
+    cache = RegistryCache(demo_engine_on_both, run_now)
+    registry, institution = result_of(cache.facts(INSTITUTION, CARD, SSN))
+    assert registry.card is not None and registry.card.status is CardStatus.ACTIVE
+    assert institution.code == INSTITUTION
+    again, _ = result_of(cache.facts(INSTITUTION, CARD, SSN))
+    assert again is registry and (cache.hits, cache.misses) == (1, 1)
+
+    # The card agency reports it lost:
+    execute(demo_engine_on_both, f"UPDATE cards SET status = 'lost_reported' WHERE card_number = '{CARD}'")
+    stale, _ = result_of(cache.facts(INSTITUTION, CARD, SSN))
+    assert stale.card is not None and stale.card.status is CardStatus.ACTIVE  # until the next version check
+    result_of(cache._check())
+    fresh, _ = result_of(cache.facts(INSTITUTION, CARD, SSN))
+    assert fresh.card is not None and fresh.card.status is CardStatus.LOST_REPORTED
+    assert cache.flushes == 1
+
+
+def test_an_unchanged_registry_keeps_its_facts(demo_engine_on_both: Engine) -> None:
+    cache = RegistryCache(demo_engine_on_both, run_now)
+    result_of(cache.facts(INSTITUTION, CARD, SSN))
+    result_of(cache._check())
+    result_of(cache.facts(INSTITUTION, CARD, SSN))
+    assert (cache.hits, cache.misses, cache.flushes) == (1, 1, 0)
+
+
+def test_an_unknown_institution_is_not_registered(demo_engine_on_both: Engine) -> None:
+    cache = RegistryCache(demo_engine_on_both, run_now)
+    with pytest.raises(NotRegistered):
+        result_of(cache.facts("H99999999999", CARD, SSN))
+    assert cache.entries == 0
+
+
+def test_a_read_in_flight_when_facts_are_dropped_is_answered_but_not_kept(demo_engine_on_both: Engine) -> None:
+    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def later(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        waiting: Deferred[Any] = Deferred()
+        pending.append((waiting, function, args))
+        return waiting
+
+    cache = RegistryCache(demo_engine_on_both, later)
+    answers: list[Any] = []
+    Deferred.fromCoroutine(cache.facts(INSTITUTION, CARD, SSN)).addCallback(answers.append)
+    cache.forget_all()  # e.g. the writer recorded a first use meanwhile
+    waiting, function, args = pending.pop()
+    waiting.callback(function(*args))
+    assert answers and answers[0][0].card.card_number == CARD
+    assert cache.entries == 0
+
+
+def test_beyond_max_entries_the_oldest_card_goes(demo_engine_on_both: Engine) -> None:
+    cache = RegistryCache(demo_engine_on_both, run_now, RegistryCacheLimits(max_entries=2))
+    cards = sorted(CARDS)[:3]
+    for number in cards:
+        result_of(cache.facts(INSTITUTION, number, CARDS[number][0].person.social_security_number))
+    assert cache.entries == 2
+    result_of(cache.facts(INSTITUTION, cards[0], CARDS[cards[0]][0].person.social_security_number))
+    assert cache.misses == 4  # the first one had gone
+
+
+def test_an_unreadable_version_drops_every_fact(demo_engine_on_both: Engine) -> None:
+    broken = [False]
+
+    def run(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        if broken[0]:
+            return maybeDeferred(_raise_operational)
+        return maybeDeferred(function, *args)
+
+    cache = RegistryCache(demo_engine_on_both, run)
+    result_of(cache.facts(INSTITUTION, CARD, SSN))
+    broken[0] = True
+    result_of(cache._check())
+    assert cache.entries == 0 and cache.flushes == 1
+
+
+def _raise_operational() -> None:
+    raise OperationalError("SELECT version FROM registry_version", {}, Exception("the database is gone"))
