@@ -76,7 +76,7 @@ def serve(config: GatewayConfig) -> int:
         raise StartupError(str(exc)) from exc
     writer = LedgerWriter(engine, policies, reactor.callFromThread, WriterLimits(
         max_batch=config.ledger.max_batch, max_queue=config.ledger.max_queue,
-        retry_attempts=config.ledger.retry_attempts))
+        retry_attempts=config.ledger.retry_attempts, known_accounts=config.ledger.known_accounts))
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)

@@ -67,6 +67,8 @@ class LedgerConfig:
     max_queue: int = 20_000
     # A batch that met a deadlock or a concurrent write of the same key is run again this often.
     retry_attempts: int = 3
+    # Account codes the writer remembers as existing, so that it neither looks them up nor creates them again.
+    known_accounts: int = 200_000
     # A directory of policy files (YEAR.toml); empty: the built-in, illustrative ones.
     policy_dir: str = ""
 
@@ -206,6 +208,7 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "ledger.max_batch", config.ledger.max_batch, upper=10_000)
     _positive(source, "ledger.max_queue", config.ledger.max_queue, upper=10_000_000)
     _positive(source, "ledger.retry_attempts", config.ledger.retry_attempts, upper=100)
+    _positive(source, "ledger.known_accounts", config.ledger.known_accounts, upper=100_000_000)
     _positive(source, "registry.cache_entries", config.registry.cache_entries, upper=100_000_000)
     _positive(source, "registry.refresh_s", config.registry.refresh_s, upper=3600)
     if config.log.format not in _LOG_FORMATS:

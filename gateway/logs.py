@@ -21,6 +21,15 @@ from twisted.logger import (
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
+# twisted.logger builds and filters an event for every call, emitted or not; the request path asks this
+# first instead of paying that for each settlement.
+_debug_enabled = False
+
+
+def debug_enabled() -> bool:
+    """Whether the gateway logs at debug level (set by `start_logging`)."""
+    return _debug_enabled
+
 
 def mask_id(number: str) -> str:
     """An ID number with its middle hidden: 330203********1236. Short values are hidden whole."""
@@ -49,7 +58,9 @@ def make_observer(log_format: str, level: str, stream: IO[str] | None = None) ->
 
 
 def start_logging(log_format: str, level: str, stream: IO[str] | None = None) -> None:
+    global _debug_enabled
+    _debug_enabled = LEVELS[level] <= LogLevel.debug
     globalLogBeginner.beginLoggingTo([make_observer(log_format, level, stream)], redirectStandardIO=False)
 
 
-__all__ = ["error_line", "formatEventAsClassicLogText", "make_observer", "mask_id", "start_logging"]
+__all__ = ["debug_enabled", "error_line", "formatEventAsClassicLogText", "make_observer", "mask_id", "start_logging"]

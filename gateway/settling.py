@@ -18,7 +18,7 @@ from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, co
 from gateway.ledger.reads import LedgerReader
 from gateway.ledger.responses import fill_balances, fill_split, refusal_response, repeated_response
 from gateway.ledger.writer import LedgerWriter
-from gateway.logs import error_line, mask_id
+from gateway.logs import debug_enabled, error_line, mask_id
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.session import MAX_MESSAGE_ID_CHARS, RequestReceived
@@ -166,8 +166,9 @@ class SettlementService:
                          ) -> pb.Response:
         message_id = event.request.message_id
         card = await self._card(terminal, relay, event.token, key, fresh=True)
-        log.debug("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
-                 holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
+        if debug_enabled():
+            log.debug("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
+                      holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
         facts = await self._registry_facts(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
@@ -251,7 +252,7 @@ class SettlementService:
             return self._pre_settlement(message_id, card, facts, outcome)
         intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())
         response: pb.Response = await self.writer.submit(intent)
-        if response.status == pb.STATUS_CODE_OK:
+        if response.status == pb.STATUS_CODE_OK and debug_enabled():
             log.debug("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",
                      settlement_id=response.settle.settlement_id, terminal_id=terminal.terminal_id,
                      total=response.settle.split.total_fen, holder=mask_id(card.social_security_number))

@@ -22,7 +22,7 @@ from gateway.protocol.messages import pb
 from gateway.registry.demo import write_demo_registry
 from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
-from tests.ledger_support import NOW, TODAY, balances_of, reverse, revoke, settle
+from tests.ledger_support import CARDS, NOW, TODAY, balances_of, reverse, revoke, settle
 
 OK = pb.STATUS_CODE_OK
 POLICIES = load_builtin_policies()
@@ -193,6 +193,66 @@ def test_one_failing_intent_never_fails_its_batch_mates(
                               settle(ledger_engine, IN_CITY, "bad", 1_000),
                               settle(ledger_engine, IN_CITY, "good-2", 1_000)])
     assert [r.status for r in responses] == [OK, pb.STATUS_CODE_INTERNAL_ERROR, OK]
+    assert_consistent(ledger_engine)
+
+
+def _statements_of(engine: Engine) -> list[str]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_the_writer_looks_for_a_persons_accounts_only_until_they_are_committed(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    before = balances_of(ledger_engine, IN_CITY)  # the opening balances, read the way requests read them
+    statements = _statements_of(ledger_engine)
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000)).status == OK
+    assert any("INSERT INTO ledger_accounts" in s for s in statements)
+    statements.clear()
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-2", 1_000)).status == OK
+    assert not any("INSERT INTO ledger_accounts" in s or "ledger_accounts.owner" in s for s in statements), statements
+    assert sum(balances_of(ledger_engine, IN_CITY)[:2]) < sum(before[:2])
+    assert_consistent(ledger_engine)
+
+
+def test_a_batch_that_failed_leaves_no_account_remembered(
+    ledger_engine: Engine, writer: InlineLedgerWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch for a person opens their accounts and posts the opening balance, then fails: rolled back,
+    so the next batch must open them again (else the person would settle with no opening balance)."""
+    opening = balances_of(ledger_engine, IN_CITY)
+    original = Batch._write
+    failures = iter([RuntimeError("the disk filled up")])
+
+    def failing_once(self: Batch) -> None:
+        original(self)
+        for failure in failures:
+            raise failure
+
+    monkeypatch.setattr(Batch, "_write", failing_once)
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000)).status == pb.STATUS_CODE_INTERNAL_ERROR
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000))
+    assert settled.status == OK
+    paid = settled.settle.split.current_year_account_fen + settled.settle.split.prior_years_account_fen
+    assert paid == 1_000, "the personal account pays an in-city outpatient bill it can cover"
+    with Session(ledger_engine) as db:
+        in_ledger = db.scalar(select(func.sum(LedgerAccount.balance_fen)).where(
+            LedgerAccount.owner == CARDS[IN_CITY][0].person.social_security_number))
+    assert in_ledger == sum(opening[:2]) - paid
+    assert_consistent(ledger_engine)
+
+
+def test_a_writer_that_forgets_its_accounts_looks_them_up_again(ledger_engine: Engine) -> None:
+    from gateway.ledger.writer import WriterLimits
+
+    small = InlineLedgerWriter(ledger_engine, POLICIES, WriterLimits(known_accounts=3))
+    cards = ["N00000001", "N00000201", "N00000601", "N00001401"]
+    for round_ in range(3):
+        for card in cards:
+            assert one(small, settle(ledger_engine, card, f"m-{round_}-{card}", 500)).status == OK
     assert_consistent(ledger_engine)
 
 

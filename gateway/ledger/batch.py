@@ -35,7 +35,6 @@ from gateway.ledger.responses import (
 )
 from gateway.ledger.sql import (
     add_to_balances,
-    for_update,
     insert_or_add,
     open_accounts,
     post_once,
@@ -49,6 +48,21 @@ from gateway.settlement.rules import Decision, Refusal, decide
 from gateway.settlement.split import FundSplit
 
 COMPENSATIONS = (TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
+
+# The batch's reads, built once (see gateway.ledger.sql): an IN list of any length is one expanding parameter.
+_PERSONS_WITH_ACCOUNTS = select(ACCOUNTS.c.owner).where(
+    ACCOUNTS.c.owner.in_(bindparam("ssns", expanding=True)),
+    ACCOUNTS.c.kind == accounts.person_current_year("").kind.value)
+_BALANCES = (select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
+             .where(ACCOUNTS.c.code.in_(bindparam("codes", expanding=True))).order_by(ACCOUNTS.c.code))
+_BALANCES_LOCKED = _BALANCES.with_for_update()
+_CARDS = select(CARDS.c.card_number, CARDS.c.status, CARDS.c.first_used_on, CARDS.c.kind,
+                CARDS.c.social_security_number).where(CARDS.c.card_number.in_(bindparam("cards", expanding=True)))
+_USED_SOCIAL_SECURITY_CARDS = select(CARDS.c.social_security_number).where(
+    CARDS.c.social_security_number.in_(bindparam("ssns", expanding=True)),
+    CARDS.c.kind == CardKind.SOCIAL_SECURITY.value, CARDS.c.first_used_on.is_not(None))
+_FIRST_USE = (update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARDS.c.first_used_on.is_(None))
+              .values(first_used_on=bindparam("day")))
 
 
 def new_ref(prefix: str, day: date) -> str:
@@ -86,9 +100,13 @@ class _Writes:
 
 
 class Batch:
-    def __init__(self, conn: Connection, policies: PolicyBook) -> None:
+    def __init__(self, conn: Connection, policies: PolicyBook, known_accounts: frozenset[str] | set[str] = frozenset()
+                 ) -> None:
+        """`known_accounts`: codes of accounts committed earlier (accounts are never removed), which the batch
+        neither looks for nor creates again."""
         self.conn = conn
         self.policies = policies
+        self.known_accounts = known_accounts
         self.writes = _Writes()
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.transactions: dict[str, _Transaction] = {}
@@ -148,9 +166,8 @@ class Batch:
         self._open_accounts(ssns)
         codes = [spec.code for ssn in ssns for spec in (accounts.person_current_year(ssn),
                                                           accounts.person_prior_years(ssn))]
-        locked = for_update(self.conn, select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
-                            .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
-        self.balances = {code: balance for code, balance in self.conn.execute(locked)}
+        locked = _BALANCES_LOCKED if self.conn.dialect.name == "postgresql" else _BALANCES
+        self.balances = {code: balance for code, balance in self.conn.execute(locked, {"codes": codes})}
         pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
         totals = select_by_keys(self.conn, YEAR_TOTALS, ("social_security_number", "insurance_year"), pairs,
                                 lock=True)
@@ -160,9 +177,11 @@ class Batch:
 
     def _open_accounts(self, ssns: list[str]) -> None:
         """Give each person met for the first time their two accounts and post their opening balances."""
-        have = set(self.conn.scalars(select(ACCOUNTS.c.owner).where(
-            ACCOUNTS.c.owner.in_(ssns), ACCOUNTS.c.kind == accounts.person_current_year("").kind.value)))
-        new = [ssn for ssn in ssns if ssn not in have]
+        unknown = [ssn for ssn in ssns if accounts.person_current_year(ssn).code not in self.known_accounts]
+        if not unknown:
+            return
+        have = set(self.conn.scalars(_PERSONS_WITH_ACCOUNTS, {"ssns": unknown}))
+        new = [ssn for ssn in unknown if ssn not in have]
         if not new:
             return
         openings = {row.social_security_number: (row.current_year_fen, row.prior_years_fen)
@@ -186,15 +205,11 @@ class Batch:
 
     def _load_cards(self, card_numbers: set[str], ssns: set[str]) -> None:
         if card_numbers:
-            rows = self.conn.execute(select(CARDS.c.card_number, CARDS.c.status, CARDS.c.first_used_on,
-                                            CARDS.c.kind, CARDS.c.social_security_number)
-                                     .where(CARDS.c.card_number.in_(sorted(card_numbers)))).mappings()
+            rows = self.conn.execute(_CARDS, {"cards": sorted(card_numbers)}).mappings()
             self.cards = {row["card_number"]: dict(row) for row in rows}
         if ssns:
-            self.used_social_security_card = set(self.conn.scalars(
-                select(CARDS.c.social_security_number).where(
-                    CARDS.c.social_security_number.in_(sorted(ssns)),
-                    CARDS.c.kind == CardKind.SOCIAL_SECURITY.value, CARDS.c.first_used_on.is_not(None))))
+            self.used_social_security_card = set(self.conn.scalars(_USED_SOCIAL_SECURITY_CARDS,
+                                                                   {"ssns": sorted(ssns)}))
 
     # Deciding ----------------------------------------------------------------------------------
 
@@ -395,11 +410,15 @@ class Batch:
         self.records[(intent.terminal_id, intent.message_id)] = record
         self.writes.records.append(record)
 
+    def accounts_opened(self) -> set[str]:
+        """The codes of every account this batch found or created: after its commit, known to exist."""
+        return set(self.balances) | set(self.writes.specs)
+
     # Writing -----------------------------------------------------------------------------------
 
     def _write(self) -> None:
         writes, conn = self.writes, self.conn
-        open_accounts(conn, writes.specs.values())
+        open_accounts(conn, [spec for code, spec in writes.specs.items() if code not in self.known_accounts])
         if writes.transactions:
             conn.execute(TRANSACTIONS.insert(), transaction_rows(writes.transactions))
         if writes.entries:
@@ -413,9 +432,7 @@ class Batch:
         if writes.records:
             conn.execute(RECORDS.insert(), writes.records)
         if writes.first_used:
-            conn.execute(update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARDS.c.first_used_on.is_(None))
-                         .values(first_used_on=bindparam("day")),
-                         [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())])
+            conn.execute(_FIRST_USE, [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())])
         if writes.cancel_old_cards_of:
             conn.execute(update(CARDS).where(
                 CARDS.c.social_security_number.in_(sorted(writes.cancel_old_cards_of)),

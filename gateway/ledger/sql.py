@@ -14,21 +14,36 @@ from gateway.db.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
 from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.postings import Posting
 
+# Statements are built once per shape and dialect: building one costs more than SQLAlchemy's compiled-cache
+# lookup that executes it, and the writer runs the same dozen for every batch.
 
 def insert_ignore(conn: Connection, table: Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+    return _insert_ignore(conn.dialect.name, table)
 
 
-def insert_or_add(conn: Connection, table: Table, keys: list[str], added: list[str]) -> Any:
+@functools.lru_cache(maxsize=64)
+def _insert_ignore(dialect_name: str, table: Table) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def insert_or_add(conn: Connection, table: Table, keys: Sequence[str], added: Sequence[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET column = column + excluded.column for `added`."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return _insert_or_add(conn.dialect.name, table, tuple(keys), tuple(added))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_or_add(dialect_name: str, table: Table, keys: tuple[str, ...], added: tuple[str, ...]) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     statement = dialect.insert(table)
     return statement.on_conflict_do_update(
-        index_elements=keys, set_={name: table.c[name] + statement.excluded[name] for name in added}
+        index_elements=list(keys), set_={name: table.c[name] + statement.excluded[name] for name in added}
     )
+
+
+_ADD_TO_BALANCE = (update(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("account"))
+                   .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta")))
 
 
 def open_accounts(conn: Connection, specs: Iterable[AccountSpec]) -> None:
@@ -44,18 +59,20 @@ def add_to_balances(conn: Connection, deltas: dict[str, int]) -> None:
     never wait on each other in a circle and a hot account (a pooled fund) is updated once per batch."""
     rows = [{"account": code, "delta": deltas[code]} for code in sorted(deltas) if deltas[code]]
     if rows:
-        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("account"))
-                     .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta")), rows)
+        conn.execute(_ADD_TO_BALANCE, rows)
+
+
+_TRANSACTION_DEFAULTS = {
+    c.name: getattr(c.default, "arg", None) if c.default is not None and c.default.is_scalar else None
+    for c in TRANSACTIONS.c if c.name not in ("id", "recorded_at")}
 
 
 def transaction_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Transactions as executemany needs them: every row naming every column, a column it leaves out at its
     default (recorded now unless said)."""
-    defaults = {c.name: getattr(c.default, "arg", None) if c.default is not None and c.default.is_scalar else None
-                for c in TRANSACTIONS.c if c.name not in ("id", "recorded_at")}
     out = []
     for row in rows:
-        full = {name: row.get(name, default) for name, default in defaults.items()}
+        full = {name: row.get(name, default) for name, default in _TRANSACTION_DEFAULTS.items()}
         full["recorded_at"] = row.get("recorded_at") or datetime.now().astimezone()
         out.append(full)
     return out

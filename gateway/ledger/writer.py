@@ -39,6 +39,7 @@ class WriterLimits:
     max_batch: int = 200          # intents in one transaction
     max_queue: int = 20_000       # intents waiting; beyond it requests are refused "retry"
     retry_attempts: int = 3       # a batch that met a deadlock or a serialization failure is run again
+    known_accounts: int = 200_000  # account codes remembered as existing (then forgotten, and looked up again)
 
 
 class LedgerWriter:
@@ -50,6 +51,7 @@ class LedgerWriter:
         self.limits = limits
         self._queue: queue.Queue[tuple[Intent, Deferred[pb.Response]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._known_accounts: set[str] = set()  # committed; only the writer's thread touches it
         # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
         # a card's first use.
         self.on_registry_write: Callable[[], None] | None = None
@@ -99,8 +101,11 @@ class LedgerWriter:
         for attempt in range(1, self.limits.retry_attempts + 1):
             try:
                 with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
-                    batch = Batch(conn, self._policies)
+                    batch = Batch(conn, self._policies, self._known_accounts)
                     responses = batch.run(intents)
+                if len(self._known_accounts) > self.limits.known_accounts:
+                    self._known_accounts.clear()
+                self._known_accounts |= batch.accounts_opened()
                 if batch.writes.first_used and self.on_registry_write is not None:
                     self._call_from_thread(self.on_registry_write)
                 return responses

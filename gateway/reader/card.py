@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, fields
 from datetime import date
@@ -28,6 +29,7 @@ def id_check_char(first17: str) -> str:
     return ID_CHECK_CHARS[total % 11]
 
 
+@functools.lru_cache(maxsize=65536)  # the same holders' numbers are checked on every request
 def is_valid_id_number(number: str) -> bool:
     """GB 11643-1999: 17 digits and a check character (digit or X)."""
     if not re.fullmatch(r"[0-9]{17}[0-9X]", number):
