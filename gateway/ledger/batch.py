@@ -236,19 +236,20 @@ class Batch:
             return refusal_response(intent.message_id, pb.STATUS_CODE_PERSON_NOT_FOUND, "no person", "查无此人")
         ssn = person.social_security_number
         year = facts.request.on.year
+        # The facts that may have changed since the reactor decided, as this transaction sees them.
         fresh_card = self.cards.get(card.card_number)
-        if fresh_card is not None:
+        if fresh_card is not None and (card.status.value, card.first_used_on) != (fresh_card["status"],
+                                                                                  fresh_card["first_used_on"]):
             card = replace(card, status=CardStatus(fresh_card["status"]), first_used_on=fresh_card["first_used_on"])
+        used = ssn in self.used_social_security_card
+        if card is not facts.registry.card or used != person.social_security_card_used:
+            person = replace(person, social_security_card_used=used)
+            facts = replace(facts, registry=replace(facts.registry, card=card, person=person))
         current_code = accounts.person_current_year(ssn).code
         prior_code = accounts.person_prior_years(ssn).code
         totals = self.year_totals.get((ssn, year), [0, 0])
-        facts = replace(
-            facts,
-            registry=replace(facts.registry, card=card, person=replace(
-                person, social_security_card_used=ssn in self.used_social_security_card)),
-            balances=Balances(self.balances.get(current_code, 0), self.balances.get(prior_code, 0)),
-            year_to_date=YearToDate(totals[0], totals[1]),
-        )
+        facts = replace(facts, balances=Balances(self.balances.get(current_code, 0), self.balances.get(prior_code, 0)),
+                        year_to_date=YearToDate(totals[0], totals[1]))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return refusal_response(intent.message_id, outcome.status, outcome.detail_en, outcome.detail_zh)

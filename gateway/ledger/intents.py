@@ -18,9 +18,10 @@ def content_hash(request: pb.Request) -> str:
     """
     body_name = request.WhichOneof("body")
     assert body_name is not None
-    body = type(getattr(request, body_name))()
-    body.CopyFrom(getattr(request, body_name))
-    if hasattr(body, "pin"):
+    body = getattr(request, body_name)
+    if getattr(body, "pin", ""):  # copied only when there is a PIN to leave out
+        body = type(body)()
+        body.CopyFrom(getattr(request, body_name))
         body.pin = ""
     digest = hashlib.sha256(body_name.encode("ascii") + b"\x00" + body.SerializeToString(deterministic=True))
     return digest.hexdigest()
