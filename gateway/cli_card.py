@@ -138,7 +138,8 @@ def _open_reader(name: str | None, config: Any, reactor: Any) -> CardReader:
         if not names:
             raise ValueError("no PC/SC readers found; name one with --reader")
         name = names[0]
-    return PcscReader(name, reactor, transmit_timeout_s=config.reader.pcsc_timeout_s)
+    return PcscReader(name, reactor, transmit_timeout_s=config.reader.pcsc_timeout_s,
+                      close_timeout_s=config.reader.pcsc_close_timeout_s)
 
 
 def _read_pin(prompt: str) -> str:

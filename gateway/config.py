@@ -52,6 +52,8 @@ class ReaderConfig:
     relay_timeout_s: float = 5.0
     # How long a PC/SC reader on the gateway host may take for one script.
     pcsc_timeout_s: float = 10.0
+    # How long closing a PC/SC reader (at shutdown) waits for a call hung in its driver.
+    pcsc_close_timeout_s: float = 5.0
     # The demo population that `virtual:CARD` readers take their cards from.
     virtual_persons: int = 200
     virtual_seed: int = 2026
@@ -197,6 +199,7 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     reader = config.reader
     _positive(source, "reader.relay_timeout_s", reader.relay_timeout_s, upper=120)
     _positive(source, "reader.pcsc_timeout_s", reader.pcsc_timeout_s, upper=120)
+    _positive(source, "reader.pcsc_close_timeout_s", reader.pcsc_close_timeout_s, upper=120)
     _positive(source, "reader.virtual_persons", reader.virtual_persons, upper=10_000_000)
     from gateway.reader.spec import ReaderSpec
 

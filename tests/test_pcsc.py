@@ -206,3 +206,26 @@ def test_the_virtual_card_program_lists_the_population() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].startswith("N00000001\tningbo\tsocial_security\tactive\t")
+
+
+def test_closing_a_reader_whose_driver_hangs_does_not_hang_the_gateway() -> None:
+    """A call stuck in the PC/SC driver holds the reader's worker; closing the reader (at shutdown, on the
+    reactor's thread) gives up after its close timeout and leaves that worker behind as a daemon thread."""
+    import threading
+    import time
+
+    reader = PcscReader("Hung Reader 00 00", reactor, close_timeout_s=0.5)
+    stuck, release = threading.Event(), threading.Event()
+
+    def hung_in_the_driver() -> None:
+        stuck.set()
+        release.wait(30)
+
+    reader._run(hung_in_the_driver).addErrback(lambda _failure: None)
+    assert stuck.wait(5)
+    started = time.monotonic()
+    reader.close()
+    assert time.monotonic() - started < 3
+    workers = [t for t in threading.enumerate() if "pcsc-Hung Reader" in t.name and "close" not in t.name]
+    assert workers and all(t.daemon for t in workers)
+    release.set()

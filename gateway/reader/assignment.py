@@ -53,7 +53,9 @@ class ReaderAssignments:
             if not pyscard_available():
                 raise ReaderUnavailable("this gateway has no PC/SC support (pyscard is not installed)",
                                         "网关未安装PC/SC支持")
-            reader = self._pcsc[name] = PcscReader(name, self._reactor, transmit_timeout_s=self._config.pcsc_timeout_s)
+            reader = self._pcsc[name] = PcscReader(
+                name, self._reactor, transmit_timeout_s=self._config.pcsc_timeout_s,
+                close_timeout_s=self._config.pcsc_close_timeout_s)
             reader.subscribe(self._slot_changed)
         self._served.setdefault(name, set()).add(terminal_id)
         return reader

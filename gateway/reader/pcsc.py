@@ -14,12 +14,16 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from gateway.reader.base import Presence, PresenceEvent, PresenceListener, continues_script
 from gateway.reader.errors import CardProblem, CardRemoved, NoCard, ReaderUnavailable
 
 DEFAULT_TRANSMIT_TIMEOUT_S = 10.0
+# How long closing a reader waits for its worker to let go of the card; a call hung in the driver is left
+# behind (its thread is a daemon) rather than hanging the gateway's shutdown.
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
 MONITOR_POLL_MS = 500
 
 # PC/SC return codes pyscard surfaces in its exceptions (winscard.h).
@@ -31,6 +35,8 @@ SCARD_E_READER_UNAVAILABLE = 0x80100017
 SCARD_E_NO_SERVICE = 0x8010001D
 SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
 SCARD_E_TIMEOUT = 0x8010000A
+
+log = Logger(namespace="gateway.reader")
 
 
 def pyscard_available() -> bool:
@@ -72,12 +78,19 @@ def _problem(exc: BaseException, reader: str) -> CardProblem:
     return ReaderUnavailable(f"reader {reader}: {exc.__class__.__name__}: {text}", f"读卡器{reader}不可用")
 
 
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
+
+
 class PcscReader:
-    def __init__(self, name: str, reactor: Any, *, transmit_timeout_s: float = DEFAULT_TRANSMIT_TIMEOUT_S) -> None:
+    def __init__(self, name: str, reactor: Any, *, transmit_timeout_s: float = DEFAULT_TRANSMIT_TIMEOUT_S,
+                 close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         self._name = name
         self._reactor = reactor
         self._timeout_s = transmit_timeout_s
+        self._close_timeout_s = close_timeout_s
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"pcsc-{name}")
+        self._pool.threadFactory = _daemon_thread  # type: ignore[assignment]
         self._pool.start()
         self._closed = False
         self._shutdown_trigger = reactor.addSystemEventTrigger("after", "shutdown", self.close)
@@ -189,7 +202,13 @@ class PcscReader:
         if self._monitor is not None:
             self._monitor.stop()
         self._pool.callInThread(self._drop_connection)
-        self._pool.stop()
+        # ThreadPool.stop joins the worker; a call hung in the driver would hold the caller (the reactor) forever.
+        stopper = threading.Thread(target=self._pool.stop, daemon=True, name=f"pcsc-close-{self._name}")
+        stopper.start()
+        stopper.join(self._close_timeout_s)
+        if stopper.is_alive():
+            log.warn("reader {reader} did not let go of its card within {timeout_s} s; left behind",
+                     reader=self._name, timeout_s=self._close_timeout_s)
         with contextlib.suppress(ValueError):
             self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
 
