@@ -169,6 +169,7 @@ def _start_pcscd(config_dir: Path, port: int) -> tuple[object, str]:
     while not _vpcd_reader_listed():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
+            process.wait(timeout=10)
             stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
             return None, f"port {port}: {stderr[-2000:]}"
         time.sleep(0.2)

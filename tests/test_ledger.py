@@ -245,6 +245,41 @@ def test_a_batch_that_failed_leaves_no_account_remembered(
     assert_consistent(ledger_engine)
 
 
+def test_a_writer_whose_database_lost_committed_rows_forgets_what_it_remembered(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    """A restore from backup (or a failover to a replica that lagged) while the gateway runs: the accounts the
+    writer remembers are gone. The first write that fails makes it forget them, and the retry opens them again."""
+    opening = balances_of(ledger_engine, IN_CITY)
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000)).status == OK
+    with ledger_engine.begin() as conn:  # the ledger as it was before that settlement
+        for table in ("ledger_entries", "request_records", "year_totals", "ledger_transactions", "ledger_accounts"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-2", 1_000))
+    assert settled.status == OK, settled.message_en
+    with Session(ledger_engine) as db:
+        in_ledger = db.scalar(select(func.sum(LedgerAccount.balance_fen)).where(
+            LedgerAccount.owner == CARDS[IN_CITY][0].person.social_security_number))
+    assert in_ledger == sum(opening[:2]) - 1_000
+    assert_consistent(ledger_engine)
+
+
+def test_a_write_refused_for_a_lost_account_makes_the_writer_forget_and_open_it_again(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    """The institution's accounts lost (the person's kept): the entries' foreign keys refuse the batch, the
+    writer forgets what it remembered and the retry opens them again."""
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000)).status == OK
+    with ledger_engine.begin() as conn:
+        for table in ("ledger_entries", "request_records", "year_totals", "ledger_transactions"):
+            conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DELETE FROM ledger_accounts WHERE code NOT LIKE 'person:%'"))
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-2", 1_000))
+    assert settled.status == OK, settled.message_en
+    with Session(ledger_engine) as db:
+        assert db.get(LedgerAccount, "institution:H33020300001:receivable") is not None
+
+
 def test_a_writer_that_forgets_its_accounts_looks_them_up_again(ledger_engine: Engine) -> None:
     from gateway.ledger.writer import WriterLimits
 

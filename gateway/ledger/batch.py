@@ -107,6 +107,7 @@ class Batch:
         self.conn = conn
         self.policies = policies
         self.known_accounts = known_accounts
+        self.forgot_accounts = False  # set when the database lacked accounts remembered as committed
         self.writes = _Writes()
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.transactions: dict[str, _Transaction] = {}
@@ -168,6 +169,13 @@ class Batch:
                                                           accounts.person_prior_years(ssn))]
         locked = _BALANCES_LOCKED if self.conn.dialect.name == "postgresql" else _BALANCES
         self.balances = {code: balance for code, balance in self.conn.execute(locked, {"codes": codes})}
+        if len(self.balances) < len(codes):
+            # Accounts remembered as committed are not in the database: it lost committed rows (a restore, a
+            # failover to a replica that lagged). Trust nothing remembered, and open them as for a newcomer.
+            self.known_accounts = frozenset()
+            self.forgot_accounts = True
+            self._open_accounts(ssns)
+            self.balances = {code: balance for code, balance in self.conn.execute(locked, {"codes": codes})}
         pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
         totals = select_by_keys(self.conn, YEAR_TOTALS, ("social_security_number", "insurance_year"), pairs,
                                 lock=True)
@@ -271,7 +279,7 @@ class Batch:
             self.writes.first_used[card.card_number] = day
             self.writes.cancel_old_cards_of.add(ssn)
             self.used_social_security_card.add(ssn)
-            self.cards.setdefault(card.card_number, {})["first_used_on"] = day
+            self.cards.setdefault(card.card_number, {"status": card.status.value})["first_used_on"] = day
         self.transactions[ref] = _Transaction(ref, TransactionKind.SETTLEMENT.value, intent.terminal_id,
                                               facts.institution.code, ssn, card.card_number, day, year, split,
                                               [(spec.code, amount) for spec, amount in postings])

@@ -51,7 +51,7 @@ class LedgerWriter:
         self.limits = limits
         self._queue: queue.Queue[tuple[Intent, Deferred[pb.Response]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        self._known_accounts: set[str] = set()  # committed; only the writer's thread touches it
+        self._known_accounts: set[str] = set()  # committed; touched only by the thread that writes
         # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
         # a card's first use.
         self.on_registry_write: Callable[[], None] | None = None
@@ -103,13 +103,15 @@ class LedgerWriter:
                 with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
                     batch = Batch(conn, self._policies, self._known_accounts)
                     responses = batch.run(intents)
-                if len(self._known_accounts) > self.limits.known_accounts:
+                if batch.forgot_accounts or len(self._known_accounts) > self.limits.known_accounts:
                     self._known_accounts.clear()
                 self._known_accounts |= batch.accounts_opened()
                 if batch.writes.first_used and self.on_registry_write is not None:
                     self._call_from_thread(self.on_registry_write)
                 return responses
             except DBAPIError as exc:
+                # Only a cache: should the database have lost committed rows (a failover, a restore), forget it.
+                self._known_accounts.clear()
                 # A deadlock, a serialization failure, or another gateway writing the same key first: run
                 # again, and the batch reads the state that won.
                 again = isinstance(exc, IntegrityError) or _sqlstate(exc) in RETRYABLE_SQLSTATES
