@@ -36,6 +36,7 @@ from gateway.ledger.responses import (
 from gateway.ledger.sql import (
     add_to_balances,
     insert_or_add,
+    locked_balances,
     open_accounts,
     post_once,
     select_by_keys,
@@ -53,9 +54,6 @@ COMPENSATIONS = (TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
 _PERSONS_WITH_ACCOUNTS = select(ACCOUNTS.c.owner).where(
     ACCOUNTS.c.owner.in_(bindparam("ssns", expanding=True)),
     ACCOUNTS.c.kind == accounts.person_current_year("").kind.value)
-_BALANCES = (select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
-             .where(ACCOUNTS.c.code.in_(bindparam("codes", expanding=True))).order_by(ACCOUNTS.c.code))
-_BALANCES_LOCKED = _BALANCES.with_for_update()
 _CARDS = select(CARDS.c.card_number, CARDS.c.status, CARDS.c.first_used_on, CARDS.c.kind,
                 CARDS.c.social_security_number).where(CARDS.c.card_number.in_(bindparam("cards", expanding=True)))
 _USED_SOCIAL_SECURITY_CARDS = select(CARDS.c.social_security_number).where(
@@ -68,6 +66,36 @@ _FIRST_USE = (update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARD
 def new_ref(prefix: str, day: date) -> str:
     """A public transaction id: kind letter, the day, 48 random bits (unique across gateway processes)."""
     return f"{prefix}{day:%Y%m%d}{secrets.token_hex(6).upper()}"
+
+
+def open_persons(conn: Connection, ssns: Sequence[str], known_accounts: frozenset[str] | set[str] = frozenset()
+                 ) -> None:
+    """Give each person met for the first time their two accounts and post their opening balances."""
+    unknown = [ssn for ssn in ssns if accounts.person_current_year(ssn).code not in known_accounts]
+    if not unknown:
+        return
+    have = set(conn.scalars(_PERSONS_WITH_ACCOUNTS, {"ssns": unknown}))
+    new = [ssn for ssn in unknown if ssn not in have]
+    if not new:
+        return
+    openings = {row.social_security_number: (row.current_year_fen, row.prior_years_fen)
+                for row in conn.execute(select(OPENING_BALANCES).where(
+                    OPENING_BALANCES.c.social_security_number.in_(new)))}
+    specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
+    specs.append(accounts.opening())
+    open_accounts(conn, specs)
+    today = beijing_today()
+    openings_to_post: list[tuple[dict[str, Any], list[Posting]]] = []
+    for ssn in new:
+        current, prior = openings.get(ssn, (0, 0))
+        if current == 0 and prior == 0:
+            continue
+        openings_to_post.append(({
+            "ref": new_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
+            "social_security_number": ssn, "business_date": today, "total_fen": current + prior,
+            "current_year_fen": current, "prior_years_fen": prior,
+        }, opening_postings(ssn, current, prior)))
+    post_once(conn, openings_to_post)  # another gateway may have opened some first: those stay as they are
 
 
 @dataclass
@@ -164,52 +192,23 @@ class Batch:
     def _load_persons(self, ssns: list[str], years: set[int]) -> None:
         if not ssns:
             return
-        self._open_accounts(ssns)
+        open_persons(self.conn, ssns, self.known_accounts)
         codes = [spec.code for ssn in ssns for spec in (accounts.person_current_year(ssn),
                                                           accounts.person_prior_years(ssn))]
-        locked = _BALANCES_LOCKED if self.conn.dialect.name == "postgresql" else _BALANCES
-        self.balances = {code: balance for code, balance in self.conn.execute(locked, {"codes": codes})}
+        self.balances = locked_balances(self.conn, codes)
         if len(self.balances) < len(codes):
             # Accounts remembered as committed are not in the database: it lost committed rows (a restore, a
             # failover to a replica that lagged). Trust nothing remembered, and open them as for a newcomer.
             self.known_accounts = frozenset()
             self.forgot_accounts = True
-            self._open_accounts(ssns)
-            self.balances = {code: balance for code, balance in self.conn.execute(locked, {"codes": codes})}
+            open_persons(self.conn, ssns, self.known_accounts)
+            self.balances = locked_balances(self.conn, codes)
         pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
         totals = select_by_keys(self.conn, YEAR_TOTALS, ("social_security_number", "insurance_year"), pairs,
                                 lock=True)
         for row in totals.mappings():
             self.year_totals[(row["social_security_number"], row["insurance_year"])] = [
                 row["deductible_counted_fen"], row["pooled_fund_paid_fen"]]
-
-    def _open_accounts(self, ssns: list[str]) -> None:
-        """Give each person met for the first time their two accounts and post their opening balances."""
-        unknown = [ssn for ssn in ssns if accounts.person_current_year(ssn).code not in self.known_accounts]
-        if not unknown:
-            return
-        have = set(self.conn.scalars(_PERSONS_WITH_ACCOUNTS, {"ssns": unknown}))
-        new = [ssn for ssn in unknown if ssn not in have]
-        if not new:
-            return
-        openings = {row.social_security_number: (row.current_year_fen, row.prior_years_fen)
-                    for row in self.conn.execute(select(OPENING_BALANCES).where(
-                        OPENING_BALANCES.c.social_security_number.in_(new)))}
-        specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
-        specs.append(accounts.opening())
-        open_accounts(self.conn, specs)
-        today = beijing_today()
-        openings_to_post: list[tuple[dict[str, Any], list[Posting]]] = []
-        for ssn in new:
-            current, prior = openings.get(ssn, (0, 0))
-            if current == 0 and prior == 0:
-                continue
-            openings_to_post.append(({
-                "ref": new_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
-                "social_security_number": ssn, "business_date": today, "total_fen": current + prior,
-                "current_year_fen": current, "prior_years_fen": prior,
-            }, opening_postings(ssn, current, prior)))
-        post_once(self.conn, openings_to_post)  # another gateway may have opened some first: those stay as they are
 
     def _load_cards(self, card_numbers: set[str], ssns: set[str]) -> None:
         if card_numbers:
@@ -457,4 +456,4 @@ def _split_columns(split: FundSplit, sign: int = 1) -> dict[str, int]:
             "deductible_counted_fen": sign * split.deductible_counted_fen}
 
 
-__all__ = ["Batch", "new_ref"]
+__all__ = ["Batch", "new_ref", "open_persons"]

@@ -30,18 +30,17 @@ from gateway.db.engine import IMMEDIATE_OPTION
 from gateway.db.tables import ACCOUNTS, CARDS, CLOSED_DAYS, ENTRIES, PERSONS, TRANSACTIONS
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
-from gateway.ledger.batch import Batch, new_ref
+from gateway.ledger.batch import new_ref, open_persons
 from gateway.ledger.models import (
     AccountKind,
     TransactionKind,
 )
 from gateway.ledger.postings import Posting, compensation_postings
-from gateway.ledger.sql import add_to_balances, for_update, insert_ignore, open_accounts
+from gateway.ledger.sql import add_to_balances, for_update, insert_ignore, locked_balances, open_accounts, post_once
 from gateway.money import AmountError, format_fen, parse_yuan_to_fen
 from gateway.reader.card import is_valid_id_number
 from gateway.registry.tables import RowError
 from gateway.settlement.facts import CardKind, CardStatus
-from gateway.settlement.policy import PolicyBook
 
 CHUNK_PERSONS = 1_000
 # No colon, so "payout:<batch>:<ssn>" splits one way only; short enough for the 96-character dedupe key.
@@ -409,18 +408,14 @@ def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
                targets: Sequence[_Target]) -> list[PayoutLine]:
     ssns = sorted({t.row.social_security_number for t in targets})
     if kind is PayoutKind.CONTRIBUTION:
-        # A person the ledger never met has no prior-years account yet: the settlement batch's opening
-        # (registry balances posted once, keyed "opening:<ssn>") is reused so both paths open alike.
-        # The opening needs no policy, hence the empty book.
-        Batch(conn, PolicyBook([]))._open_accounts(ssns)
+        # A person the ledger never met has no prior-years account yet: opened as the settlement batch opens
+        # them (registry balances posted once, keyed "opening:<ssn>").
+        open_persons(conn, ssns)
     specs = {spec.code: spec for t in targets for spec in (_source(kind, t), accounts.card_bank(t.card_number))}
     open_accounts(conn, specs.values())
     balances: dict[str, int] = {}
     if kind is PayoutKind.CONTRIBUTION:
-        codes = [accounts.person_prior_years(ssn).code for ssn in ssns]
-        locked = for_update(conn, select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
-                            .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
-        balances = {code: balance for code, balance in conn.execute(locked)}
+        balances = locked_balances(conn, [accounts.person_prior_years(ssn).code for ssn in ssns])
     keys = [_payout_key(batch_id, ssn) for ssn in ssns]
     existing = {row.dedupe_key: row for row in conn.execute(
         select(TRANSACTIONS.c.dedupe_key, TRANSACTIONS.c.ref, TRANSACTIONS.c.total_fen, TRANSACTIONS.c.card_number)
@@ -569,7 +564,6 @@ def reconcile_bank_return(engine: Engine, batch_id: str, return_rows: Sequence[R
 def _book_reversals(engine: Engine, failed: Sequence[BankLine], day: date) -> list[tuple[str, str]]:
     """Each failed payout undone by a compensating reversal: exactly its entries negated, keyed
     "compensates:<ref>" so that reconciling the same return file again books nothing twice."""
-    booked: list[tuple[str, str]] = []
     with engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
         _refuse_closed_day(conn, day)
         refs = sorted(line.ref for line in failed)
@@ -584,30 +578,21 @@ def _book_reversals(engine: Engine, failed: Sequence[BankLine], day: date) -> li
         specs = {row.code: AccountSpec(row.code, AccountKind(row.kind), row.owner, row.must_not_go_negative)
                  for row in conn.execute(for_update(conn, select(ACCOUNTS).where(ACCOUNTS.c.code.in_(codes))
                                                     .order_by(ACCOUNTS.c.code)))}
-        entries: list[dict[str, Any]] = []
-        deltas: dict[str, int] = {}
         now = datetime.now(UTC)
+        keyed = []
         for line in sorted(failed, key=lambda item: item.line):
             original = originals[line.ref]
-            ref = new_ref(REVERSAL_PREFIX, day)
-            inserted = conn.execute(insert_ignore(conn, TRANSACTIONS).returning(TRANSACTIONS.c.ref), {
-                "ref": ref, "kind": TransactionKind.REVERSAL.value, "dedupe_key": f"compensates:{line.ref}",
-                "original_ref": line.ref, "social_security_number": original.social_security_number,
-                "card_number": original.card_number, "business_date": day, "recorded_at": now,
+            keyed.append(({
+                "ref": new_ref(REVERSAL_PREFIX, day), "kind": TransactionKind.REVERSAL.value,
+                "dedupe_key": f"compensates:{line.ref}", "original_ref": line.ref,
+                "social_security_number": original.social_security_number, "card_number": original.card_number,
+                "business_date": day, "recorded_at": now,
                 **{name: -getattr(original, name) for name in ("total_fen", "pooled_fund_fen", "current_year_fen",
                                                                "prior_years_fen", "cash_fen",
                                                                "deductible_counted_fen")},
-            }).first()
-            if inserted is None:
-                continue  # reversed meanwhile by another run
-            for spec, value in compensation_postings(postings_of[line.ref], specs):
-                entries.append({"transaction_ref": ref, "account_code": spec.code, "amount_fen": value})
-                deltas[spec.code] = deltas.get(spec.code, 0) + value
-            booked.append((line.ref, ref))
-        if entries:
-            conn.execute(ENTRIES.insert(), entries)
-        add_to_balances(conn, deltas)
-    return booked
+            }, compensation_postings(postings_of[line.ref], specs)))
+        written = post_once(conn, keyed)  # one reversed meanwhile by another run is left as it is
+    return [(row["original_ref"], row["ref"]) for row, _ in keyed if row["dedupe_key"] in written]
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.models import AccountKind, TransactionKind
 from gateway.ledger.postings import rollover_postings
-from gateway.ledger.sql import for_update, post_once
+from gateway.ledger.sql import locked_balances, post_once
 
 CHUNK_PERSONS = 1_000
 
@@ -39,16 +39,14 @@ def rollover(engine: Engine, year: int, on: date | None = None) -> RolloverRepor
     for start in range(0, len(owners), CHUNK_PERSONS):
         chunk = owners[start : start + CHUNK_PERSONS]
         with engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
-            codes = [accounts.person_current_year(ssn).code for ssn in chunk]
-            locked = for_update(conn, select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
-                                .where(ACCOUNTS.c.code.in_(codes)).order_by(ACCOUNTS.c.code))
-            balances: dict[str, int] = {code: balance for code, balance in conn.execute(locked)}
+            balances = locked_balances(conn, [accounts.person_current_year(ssn).code for ssn in chunk])
+            now = datetime.now(UTC)
             keyed = []
             for ssn in chunk:
                 amount = balances.get(accounts.person_current_year(ssn).code, 0)
                 keyed.append(({"ref": new_ref("Y", day), "kind": TransactionKind.ROLLOVER.value,
                                "dedupe_key": f"rollover:{year}:{ssn}", "social_security_number": ssn,
-                               "insurance_year": year, "business_date": day, "recorded_at": datetime.now(UTC),
+                               "insurance_year": year, "business_date": day, "recorded_at": now,
                                "total_fen": amount}, rollover_postings(ssn, amount) if amount else []))
             written = post_once(conn, keyed)
             report.persons += len(written)

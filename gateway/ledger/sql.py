@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Result, Select, Table, TextualSelect, bindparam, text, update
+from sqlalchemy import Connection, Result, Select, Table, TextualSelect, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.db.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
@@ -100,12 +100,27 @@ def post_once(conn: Connection, keyed: Sequence[tuple[dict[str, Any], Sequence[P
     return written
 
 
+def row_locks(conn: Connection) -> bool:
+    """Whether the database locks rows (PostgreSQL). SQLite's writer holds the whole database already:
+    BEGIN IMMEDIATE."""
+    return conn.dialect.name == "postgresql"
+
+
 def for_update(conn: Connection, statement: Select[Any]) -> Select[Any]:
-    """Lock the selected rows until commit where the database has row locks (SQLite's writer holds the
-    whole database already: BEGIN IMMEDIATE)."""
-    if conn.dialect.name == "postgresql":
-        return statement.with_for_update()
-    return statement
+    """Lock the selected rows until commit where the database has row locks."""
+    return statement.with_for_update() if row_locks(conn) else statement
+
+
+_BALANCES = (select(ACCOUNTS.c.code, ACCOUNTS.c.balance_fen)
+             .where(ACCOUNTS.c.code.in_(bindparam("codes", expanding=True))).order_by(ACCOUNTS.c.code))
+_BALANCES_LOCKED = _BALANCES.with_for_update()
+
+
+def locked_balances(conn: Connection, codes: Sequence[str]) -> dict[str, int]:
+    """The accounts' balances (those that exist), locked until commit where rows lock; in account order, so
+    that two writers never wait on each other in a circle."""
+    statement = _BALANCES_LOCKED if row_locks(conn) else _BALANCES
+    return {code: balance for code, balance in conn.execute(statement, {"codes": list(codes)})}
 
 
 def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: Sequence[tuple[Any, ...]],
@@ -115,7 +130,7 @@ def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: S
 
     Written as a join with a VALUES list: SQLite answers `(a, b) IN (VALUES ...)` by scanning the whole table,
     which on a ledger of millions of request records costs more than everything else a batch does."""
-    statement = _keyed_statement(table, tuple(names), len(keys), lock and conn.dialect.name == "postgresql")
+    statement = _keyed_statement(table, tuple(names), len(keys), lock and row_locks(conn))
     parameters = {f"k{row}_{i}": value for row, key in enumerate(keys) for i, value in enumerate(key)}
     return conn.execute(statement, parameters)
 
