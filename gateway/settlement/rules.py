@@ -377,12 +377,13 @@ def fund_split(facts: Facts, policy: Policy) -> FundSplit:
     total = facts.request.total_fen
     if facts.request.medical_type == MedicalType.PHARMACY_PURCHASE:
         return split_pharmacy(total, facts.balances, scheme.personal_accounts)
+    deductible_fen, pooled_cap_fen = policy.limits_for(person.insurance_type)
     return split_hospital(
         total,
         facts.balances,
         facts.year_to_date,
         personal_accounts=scheme.personal_accounts,
-        deductible_fen=scheme.deductible(retired),
-        pooled_cap_fen=scheme.pooled_cap_fen,
+        deductible_fen=deductible_fen,
+        pooled_cap_fen=pooled_cap_fen,
         ratio_bp=scheme.ratios(facts.request.medical_type, retired).for_level(facts.institution.level),
     )
