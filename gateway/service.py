@@ -40,7 +40,6 @@ RunBlocking = Callable[..., "Deferred[Any]"]
 log = Logger(namespace="gateway.service")
 
 # The bodies that move money or read the card: gateway.settling answers them.
-SETTLING_BODIES = settling.BODIES
 
 
 @dataclass
@@ -106,6 +105,8 @@ class GatewayService:
         self.card_cache: dict[str, CardData] = {}
         self.settlement: SettlementService | None = None
         if engine is not None and writer is not None:
+            if registry is None:
+                raise ValueError("settling needs the registry's facts: pass a started RegistryCache")
             self.settlement = SettlementService(
                 engine=engine, run_blocking=run_blocking, writer=writer,
                 policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
@@ -149,7 +150,7 @@ class GatewayService:
     def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
         """The answer to one request; never fails (errors become INTERNAL_ERROR)."""
         handler = self._handlers.get(event.body)
-        if handler is None and event.body in SETTLING_BODIES and self.settlement is not None:
+        if handler is None and event.body in settling.BODIES and self.settlement is not None:
             handler = self._settling
         if handler is None:
             return succeed(make_response(

@@ -71,10 +71,10 @@ class SettlementService:
         card_cache: dict[str, CardData],
         today: Callable[[], date],
         now: Callable[[], datetime],
-        registry: RegistryCache | None = None,
+        registry: RegistryCache,
     ) -> None:
         self._engine = engine
-        self.registry = registry or RegistryCache(engine, run_blocking)
+        self.registry = registry
         writer.on_registry_write = self.registry.forget_all
         self._run_blocking = run_blocking
         self.writer = writer

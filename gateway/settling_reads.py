@@ -111,8 +111,9 @@ def _institution(row: Any, institution_code: str) -> facts.Institution:
 
 def read_request_registry(engine: Engine, institution_code: str, card_number: str, ssn: str
                           ) -> tuple[facts.RegistryFacts, facts.Institution, int]:
-    """The registry's facts a request decides on, with the registry's version they were read at (for
-    gateway.registry.cache): one snapshot, so the version is the facts' own."""
+    """The registry's facts a request decides on, with the registry's version read before them (for
+    gateway.registry.cache). On PostgreSQL each statement sees its own snapshot, so the facts are at least
+    as new as that version: a change in between only makes the cache drop them once more."""
     with engine.connect() as conn, conn.begin():
         version = read_registry_version(conn)
         row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, 0)).mappings().one()

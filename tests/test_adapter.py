@@ -20,6 +20,7 @@ from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.messages import pb
 from gateway.protocol.session import RequestReceived
+from gateway.registry.cache import RegistryCache
 from gateway.registry.directory import TerminalDirectory
 from gateway.registry.models import Institution, Terminal
 from gateway.server import TerminalFactory, TerminalProtocol
@@ -40,10 +41,12 @@ class Harness:
     def __init__(self, engine: Engine, **server: Any) -> None:
         self.clock = Clock()
         self.config = ServerConfig(**server)
+        self.registry = RegistryCache(engine, run_now)
+        self.registry.start(self.clock)
         self.service = GatewayService(
             directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config,
             engine=engine, writer=InlineLedgerWriter(engine, load_builtin_policies()), today=lambda: TODAY,
-            now=lambda: NOW,
+            now=lambda: NOW, registry=self.registry,
         )
         self.factory = TerminalFactory(self.service, self.config, self.clock)
 
