@@ -198,3 +198,7 @@ def test_a_virtual_reader_given_another_card_reads_that_card() -> None:
     second = readers.reader_for("T-03", "virtual:N00000201", None, 0)  # type: ignore[arg-type]
     assert second is not first and forgotten == ["T-03"]
     assert second.card is not None and second.card.card.card_number == "N00000201"  # type: ignore[attr-defined]
+    first.remove()  # type: ignore[attr-defined]  # the old reader, still held by a request begun before
+    assert forgotten == ["T-03"], "an event on the replaced reader must not forget the new reader's card"
+    second.remove()  # type: ignore[attr-defined]
+    assert forgotten == ["T-03", "T-03"]

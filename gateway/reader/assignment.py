@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,9 @@ from gateway.reader.pcsc import PcscReader, pyscard_available
 from gateway.reader.relay import ApduRelay
 from gateway.reader.spec import ReaderSpec
 from gateway.reader.virtual import VirtualReader
+
+# Asked on every request that touches a card: each distinct text is parsed once.
+_parse_spec = functools.lru_cache(maxsize=1024)(ReaderSpec.parse)
 
 # Called with a terminal id whose cached card data must be forgotten.
 ForgetCard = Callable[[str], None]
@@ -25,18 +29,13 @@ class ReaderAssignments:
         self._forget_card = forget_card
         self._pcsc: dict[str, PcscReader] = {}
         self._virtual: dict[str, VirtualReader] = {}
-        self._virtual_cards: dict[str, str | None] = {}  # the card each virtual reader was made with
+        # The card each virtual reader was made with, and how to stop listening to that reader.
+        self._virtual_cards: dict[str, tuple[str | None, Callable[[], None]]] = {}
         # Which terminals each shared slot serves, so that a removal forgets the right cards.
         self._served: dict[str, set[str]] = {}
-        self._parsed: dict[str, ReaderSpec] = {}
 
     def spec_for(self, terminal_id: str, registered: str) -> ReaderSpec:
-        # Asked on every request that touches a card: parse each distinct text once.
-        text = self._overrides.get(terminal_id, registered)
-        spec = self._parsed.get(text)
-        if spec is None:
-            spec = self._parsed[text] = ReaderSpec.parse(text)
-        return spec
+        return _parse_spec(self._overrides.get(terminal_id, registered))
 
     def reader_for(self, terminal_id: str, registered: str, relay: ApduRelay, token: int) -> CardReader:
         spec = self.spec_for(terminal_id, registered)
@@ -62,7 +61,7 @@ class ReaderAssignments:
 
     def _virtual_reader(self, terminal_id: str, card_number: str | None) -> VirtualReader:
         reader = self._virtual.get(terminal_id)
-        if reader is None or self._virtual_cards[terminal_id] != card_number:
+        if reader is None or self._virtual_cards[terminal_id][0] != card_number:
             # New, or the registry now names another card for this terminal.
             card = None
             if card_number is not None:
@@ -75,10 +74,10 @@ class ReaderAssignments:
                                             "虚拟读卡器配置的卡不存在") from exc
             name = f"virtual-{terminal_id}"
             if reader is not None:
+                self._virtual_cards[terminal_id][1]()  # the old reader's events no longer concern this terminal
                 self._forget_card(terminal_id)  # what was read from the card it had
             reader = self._virtual[terminal_id] = VirtualReader(name, card)
-            self._virtual_cards[terminal_id] = card_number
-            reader.subscribe(self._slot_changed)
+            self._virtual_cards[terminal_id] = (card_number, reader.subscribe(self._slot_changed))
             self._served[name] = {terminal_id}
         return reader
 
@@ -89,3 +88,4 @@ class ReaderAssignments:
         if event.presence in (Presence.REMOVED, Presence.INSERTED):
             for terminal_id in self._served.get(event.reader, ()):
                 self._forget_card(terminal_id)
+
