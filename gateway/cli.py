@@ -78,10 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "population's persons, cards, filings and opening balances (the same people and cards as the "
                     "virtual cards), plus one ID number per look-up problem. Safe to run again.",
     )
-    demo.add_argument("--terminals-per-institution", type=int, default=None, metavar="N",
-                      help="terminals registered for each demo institution (default 4)")
-    demo.add_argument("--persons", type=int, default=None, metavar="N",
-                      help="insured persons of the demo population to register (default 200, as the simulators)")
+    from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION
+    from simulators.population import DEFAULT_PERSONS
+
+    demo.add_argument("--terminals-per-institution", type=int, default=DEFAULT_TERMINALS_PER_INSTITUTION,
+                      metavar="N", help="terminals registered for each demo institution "
+                                        f"(default {DEFAULT_TERMINALS_PER_INSTITUTION})")
+    demo.add_argument("--persons", type=int, default=DEFAULT_PERSONS, metavar="N",
+                      help=f"insured persons of the demo population to register (default {DEFAULT_PERSONS}, "
+                           "as the simulators)")
     _add_config(demo)
     _add_db(demo)
     from gateway.cli_agency import add_agency_commands
@@ -188,19 +193,15 @@ def _db(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 def _registry(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.db.engine import redact_url
-    from gateway.registry.demo import DEFAULT_TERMINALS_PER_INSTITUTION, write_demo_registry
+    from gateway.registry.demo import write_demo_registry
     from gateway.registry.importer import ImportFailed, import_files
-    from simulators.population import DEFAULT_PERSONS
 
     def command(engine: Engine) -> int:
         try:
             if args.registry_command == "import":
                 report = import_files(engine, args.files)
             else:
-                per_institution = (DEFAULT_TERMINALS_PER_INSTITUTION if args.terminals_per_institution is None
-                                   else args.terminals_per_institution)
-                persons = DEFAULT_PERSONS if args.persons is None else args.persons
-                report = write_demo_registry(engine, per_institution, persons)
+                report = write_demo_registry(engine, args.terminals_per_institution, args.persons)
         except ImportFailed as exc:
             return rejected(exc.errors, "imported")
         except ValueError as exc:
