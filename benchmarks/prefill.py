@@ -34,6 +34,7 @@ from gateway.reader.card import id_check_char
 from gateway.settlement.split import FundSplit
 
 INSTITUTIONS = ("H33020300001", "H33020300002", "P33020300001")
+FUND_REGION = "330200"  # the Ningbo city fund every prefilled settlement draws on
 CHUNK = 50_000  # settlements per transaction while filling
 
 
@@ -56,17 +57,20 @@ def _template_response() -> bytes:
 Rows = tuple[list[tuple[object, ...]], list[tuple[str, str, int]], list[tuple[object, ...]]]
 
 
-def _rows(settlements: int, persons: int, today: date, seed: int) -> Iterator[Rows]:
+def _rows(settlements: int, ssns: list[str], today: date, seed: int) -> Iterator[Rows]:
     rng = random.Random(seed)
     response = _template_response()
     per_day = max(1, settlements // 365)
     transactions: list[tuple[object, ...]] = []
     entries: list[tuple[str, str, int]] = []
     records: list[tuple[object, ...]] = []
+    fund = accounts.pooled_fund(FUND_REGION).code
+    receivable = {code: accounts.institution_receivable(code).code for code in INSTITUTIONS}
+    cash_of = {code: accounts.institution_cash(code).code for code in INSTITUTIONS}
     for n in range(settlements):
         day = today - timedelta(days=365 - n // per_day % 365)
         institution = INSTITUTIONS[n % len(INSTITUTIONS)]
-        ssn = synthetic_ssn(rng.randrange(persons))
+        ssn = ssns[rng.randrange(len(ssns))]
         total = rng.randrange(500, 200_000)
         pooled = total * 7 // 10
         cash = total - pooled
@@ -76,9 +80,8 @@ def _rows(settlements: int, persons: int, today: date, seed: int) -> Iterator[Ro
         recorded = f"{day:%Y-%m-%d} 02:00:00.000000"
         transactions.append((ref, "settlement", terminal, message_id, institution, ssn, "N99999999", 11,
                              day.year, day.isoformat(), recorded, "prefill", total, pooled, 0, 0, cash, 0))
-        entries.extend(((ref, "fund:3302", -pooled), (ref, accounts.PERSONS_CASH, -cash),
-                        (ref, f"institution:{institution}:receivable", pooled),
-                        (ref, f"institution:{institution}:cash", cash)))
+        entries.extend(((ref, fund, -pooled), (ref, accounts.PERSONS_CASH, -cash),
+                        (ref, receivable[institution], pooled), (ref, cash_of[institution], cash)))
         records.append((terminal, message_id, "settle", "0" * 64, "committed", ref, response, recorded))
         if len(transactions) == CHUNK:
             yield transactions, entries, records
@@ -94,13 +97,14 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
     conn.execute("PRAGMA cache_size=-1000000")
     conn.execute("PRAGMA foreign_keys=OFF")
     today = beijing_today()
+    ssns = [synthetic_ssn(i) for i in range(persons)]
     conn.execute("BEGIN")
     # A city's registry of holders: the request path reads persons by key among a realistic number.
     conn.executemany(
         "INSERT OR IGNORE INTO persons (social_security_number, name, insurance_type, insured_region_code, "
         "updated_at) VALUES (?, '测试', 'employee_active', '330203', '2025-01-01 00:00:00')",
-        ((synthetic_ssn(i),) for i in range(persons)))
-    for spec in (accounts.pooled_fund("330200"), accounts.persons_cash(),
+        ((ssn,) for ssn in ssns))
+    for spec in (accounts.pooled_fund(FUND_REGION), accounts.persons_cash(),
                  *(f(code) for code in INSTITUTIONS for f in (accounts.institution_receivable,
                                                                accounts.institution_cash))):
         conn.execute("INSERT OR IGNORE INTO ledger_accounts (code, kind, owner, must_not_go_negative, balance_fen) "
@@ -109,7 +113,7 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
     deltas: dict[str, int] = defaultdict(int)
     year_totals: dict[tuple[str, int], int] = defaultdict(int)
     written = 0
-    for transactions, entries, records in _rows(settlements, persons, today, seed):
+    for transactions, entries, records in _rows(settlements, ssns, today, seed):
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO ledger_transactions (ref, kind, terminal_id, message_id, institution_code, "

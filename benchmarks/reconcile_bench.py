@@ -31,7 +31,6 @@ CHUNK = 50_000
 def fill(url: str, count: int) -> None:
     engine = make_engine(url, sqlite_synchronous="FULL")
     upgrade(engine)
-    table = TRANSACTIONS
     start = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
     with engine.begin() as conn:
         for first in range(0, count, CHUNK):
@@ -48,7 +47,7 @@ def fill(url: str, count: int) -> None:
                              "recorded_at": start + timedelta(microseconds=n * 50), "policy_version": "bench",
                              "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
                              "prior_years_fen": 0, "cash_fen": total - pooled - current, "deductible_counted_fen": 0})
-            conn.execute(table.insert(), rows)
+            conn.execute(TRANSACTIONS.insert(), rows)
     engine.dispose()
 
 

@@ -121,7 +121,7 @@ class Simulator:
             pool = ids[institution]
             slots.append((institution, pool[(n // len(institutions)) % len(pool)]))
         index, count = self.options.partition
-        return slots[index::count] if self.options.all_terminals else slots
+        return slots[index::count]
 
     async def connect(self) -> list[tuple[str, SimTerminal]]:
         slots = self._slots()

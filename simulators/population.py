@@ -110,8 +110,6 @@ def demo_population(persons: int = DEFAULT_PERSONS, seed: int = DEFAULT_SEED) ->
     return [make_holder(i, seed) for i in range(persons)]
 
 
-
-
 def make_holder(index: int, seed: int = DEFAULT_SEED) -> DemoHolder:
     rng = random.Random(f"{seed}:{index}")
     case = CASE_CYCLE[index % len(CASE_CYCLE)]
@@ -208,5 +206,3 @@ def _cards(index: int, seed: int, case: Case, region: str, rng: random.Random) -
         old = _card(index, seed, 1, CardKind.OLD_MEDICAL_IC, active, region, old_issue, date(2099, 12, 31))
         return old, _card(index, seed, 2, ssc, active, region, issue, expiry)
     return (_card(index, seed, 1, ssc, active, region, issue, expiry),)
-
-__all__ = ["CardKind", "CardStatus", "InsuranceType"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.protocol.messages import pb
+from gateway.registry.demo import DEMO_CREDENTIAL
 from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,7 +315,7 @@ def test_logs_are_json_and_mask_nothing_secret(tmp_path: Path) -> None:
         running.stop()
     text = "".join(running.lines)
     assert "read at {terminal_id}" in text, "the visit was not logged at debug level: nothing was checked"
-    assert "135792" not in text and "wrong-credential-123" not in text and "demo-secret" not in text
+    assert "135792" not in text and "wrong-credential-123" not in text and DEMO_CREDENTIAL not in text
     for line in running.lines:
         if line.startswith("{"):
             json.loads(line)

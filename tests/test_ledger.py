@@ -196,6 +196,14 @@ def test_one_failing_intent_never_fails_its_batch_mates(
     assert_consistent(ledger_engine)
 
 
+def persons_accounts_fen(engine: Engine, card_number: str) -> int | None:
+    """What the holder's ledger accounts hold together (None: the ledger has no account of theirs)."""
+    with Session(engine) as db:
+        total: int | None = db.scalar(select(func.sum(LedgerAccount.balance_fen)).where(
+            LedgerAccount.owner == CARDS[card_number][0].person.social_security_number))
+    return total
+
+
 def _statements_of(engine: Engine) -> list[str]:
     from sqlalchemy import event
 
@@ -238,9 +246,7 @@ def test_a_batch_that_failed_leaves_no_account_remembered(
     assert settled.status == OK
     paid = settled.settle.split.current_year_account_fen + settled.settle.split.prior_years_account_fen
     assert paid == 1_000, "the personal account pays an in-city outpatient bill it can cover"
-    with Session(ledger_engine) as db:
-        in_ledger = db.scalar(select(func.sum(LedgerAccount.balance_fen)).where(
-            LedgerAccount.owner == CARDS[IN_CITY][0].person.social_security_number))
+    in_ledger = persons_accounts_fen(ledger_engine, IN_CITY)
     assert in_ledger == sum(opening[:2]) - paid
     assert_consistent(ledger_engine)
 
@@ -257,9 +263,7 @@ def test_a_writer_whose_database_lost_committed_rows_forgets_what_it_remembered(
             conn.execute(text(f"DELETE FROM {table}"))
     settled = one(writer, settle(ledger_engine, IN_CITY, "m-2", 1_000))
     assert settled.status == OK, settled.message_en
-    with Session(ledger_engine) as db:
-        in_ledger = db.scalar(select(func.sum(LedgerAccount.balance_fen)).where(
-            LedgerAccount.owner == CARDS[IN_CITY][0].person.social_security_number))
+    in_ledger = persons_accounts_fen(ledger_engine, IN_CITY)
     assert in_ledger == sum(opening[:2]) - 1_000
     assert_consistent(ledger_engine)
 

@@ -222,10 +222,12 @@ def test_closing_a_reader_whose_driver_hangs_does_not_hang_the_gateway() -> None
         release.wait(30)
 
     reader._run(hung_in_the_driver).addErrback(lambda _failure: None)
-    assert stuck.wait(5)
-    started = time.monotonic()
-    reader.close()
-    assert time.monotonic() - started < 3
-    workers = [t for t in threading.enumerate() if "pcsc-Hung Reader" in t.name and "close" not in t.name]
-    assert workers and all(t.daemon for t in workers)
-    release.set()
+    try:
+        assert stuck.wait(5)
+        started = time.monotonic()
+        reader.close()
+        assert time.monotonic() - started < 3
+        workers = [t for t in threading.enumerate() if "pcsc-Hung Reader" in t.name and "close" not in t.name]
+        assert workers and all(t.daemon for t in workers)
+    finally:
+        release.set()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from gateway.reader.card import is_valid_id_number, region_is_acceptable
-from simulators.population import INITIAL_PIN, CardKind, CardStatus, Case, demo_population, make_holder
+from gateway.settlement.facts import CardKind, CardStatus
+from simulators.population import INITIAL_PIN, Case, demo_population, make_holder
 
 
 def test_the_same_seed_gives_the_same_people_and_cards() -> None:

@@ -16,18 +16,15 @@ from gateway.settlement.facts import CardStatus
 from gateway.settling_reads import read_registry_version
 from tests.ledger_support import CARDS, INSTITUTION
 from tests.test_adapter import run_now
+from tests.test_card_driver import result_of as result_of_deferred
 
 CARD = "N00000001"
 SSN = CARDS[CARD][0].person.social_security_number
 
 
 def result_of(coroutine: Any) -> Any:
-    outcome: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(outcome.append)
-    assert outcome, "the coroutine did not finish"
-    if hasattr(outcome[0], "raiseException"):
-        outcome[0].raiseException()
-    return outcome[0]
+    """The result of a coroutine that finishes at once (its database work runs inline: run_now)."""
+    return result_of_deferred(Deferred.fromCoroutine(coroutine))
 
 
 def version(engine: Engine) -> int:
@@ -133,7 +130,7 @@ def test_an_unreadable_version_drops_every_fact(demo_engine_on_both: Engine) -> 
     def run(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
         if broken[0]:
             return maybeDeferred(_raise_operational)
-        return maybeDeferred(function, *args)
+        return run_now(function, *args)
 
     cache = RegistryCache(demo_engine_on_both, run)
     result_of(cache.facts(INSTITUTION, CARD, SSN))

@@ -17,14 +17,12 @@ from sqlalchemy import Engine
 
 from gateway.money import format_fen
 from gateway.registry.importer import ImportReport, RowError, import_tables, read_table
-from gateway.settlement.facts import FilingKind, LookupProblem
+from gateway.settlement.facts import CardStatus, FilingKind, InsuranceType, LookupProblem
 from simulators.population import (
     DEFAULT_PERSONS,
     DEFAULT_SEED,
-    CardStatus,
     Case,
     DemoHolder,
-    InsuranceType,
     demo_population,
     make_id_number,
 )
