@@ -26,11 +26,11 @@ def with_database(config: Any, command: Callable[[Engine], int], *, needs_curren
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if needs_current_schema and not schema_is_current(engine):
+        if needs_current_schema and not _schema_is_current(engine):
             return EXIT_FAILED
         return command(engine)
     except SQLAlchemyError as exc:
-        print(database_error(config.database.url, exc), file=sys.stderr)
+        print(_database_error(config.database.url, exc), file=sys.stderr)
         return EXIT_FAILED
     finally:
         engine.dispose()
@@ -44,7 +44,7 @@ def rejected(errors: Sequence[object], nothing_was: str) -> int:
     return EXIT_FAILED
 
 
-def schema_is_current(engine: Engine) -> bool:
+def _schema_is_current(engine: Engine) -> bool:
     """True, or False after telling the operator what to run."""
     if current_revision(engine) == head_revision():
         return True
@@ -52,7 +52,7 @@ def schema_is_current(engine: Engine) -> bool:
     return False
 
 
-def database_error(url: str, exc: SQLAlchemyError) -> str:
+def _database_error(url: str, exc: SQLAlchemyError) -> str:
     """The message for a database failure: which database (without its password) and what the driver said."""
     cause = getattr(exc, "orig", None) or exc
     return f"gateway: database error on {redact_url(url)}: {exc.__class__.__name__}: {cause}"

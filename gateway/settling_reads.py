@@ -24,6 +24,7 @@ from gateway.db.tables import (
 )
 from gateway.ledger import accounts
 from gateway.reader.card import is_valid_id_number
+from gateway.regions import city_prefix
 from gateway.registry.facts import NotRegistered
 from gateway.settlement import facts
 
@@ -82,7 +83,7 @@ def _registry(conn: Connection, row: Any, card_number: str, ssn: str, city: str 
     if row["persons_social_security_number"] is not None:
         region = row["persons_insured_region_code"]
         filings: tuple[facts.Filing, ...] = ()
-        if city is None or region[:4] != city:
+        if city is None or city_prefix(region) != city:
             filings = tuple(facts.Filing(facts.FilingKind(f.kind), f.region_code, f.valid_from, f.valid_to)
                             for f in conn.execute(select(FILINGS.c.kind, FILINGS.c.region_code,
                                                          FILINGS.c.valid_from, FILINGS.c.valid_to)
@@ -131,7 +132,7 @@ def load_state(engine: Engine, institution_code: str, card_number: str, ssn: str
     with engine.connect() as conn:
         row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, year)).mappings().one()
         place = _institution(row, institution_code)
-        registry = _registry(conn, row, card_number, ssn, place.region_code[:4])
+        registry = _registry(conn, row, card_number, ssn, city_prefix(place.region_code))
     if registry.lookup_problem is facts.LookupProblem.ID_MISTYPED:
         return registry, place, facts.Balances(), facts.YearToDate()
     if row["current"] is not None or row["prior"] is not None:

@@ -38,14 +38,13 @@ from gateway.ledger.models import (
 from gateway.ledger.postings import Posting, compensation_postings
 from gateway.ledger.sql import add_to_balances, for_update, insert_ignore, locked_balances, open_accounts, post_once
 from gateway.money import AmountError, format_fen, parse_yuan_to_fen
-from gateway.reader.card import is_valid_id_number
+from gateway.reader.card import CARD_NUMBER, is_valid_id_number
 from gateway.registry.tables import RowError
 from gateway.settlement.facts import CardKind, CardStatus
 
 CHUNK_PERSONS = 1_000
 # No colon, so "payout:<batch>:<ssn>" splits one way only; short enough for the 96-character dedupe key.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
-CARD_NUMBER = re.compile(r"[A-Z0-9]{9}")
 MAX_NOTE = 200
 AMOUNTS_COLUMNS = ("social_security_number", "amount")
 AMOUNTS_OPTIONAL = ("note",)
