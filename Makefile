@@ -28,6 +28,7 @@ test: setup lint
 lint: setup
 	$(VENV)/bin/ruff check gateway simulators tests benchmarks
 	$(VENV)/bin/mypy gateway simulators benchmarks
+	$(VENV)/bin/lint-imports
 
 setup: $(INSTALLED) $(GENERATED)
 

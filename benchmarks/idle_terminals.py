@@ -13,8 +13,8 @@ import struct
 import sys
 import time
 
+from gateway.demo.registry import DEMO_CREDENTIAL
 from gateway.protocol.messages import pb
-from gateway.registry.demo import DEMO_CREDENTIAL
 from simulators.load import terminal_ids
 
 SESSIONS_PER_ID = 4

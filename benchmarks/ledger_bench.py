@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
+from gateway.demo.population import Case, demo_population
+from gateway.demo.registry import write_demo_registry
 from gateway.ledger.intents import SettleIntent, business_date
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
-from gateway.registry.demo import write_demo_registry
-from gateway.registry.facts import load_institution, load_registry_facts
+from gateway.serve.reads import load_institution, load_registry_facts
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
 from gateway.settlement.policy import load_builtin_policies
-from simulators.population import Case, demo_population
 
 BATCH_SIZES = (1, 10, 100)
 PERSONS = 400

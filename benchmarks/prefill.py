@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from gateway.clock import beijing_today
+from gateway.identity import id_check_char
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.responses import settle_response
-from gateway.reader.card import id_check_char
+from gateway.settlement.calendar import beijing_today
 from gateway.settlement.split import FundSplit
 
 INSTITUTIONS = ("H33020300001", "H33020300002", "P33020300001")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
-from gateway.db.tables import TRANSACTIONS
-from gateway.ledger.export import write_export
-from gateway.reconcile.reconcile import reconcile_file
-from gateway.reconcile.report import write_report
+from gateway.finance.reconcile import reconcile_file
+from gateway.finance.report import write_report
+from gateway.finance.statement import export_statement
+from gateway.ledger.tables import TRANSACTIONS
 
 DAY = date(2026, 11, 24)
 CHUNK = 50_000
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(url)
         statement = Path(tmp) / "statement.csv"
         with statement.open("w", encoding="utf-8", newline="") as out:
-            write_export(engine, DAY, out, "statement")
+            export_statement(engine, DAY, out)
         began = time.perf_counter()
         result = reconcile_file(engine, DAY, statement)  # what `gateway reconcile` runs
         write_report(result, Path(tmp) / "out")

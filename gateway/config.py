@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DB_URL = "sqlite:///var/gateway.db"
+from gateway.db.engine import DEFAULT_DB_URL
+
 # A deep accept queue: after a restart thousands of terminals reconnect at once.
 DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
 

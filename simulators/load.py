@@ -25,15 +25,15 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from gateway.protocol.messages import pb
-from gateway.protocol.status import status_name
-from gateway.registry.demo import (
+from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
+from gateway.demo.registry import (
     DEFAULT_TERMINALS_PER_INSTITUTION,
     DEMO_CREDENTIAL,
     VIRTUAL_READER_TERMINAL,
     demo_terminal_id,
 )
-from simulators.population import DEFAULT_PERSONS, DEFAULT_SEED
+from gateway.protocol.messages import pb
+from gateway.protocol.status import status_name
 from simulators.scenarios import SCENARIOS, RunContext, load_mix
 from simulators.terminal import SimTerminal, TerminalGone
 

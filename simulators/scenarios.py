@@ -15,11 +15,11 @@ from typing import IO, Any
 
 from twisted.internet import defer, task
 
+from gateway.demo.card import CardStateStore, VirtualCard
+from gateway.demo.population import Case, DemoHolder, demo_population
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
-from simulators.population import Case, DemoHolder, demo_population
 from simulators.terminal import SimTerminal
-from simulators.virtual_card import CardStateStore, VirtualCard
 
 OK = pb.STATUS_CODE_OK
 HOSPITAL = "H33020300001"   # tertiary, designated for cross-region settlement

@@ -33,7 +33,7 @@ class SimTerminal(Protocol):
         self.credential = credential
         self.prefix = prefix  # makes this connection's message ids unique among all runs and connections
         self.record = record
-        self.card: Any = None  # what is in this terminal's reader (simulators.virtual_card.VirtualCard)
+        self.card: Any = None  # what is in this terminal's reader (gateway.demo.card.VirtualCard)
         self._decoder = FrameDecoder(MAX_FRAME_BYTES)
         self._pending: dict[str, tuple[Deferred[pb.Response], str, float]] = {}
         self._sequence = itertools.count(1)

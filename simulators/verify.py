@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, or_, select
 
-from gateway.db.tables import TRANSACTIONS
+from gateway.ledger.tables import TRANSACTIONS
 
 AMOUNT_COLUMNS = {"total_fen": "total_fen", "pooled_fund_fen": "pooled_fund_fen",
                   "current_year_account_fen": "current_year_fen", "prior_years_account_fen": "prior_years_fen",

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
-from gateway.registry.demo import write_demo_registry
+from gateway.demo.registry import write_demo_registry
 
 POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -219,7 +219,8 @@ def vpcd_card(pcsc_daemon: PcscStack) -> Iterator[object]:
     """The first demo card, inserted in the vpcd reader for one test (removed after)."""
     import time
 
-    from simulators.virtual_card import VpcdClient, card_from_population
+    from gateway.demo.card import card_from_population
+    from simulators.virtual_card import VpcdClient
 
     client = VpcdClient(card_from_population(), port=pcsc_daemon.vpcd_port)
     client.insert()

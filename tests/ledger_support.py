@@ -7,12 +7,11 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from gateway.demo.population import demo_population
 from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, business_date, content_hash
 from gateway.protocol.messages import pb
-from gateway.registry.facts import load_institution, load_registry_facts
+from gateway.serve.reads import load_institution, load_registry_facts, load_state
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
-from gateway.settling_reads import load_state
-from simulators.population import demo_population
 
 # 10:00 in Beijing on 2026-11-24.
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)

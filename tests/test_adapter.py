@@ -20,11 +20,11 @@ from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.messages import pb
 from gateway.protocol.session import RequestReceived
-from gateway.registry.cache import RegistryCache
 from gateway.registry.directory import TerminalDirectory
 from gateway.registry.models import Institution, Terminal
-from gateway.server import TerminalFactory, TerminalProtocol
-from gateway.service import ConnectionContext, GatewayService
+from gateway.serve.adapter import TerminalFactory, TerminalProtocol
+from gateway.serve.dispatch import ConnectionContext, GatewayService
+from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.policy import load_builtin_policies
 from tests.wire import DEMO_TERMINAL, frame, request, sign_in
 

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway.cli import main
-from gateway.registry.demo import write_demo_registry
-from gateway.registry.facts import load_registry_facts
+from gateway.cli.main import main
+from gateway.demo.population import Case, DemoHolder, demo_population, make_id_number
+from gateway.demo.registry import write_demo_registry
 from gateway.registry.models import Card, Filing, Person
+from gateway.serve.reads import load_registry_facts
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind
-from simulators.population import Case, DemoHolder, demo_population, make_id_number
 
 PERSONS = 30
 POPULATION = demo_population(PERSONS)

@@ -10,15 +10,16 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from gateway.demo.card import Quirks, VirtualCard, card_from_population
+from gateway.demo.population import demo_population
+from gateway.identity import is_valid_id_number
 from gateway.protocol.messages import pb
 from gateway.reader import apdu
 from gateway.reader.agency import DEMO_AGENCY_MASTER_KEY
-from gateway.reader.card import CardData, is_valid_id_number, region_is_acceptable
+from gateway.reader.card import CardData, region_is_acceptable
 from gateway.reader.driver import EF05_RECORDS, RECORDS, SocialSecurityCardDriver, read_script
 from gateway.reader.errors import CardProblem, PinLocked, PinWrong
 from gateway.reader.virtual import VirtualReader
-from simulators.population import demo_population
-from simulators.virtual_card import Quirks, VirtualCard, card_from_population
 
 TODAY = date(2026, 11, 24)
 

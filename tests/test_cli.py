@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.db.migrate import head_revision
 
 ROOT = Path(__file__).resolve().parent.parent

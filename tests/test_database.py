@@ -7,7 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
-import gateway.db.schema  # noqa: F401  (every table)
+import gateway.ledger.models
+import gateway.registry.models  # noqa: F401  (and the registry's)
 from gateway.db.base import Base
 from gateway.db.engine import DatabaseUrlError, make_engine, normalise_url, redact_url
 from gateway.db.migrate import current_revision, head_revision, upgrade

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.demo.registry import DEMO_CREDENTIAL
 from gateway.protocol.messages import pb
-from gateway.registry.demo import DEMO_CREDENTIAL
 from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
+from gateway.demo.registry import write_demo_registry
 from gateway.ledger.batch import Batch
 from gateway.ledger.check import check_ledger
 from gateway.ledger.export import export_rows
@@ -19,7 +20,6 @@ from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction,
 from gateway.ledger.rollover import rollover
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
-from gateway.registry.demo import write_demo_registry
 from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
 from tests.ledger_support import CARDS, NOW, TODAY, balances_of, reverse, revoke, settle
@@ -351,7 +351,7 @@ def test_export_has_a_row_per_settlement_revoke_and_reversal(
 
 def test_the_ledger_commands(ledger_engine: Engine, writer: InlineLedgerWriter, tmp_path: Any,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     url = ledger_engine.url.render_as_string(hide_password=False)
     one(writer, settle(ledger_engine, IN_CITY, "m-1", 10_000))

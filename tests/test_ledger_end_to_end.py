@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.db.engine import make_engine
+from gateway.demo.population import demo_population
+from gateway.demo.registry import demo_balances
 from gateway.ledger.models import LedgerAccount, LedgerTransaction
 from gateway.protocol.messages import pb
-from gateway.registry.demo import demo_balances
-from simulators.population import demo_population
 from tests.test_end_to_end import ROOT, RunningGateway, prepare_database
 from tests.wire import WireClient, request, sign_in
 

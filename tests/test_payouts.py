@@ -14,23 +14,20 @@ from sqlalchemy.orm import Session
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
-from gateway.ledger.check import check_ledger
-from gateway.ledger.models import ClosedDay, LedgerAccount, LedgerEntry, LedgerTransaction
-from gateway.ledger.payouts import (
+from gateway.demo.population import DemoHolder, demo_population
+from gateway.demo.registry import demo_balances, write_demo_registry
+from gateway.finance.bank_files import (
     PayoutError,
-    PayoutKind,
     PayoutRejected,
     ReturnRow,
-    bank_lines,
     read_amounts,
     read_bank_return,
-    reconcile_bank_return,
-    run_payout,
     write_payout_file,
 )
+from gateway.finance.payouts import PayoutKind, bank_lines, reconcile_bank_return, run_payout
+from gateway.ledger.check import check_ledger
+from gateway.ledger.models import ClosedDay, LedgerAccount, LedgerEntry, LedgerTransaction
 from gateway.money import format_fen, parse_yuan_to_fen
-from gateway.registry.demo import demo_balances, write_demo_registry
-from simulators.population import DemoHolder, demo_population
 
 MAY = date(2026, 5, 20)
 HOLDERS = demo_population(40)
@@ -294,7 +291,7 @@ def test_booking_failures_gives_the_money_back(payout_engine: Engine) -> None:
 
 
 def test_the_payout_commands(payout_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     url = payout_engine.url.render_as_string(hide_password=False)
     source = tmp_path / "july.csv"

@@ -16,6 +16,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from gateway.demo.card import VirtualCard, card_from_population
 from gateway.protocol.messages import pb
 from gateway.reader.agency import DEMO_AGENCY_MASTER_KEY
 from gateway.reader.base import Presence, PresenceEvent
@@ -23,7 +24,7 @@ from gateway.reader.driver import SocialSecurityCardDriver
 from gateway.reader.errors import CardProblem, PinLocked, PinWrong
 from gateway.reader.pcsc import PcscReader, list_readers
 from gateway.reader.virtual import VirtualReader
-from simulators.virtual_card import VirtualCard, VpcdClient, card_from_population
+from simulators.virtual_card import VpcdClient
 from tests.conftest import PcscStack
 
 ROOT = Path(__file__).resolve().parent.parent

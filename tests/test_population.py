@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.reader.card import is_valid_id_number, region_is_acceptable
+from gateway.demo.population import INITIAL_PIN, Case, demo_population, make_holder
+from gateway.identity import is_valid_id_number
+from gateway.reader.card import region_is_acceptable
 from gateway.settlement.facts import CardKind, CardStatus
-from simulators.population import INITIAL_PIN, Case, demo_population, make_holder
 
 
 def test_the_same_seed_gives_the_same_people_and_cards() -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.demo.card import card_from_population
 from gateway.protocol.messages import pb
-from simulators.virtual_card import VpcdClient, card_from_population
+from simulators.virtual_card import VpcdClient
 from tests.test_end_to_end import ROOT, RunningGateway
 from tests.wire import WireClient, request, sign_in
 

@@ -11,16 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
-from gateway.ledger.export import write_export
+from gateway.demo.registry import write_demo_registry
+from gateway.finance.day_close import DayCloseRefused, close_day
+from gateway.finance.reconcile import reconcile
+from gateway.finance.statement import StatementError, export_statement, read_statement
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
-from gateway.reconcile.day_close import DayCloseRefused, close_day
-from gateway.reconcile.reconcile import reconcile
-from gateway.reconcile.statement import StatementError, read_statement
-from gateway.registry.demo import write_demo_registry
 from gateway.settlement.policy import load_builtin_policies
 from tests.ledger_support import NOW, TODAY, reverse, revoke, settle
 
@@ -45,7 +44,7 @@ def day(db_url: str) -> Iterator[tuple[Engine, str]]:
 
 def statement_of(engine: Engine, on: date = TODAY) -> str:
     out = io.StringIO()
-    write_export(engine, on, out, "statement")
+    export_statement(engine, on, out)
     return out.getvalue()
 
 

@@ -10,10 +10,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from twisted.internet.defer import Deferred, maybeDeferred
 
-from gateway.registry.cache import RegistryCache, RegistryCacheLimits
-from gateway.registry.facts import NotRegistered
+from gateway.serve.reads import NotRegistered, read_registry_version
+from gateway.serve.registry_cache import RegistryCache, RegistryCacheLimits
 from gateway.settlement.facts import CardStatus
-from gateway.settling_reads import read_registry_version
 from tests.ledger_support import CARDS, INSTITUTION
 from tests.test_adapter import run_now
 from tests.test_card_driver import result_of as result_of_deferred

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from gateway.demo.registry import DEMO_CREDENTIAL, write_demo_registry
 from gateway.registry.credentials import hash_credential, verify_credential
-from gateway.registry.demo import DEMO_CREDENTIAL, write_demo_registry
 from gateway.registry.importer import ImportFailed, import_files
 from gateway.registry.models import Institution, Terminal
 from tests.registry_support import count, write

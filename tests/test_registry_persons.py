@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
-from gateway.reader.card import is_valid_id_number
-from gateway.registry.demo import (
+from gateway.demo.population import Case, demo_population, make_id_number
+from gateway.demo.registry import (
     BALANCE_YEAR,
     EXPIRED_FILING,
     EXPIRED_FILING_HOLDER,
@@ -30,9 +30,10 @@ from gateway.registry.demo import (
     demo_lookup_problem_numbers,
     write_demo_registry,
 )
-from gateway.registry.facts import NotRegistered, load_institution, load_opening_balances, load_registry_facts
+from gateway.identity import is_valid_id_number
 from gateway.registry.importer import ImportFailed, import_files
 from gateway.registry.models import Card, Filing, LookupProblemEntry, OpeningBalance, Person
+from gateway.serve.reads import NotRegistered, load_institution, load_opening_balances, load_registry_facts
 from gateway.settlement.facts import (
     Balances,
     CardKind,
@@ -43,7 +44,6 @@ from gateway.settlement.facts import (
     InsuranceType,
     LookupProblem,
 )
-from simulators.population import Case, demo_population, make_id_number
 from tests.registry_support import count, write
 
 IN_CITY = make_id_number("330203", date(1980, 5, 1), 11)      # Ningbo employee; a card replaced
@@ -485,7 +485,7 @@ def test_registry_facts_are_plain_values(demo_db: Engine) -> None:
 
 
 def test_the_demo_command_takes_the_number_of_persons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     assert main(["db", "upgrade", "--db", db]) == 0

@@ -9,10 +9,10 @@ from sqlalchemy import Engine
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from gateway.demo.card import card_from_population
 from gateway.protocol.messages import pb
 from gateway.reader.errors import CardProblem, CardRemoved, CardUnreadable, NoCard, ReaderUnavailable
 from gateway.reader.relay import ApduRelay
-from simulators.virtual_card import card_from_population
 from tests.test_adapter import Connection, Harness
 from tests.wire import request, sign_in
 
@@ -188,7 +188,7 @@ def test_a_virtual_reader_given_another_card_reads_that_card() -> None:
     """The registry (or the config) names another card for a terminal's virtual reader: the reader holds that
     card from the next request on, and what was read from the old one is forgotten."""
     from gateway.config import ReaderConfig
-    from gateway.reader.assignment import ReaderAssignments
+    from gateway.serve.readers import ReaderAssignments
 
     forgotten: list[str] = []
     readers = ReaderAssignments(ReaderConfig(), None, forgotten.append)

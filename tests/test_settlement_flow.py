@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from gateway.demo.card import VirtualCard
+from gateway.demo.population import demo_population
 from gateway.ledger.check import check_ledger
 from gateway.protocol.messages import pb
-from simulators.population import demo_population
-from simulators.virtual_card import VirtualCard
 from tests.test_adapter import Connection, Harness
 from tests.test_relay import ScriptedTerminal
 from tests.wire import request, sign_in

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import struct
 
+from gateway.demo.registry import DEMO_CREDENTIAL
 from gateway.protocol.messages import pb
-from gateway.registry.demo import DEMO_CREDENTIAL
 
 DEMO_TERMINAL = "H33020300001-01"
 

@@ -1,1 +1,1 @@
-"""Database bootstrap: the engine, the schema's metadata and its Alembic migrations."""
+"""Database bootstrap: engines, the declarative base the models hang off, and the Alembic migrations."""

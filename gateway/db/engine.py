@@ -9,8 +9,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from gateway.config import DEFAULT_DB_URL
-
+DEFAULT_DB_URL = "sqlite:///var/gateway.db"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 # Execution option: begin the transaction holding SQLite's write lock (ignored elsewhere).

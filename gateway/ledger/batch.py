@@ -16,8 +16,6 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, or_, select, update
 
-from gateway.clock import beijing_today
-from gateway.db.tables import ACCOUNTS, CARDS, ENTRIES, OPENING_BALANCES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
@@ -42,7 +40,10 @@ from gateway.ledger.sql import (
     select_by_keys,
     transaction_rows,
 )
+from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.protocol.messages import pb
+from gateway.registry.tables import CARDS, OPENING_BALANCES
+from gateway.settlement.calendar import beijing_today
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
 from gateway.settlement.rules import Decision, Refusal, decide

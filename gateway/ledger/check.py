@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, or_, select
 
-from gateway.db.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.ledger.models import (
     AccountKind,
     RequestOutcome,
     TransactionKind,
 )
+from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 
 MAX_LISTED = 20  # problems listed per check; the count says how many there are
 

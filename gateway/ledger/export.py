@@ -1,4 +1,5 @@
-"""`gateway ledger export --date D`: one row per settlement, revoke and reversal of a business day."""
+"""A business day's settlements, revokes and reversals, one row each: as our CSV or JSON lines, and as the rows
+finance writes in the center's statement format (gateway.finance.statement) and reconciles."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import IO, Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, select
 
-from gateway.clock import BEIJING
-from gateway.db.tables import TRANSACTIONS
 from gateway.ledger.models import TransactionKind
+from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
+from gateway.settlement.calendar import BEIJING
 
 AMOUNTS = ("total_fen", "pooled_fund_fen", "current_year_fen", "prior_years_fen", "cash_fen",
            "deductible_counted_fen")
@@ -76,12 +77,10 @@ def write_export(engine: Engine, day: date, out: IO[str], fmt: str = "csv") -> i
         for row in export_rows(engine, day):
             writer.writerow(row)
             count += 1
-    elif fmt == "statement":
-        from gateway.reconcile.statement import write_statement
-
-        count = write_statement(export_rows(engine, day), out)
-    else:
+    elif fmt == "jsonl":
         for row in export_rows(engine, day):
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
+    else:
+        raise ValueError(f"unknown export format {fmt!r} (csv or jsonl; the center's statement: gateway.finance)")
     return count

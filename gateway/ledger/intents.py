@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.clock import business_date
 from gateway.protocol.messages import pb
+from gateway.settlement.calendar import business_date
 from gateway.settlement.facts import Facts
 
 

@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from gateway.db.tables import RECORDS, TRANSACTIONS
 from gateway.ledger.models import (
     RequestOutcome,
     TransactionKind,
 )
 from gateway.ledger.responses import fill_split
+from gateway.ledger.tables import RECORDS, TRANSACTIONS
 from gateway.protocol.messages import pb
 from gateway.settlement.split import FundSplit
 

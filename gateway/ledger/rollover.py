@@ -12,12 +12,12 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Engine, select
 
 from gateway.db.engine import IMMEDIATE_OPTION
-from gateway.db.tables import ACCOUNTS
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.models import AccountKind, TransactionKind
 from gateway.ledger.postings import rollover_postings
 from gateway.ledger.sql import locked_balances, post_once
+from gateway.ledger.tables import ACCOUNTS
 
 CHUNK_PERSONS = 1_000
 

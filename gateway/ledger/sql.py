@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, Result, Select, Table, TextualSelect, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.db.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
 from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.postings import Posting
+from gateway.ledger.tables import ACCOUNTS, ENTRIES, TRANSACTIONS
 
 # Statements are built once per shape and dialect: building one costs more than SQLAlchemy's compiled-cache
 # lookup that executes it, and the writer runs the same dozen for every batch.

@@ -24,7 +24,7 @@ from gateway.db.engine import IMMEDIATE_OPTION
 from gateway.ledger.batch import Batch
 from gateway.ledger.intents import Intent
 from gateway.ledger.responses import refusal_response
-from gateway.logs import error_line
+from gateway.ops.logs import error_line
 from gateway.protocol.messages import pb
 from gateway.settlement.policy import PolicyBook
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, fields
 from datetime import date
 
+from gateway.identity import CARD_NUMBER, is_valid_id_number
 from gateway.reader.errors import CardExpired, CardUnreadable
 from gateway.regions import NINGBO_CITY_PREFIX, ZHEJIANG_PROVINCE_PREFIX, city_prefix, is_known_region, known_regions
 
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-ID_CHECK_CHARS = "10X98765432"
 CARD_ID_MIDDLE = "D156000005"
-CARD_NUMBER = re.compile(r"[A-Z0-9]{9}")
 CARD_IDENTIFICATION_CODE = re.compile(rf"[0-9]{{6}}{CARD_ID_MIDDLE}[0-9A-F]{{16}}")
 IDENTIFICATION_CODE_FORM = f"the issuing region, {CARD_ID_MIDDLE} and 16 hex digits"
 # GB/T 2260 province-level prefixes (mainland), then Taiwan, Hong Kong, Macao.
@@ -22,19 +19,6 @@ PROVINCE_PREFIXES = frozenset((
     "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82",
 ))
 SEXES = {"0": "unknown", "1": "male", "2": "female", "9": "unspecified"}
-
-
-def id_check_char(first17: str) -> str:
-    total = sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS, strict=True))
-    return ID_CHECK_CHARS[total % 11]
-
-
-@functools.lru_cache(maxsize=65536)  # the same holders' numbers are checked on every request
-def is_valid_id_number(number: str) -> bool:
-    """GB 11643-1999: 17 digits and a check character (digit or X)."""
-    if not re.fullmatch(r"[0-9]{17}[0-9X]", number):
-        return False
-    return id_check_char(number[:17]) == number[17]
 
 
 def region_is_acceptable(code: str) -> bool:

@@ -12,7 +12,7 @@ from gateway.reader.errors import NoCard
 
 
 class SimulatedCard(Protocol):
-    """What a virtual card offers (simulators.virtual_card.VirtualCard)."""
+    """What a virtual card offers (gateway.demo.card.VirtualCard)."""
 
     atr: bytes
 

@@ -13,12 +13,12 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.logs import mask_id
+from gateway.identity import mask_id
 from gateway.reader.card import IDENTIFICATION_CODE_FORM, is_identification_code
 from gateway.regions import city_prefix
+from gateway.registry.cells import parse_current_region, parse_id_number
 from gateway.registry.models import Card, Filing, Person
 from gateway.registry.person_tables import parse_card_number
-from gateway.registry.tables import parse_current_region, parse_id_number
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind
 
 

@@ -19,10 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
-from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
-from gateway.registry.models import Institution, Terminal
-from gateway.registry.person_tables import PERSON_TABLE_SPECS, check_person_references
-from gateway.registry.tables import (
+from gateway.registry.cells import (
     ImportReport,
     ParsedTable,
     RowError,
@@ -35,6 +32,9 @@ from gateway.registry.tables import (
     row_by_row,
     upsert,
 )
+from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
+from gateway.registry.models import Institution, Terminal
+from gateway.registry.person_tables import PERSON_TABLE_SPECS, check_person_references
 from gateway.settlement.facts import InstitutionKind, InstitutionLevel
 
 # Re-exported: callers import these from the importer.

@@ -13,12 +13,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.logs import mask_id
+from gateway.identity import CARD_NUMBER, mask_id
 from gateway.money import AmountError, parse_yuan_to_fen
-from gateway.reader.card import CARD_NUMBER, IDENTIFICATION_CODE_FORM, is_identification_code
+from gateway.reader.card import IDENTIFICATION_CODE_FORM, is_identification_code
 from gateway.regions import city_prefix
-from gateway.registry.models import Card, Filing, LookupProblemEntry, OpeningBalance, Person
-from gateway.registry.tables import (
+from gateway.registry.cells import (
     ParsedTable,
     RowError,
     RowProblem,
@@ -35,6 +34,7 @@ from gateway.registry.tables import (
     update_existing,
     upsert,
 )
+from gateway.registry.models import Card, Filing, LookupProblemEntry, OpeningBalance, Person
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind, InsuranceType, LookupProblem
 
 MAX_NAME_CHARS = 50

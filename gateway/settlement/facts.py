@@ -1,6 +1,6 @@
 """The facts settlement rules decide on. Plain values: no database, no reader, no clock.
 
-The registry (gateway.registry.facts) and the card reader produce them; `gateway.settlement.rules`
+The registry (gateway.serve.reads) and the card reader produce them; `gateway.settlement.rules`
 turns them into a refusal or a decision.
 """
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.identity import is_valid_id_number
 from gateway.protocol.messages import pb
-from gateway.reader.card import is_valid_id_number
 from gateway.regions import ZHEJIANG_PROVINCE_PREFIX, city_prefix, known_regions
 from gateway.settlement.facts import (
     CardKind,

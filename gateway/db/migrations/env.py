@@ -1,11 +1,15 @@
-"""Alembic environment: runs on the connection `gateway.db.migrate` hands it."""
+"""Alembic environment: runs on the connection `gateway.db.migrate` hands it.
+
+The migrations are written by hand and need no metadata to run. Autogenerate and the schema test compare the
+models with the migrations: they import the models (gateway.ledger.models, gateway.registry.models), which
+register their tables on `Base.metadata`; the database layer itself imports none of them.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-import gateway.db.schema  # noqa: F401  (registers every table on the metadata)
 from gateway.db.base import Base
 
 target_metadata = Base.metadata

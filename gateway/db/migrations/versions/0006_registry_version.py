@@ -15,7 +15,7 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-# The tables whose rows the request path reads as registry facts (gateway.registry.cache).
+# The tables whose rows the request path reads as registry facts (gateway.serve.registry_cache).
 REGISTRY_TABLES = ("institutions", "terminals", "persons", "cards", "filings", "lookup_problems")
 OPERATIONS = ("insert", "update", "delete")
 

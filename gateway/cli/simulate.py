@@ -1,0 +1,103 @@
+"""`gateway simulate`: the load tester's tool (simulators.load) and its check against the ledger."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
+from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
+
+
+def add_simulate_command(commands: Any, add_config: Any, add_db: Any) -> None:
+    simulate = commands.add_parser(
+        "simulate", help="drive a gateway with simulated terminals, or verify a run against the ledger",
+        description="Simulated counter terminals with virtual cards of the demo population run a mix of scenarios "
+                    "against a gateway; every answer is checked, and any unexpected one makes the exit status 1. "
+                    "With --verify OUTCOMES --db URL, check a run's record against the ledger instead.")
+    simulate.add_argument("--target", metavar="HOST:PORT", help="the gateway (e.g. 127.0.0.1:9500)")
+    simulate.add_argument("--terminals", type=int, metavar="N", help="simulated terminals (connections)")
+    goal = simulate.add_mutually_exclusive_group()
+    goal.add_argument("--duration", type=float, metavar="S", help="run this many seconds")
+    goal.add_argument("--requests", type=int, metavar="K", help="run until this many requests were answered")
+    simulate.add_argument("--rate", type=float, metavar="R",
+                          help="open loop: start R scenarios per second (default: closed loop, back to back)")
+    simulate.add_argument("--mix", default="default", metavar="NAME|FILE",
+                          help="default, heartbeat, settle, settle_only, or a JSON file of scenario weights")
+    simulate.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    simulate.add_argument("--persons", type=int, default=DEFAULT_PERSONS,
+                          help=f"the demo population of the gateway's registry (default {DEFAULT_PERSONS})")
+    simulate.add_argument("--terminals-per-institution", type=int, default=DEFAULT_TERMINALS_PER_INSTITUTION,
+                          metavar="N", help="what `gateway registry demo` registered "
+                                            f"(default {DEFAULT_TERMINALS_PER_INSTITUTION})")
+    simulate.add_argument("--processes", type=int, default=1, metavar="P",
+                          help="simulator processes sharing the terminals (use more when one is the bottleneck)")
+    simulate.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
+    simulate.add_argument("--outcomes", type=Path, metavar="OUT", help="write one JSON line per request")
+    simulate.add_argument("--verify", type=Path, metavar="OUTCOMES", help="check an outcomes file against --db")
+    add_config(simulate)
+    add_db(simulate)
+
+
+def run_simulate_command(args: argparse.Namespace, config: Any) -> int:
+    if args.verify is not None:
+        return _verify(args, config)
+    if not args.target or not args.terminals or (args.duration is None and args.requests is None):
+        print("gateway: simulate needs --target HOST:PORT, --terminals N and --duration S or --requests K "
+              "(or --verify OUTCOMES --db URL)", file=sys.stderr)
+        return EXIT_USAGE
+    host, _, port = args.target.rpartition(":")
+    if not host or not port.isdigit() or args.terminals < 1 or args.processes < 1 or (
+            args.rate is not None and args.rate <= 0):
+        print("gateway: --target is HOST:PORT; --terminals, --processes and --rate must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    from simulators.load import Options, render, run_in_process, run_processes, summarise
+    from simulators.scenarios import load_mix
+
+    try:
+        load_mix(args.mix)
+    except (OSError, ValueError) as exc:
+        print(f"gateway: --mix: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.outcomes is not None and args.outcomes.exists():
+        args.outcomes.unlink()
+    options = Options(host, int(port), args.terminals, args.duration, args.requests, args.rate, args.mix,
+                      args.seed, args.persons, args.terminals_per_institution, args.outcomes,
+                      progress=sys.stderr.isatty() and not os.environ.get("CI"))
+    if args.processes > 1:
+        summary, failure = run_processes(options, args.processes)
+    else:
+        figures, failure = run_in_process(options)
+        summary = summarise(figures, options)
+    if failure:
+        print(f"gateway: the simulation failed: {failure}", file=sys.stderr)
+        if not summary:
+            return EXIT_FAILED
+    print(render(summary))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return EXIT_OK if not summary["unexpected"] and not summary["errors"] and not failure else EXIT_FAILED
+
+
+def _verify(args: argparse.Namespace, config: Any) -> int:
+    from gateway.cli.support import with_database
+    from simulators.verify import read_outcomes, verify
+
+    try:
+        outcomes = read_outcomes(args.verify)
+    except (OSError, ValueError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def command(engine: Any) -> int:
+        result = verify(engine, outcomes)
+        print(result.render())
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+    return with_database(config, command)

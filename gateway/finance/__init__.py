@@ -1,0 +1,1 @@
+"""Finance: reconciliation, the center's statement, the report, day close, payouts."""

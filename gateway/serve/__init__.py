@@ -1,0 +1,1 @@
+"""The request path: wiring, the Twisted adapter, dispatch, settling end to end, the request's reads."""

@@ -1,0 +1,276 @@
+"""The Twisted side of a terminal connection: a thin adapter over `gateway.protocol.session.Session`.
+
+It moves bytes between the transport and the session, runs the idle timer (TimeoutMixin), applies
+backpressure both ways (stop reading at the in-flight limit; stop reading while the transport's
+write buffer is full) and hands requests to the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import interfaces
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gateway.config import ServerConfig
+from gateway.protocol.messages import pb
+from gateway.protocol.session import (
+    ConnectionClosed,
+    NeedData,
+    Paused,
+    RequestReceived,
+    Session,
+    SessionLimits,
+)
+from gateway.reader.relay import ApduRelay
+from gateway.serve.dispatch import ConnectionContext, GatewayService
+
+log = Logger(namespace="gateway.serve.adapter")
+
+
+@implementer(interfaces.IPushProducer)
+class TerminalProtocol(Protocol, TimeoutMixin):
+    factory: TerminalFactory
+    # Twisted's interfaces are zope interfaces, which mypy cannot follow: typed loosely on purpose.
+    transport: Any
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.context: ConnectionContext | None = None
+        self._pumping = False
+        self._reading_paused = False
+        self._write_blocked = False
+        self._admitted = False
+        self._closing = False
+        self._linger_timer: Any = None
+        self.closed: Deferred[None] = Deferred()
+
+    def callLater(self, period: float, func: Any) -> Any:
+        # TimeoutMixin's timer, on the factory's clock (a test clock in tests).
+        return self.factory.clock.callLater(period, func)
+
+    # Connection lifecycle -------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.session = Session(factory.session_limits, clock=factory.clock.seconds)
+        self.context = factory.service.new_context(_peer_name(self.transport))
+        self.context.relay = ApduRelay(
+            send_interim=self._send_interim,
+            terminal_answered=self.session.terminal_answered,
+            clock=factory.clock,
+            timeout_s=factory.service.reader_config.relay_timeout_s,
+        )
+        # Our outgoing bytes: the transport pauses us when the peer stops reading its answers.
+        self.transport.registerProducer(self, True)
+        if not factory.admit(self):
+            log.warn("connection from {peer} refused: {count} connections open (max_connections)",
+                     peer=self.context.peer, count=len(factory.connections))
+            self.session.refuse_connection(pb.STATUS_CODE_TOO_MANY_CONNECTIONS)
+            self._flush()
+            return
+        self._admitted = True
+        self.setTimeout(factory.session_limits.idle_timeout_s)  # type: ignore[no-untyped-call]
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.session is not None
+        self.session.receive_data(data)
+        self._pump()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self._linger_timer is not None and self._linger_timer.active():
+            self._linger_timer.cancel()
+        if self.session is not None:
+            self.session.connection_lost()
+        if self.context is not None:
+            self.factory.service.connection_closed(self.context)
+        if self._admitted:
+            self.factory.release(self)
+        self.closed.callback(None)
+
+    def timeoutConnection(self) -> None:
+        assert self.session is not None
+        if self.session.idle_timed_out():
+            log.info("closing idle connection from {peer}", peer=self.context.peer if self.context else "?")
+            self._flush()
+        else:
+            self.resetTimeout()  # type: ignore[no-untyped-call]
+
+    def shut_down(self) -> None:
+        """Read nothing more; close once the requests in flight are answered."""
+        if self.session is not None:
+            self.session.shut_down()
+            self._flush()
+
+    # IPushProducer: called by the transport about our outgoing data -------------------------
+
+    def pauseProducing(self) -> None:
+        self._write_blocked = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._write_blocked = False
+        self._update_reading()
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._write_blocked = True
+
+    # Moving events --------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Take events from the session until it needs data or pauses; then flush."""
+        if self._pumping:
+            return  # an answer given synchronously inside the loop below: the loop picks it up
+        session = self.session
+        assert session is not None
+        self._pumping = True
+        frames_before = session.frames_received
+        try:
+            while not self._write_blocked:
+                event = session.next_event()
+                if isinstance(event, RequestReceived):
+                    self._dispatch(event)
+                elif isinstance(event, ConnectionClosed):
+                    if event.truncated:
+                        log.info("{peer} closed the connection in the middle of a frame",
+                                 peer=self.context.peer if self.context else "?")
+                    break
+                elif isinstance(event, NeedData | Paused):
+                    break
+        finally:
+            self._pumping = False
+        if session.frames_received != frames_before and not self._closing:
+            self.resetTimeout()  # type: ignore[no-untyped-call]  # any frame, even a refused one, is activity
+        self._flush()
+
+    def _dispatch(self, event: RequestReceived) -> None:
+        assert self.context is not None
+        answer = self.factory.service.handle(self.context, event)
+        answer.addCallback(self._answer, event.token)
+        answer.addErrback(self._answer_failed, event)
+
+    def _send_interim(self, token: int, response: pb.Response) -> None:
+        session = self.session
+        assert session is not None
+        session.send_interim(token, response)
+        if not self._pumping:
+            self._flush()
+
+    def _answer(self, response: pb.Response | None, token: int) -> None:
+        session = self.session
+        assert session is not None
+        if response is None:
+            session.discard(token)
+        else:
+            session.send_response(token, response)
+        if not self._pumping:
+            self._pump()
+
+    def _answer_failed(self, failure: Failure, event: RequestReceived) -> None:
+        log.failure("could not answer {message_id}", failure, message_id=event.request.message_id)
+        if self.session is not None and self.transport is not None:
+            self.transport.abortConnection()
+
+    def _flush(self) -> None:
+        session = self.session
+        assert session is not None
+        data = session.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+        if session.wants_close and not self._closing:
+            self._closing = True
+            self.setTimeout(None)  # type: ignore[no-untyped-call]
+            if session.close_reason:
+                log.info("closing connection from {peer}: {reason}",
+                         peer=self.context.peer if self.context else "?", reason=session.close_reason)
+            self._close_lingering()
+        self._update_reading()
+
+    def _close_lingering(self) -> None:
+        """Send our last bytes and a FIN, keep draining the peer's bytes for a while, then close.
+
+        Closing a socket with unread bytes makes the kernel send a reset that can overtake our
+        final frame; half-closing first lets the terminal read why it was disconnected.
+        """
+        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        if lose_write is None:
+            self.transport.loseConnection()
+            return
+        lose_write()
+        self._linger_timer = self.factory.clock.callLater(
+            self.factory.config.close_linger_s, self.transport.loseConnection
+        )
+
+    def _update_reading(self) -> None:
+        session = self.session
+        should_pause = self._write_blocked or (session is not None and session.reading_paused)
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+
+class TerminalFactory(ServerFactory):
+    protocol = TerminalProtocol  # type: ignore[assignment]
+    noisy = False  # our own log lines say when we listen and stop
+
+    def __init__(self, service: GatewayService, config: ServerConfig, clock: Any) -> None:
+        self.service = service
+        self.config = config
+        self.clock = clock
+        self.session_limits = SessionLimits(
+            max_frame_bytes=config.max_frame_bytes,
+            max_in_flight=config.max_in_flight_per_connection,
+            idle_timeout_s=config.idle_timeout_s,
+        )
+        self.connections: set[TerminalProtocol] = set()
+
+    def admit(self, protocol: TerminalProtocol) -> bool:
+        if len(self.connections) >= self.config.max_connections:
+            return False
+        self.connections.add(protocol)
+        return True
+
+    def release(self, protocol: TerminalProtocol) -> None:
+        self.connections.discard(protocol)
+
+    def close_all(self) -> Deferred[Any]:
+        """Close every connection: gently where nothing is in flight, after the grace period otherwise."""
+        closing = [p.closed for p in self.connections]
+        for protocol in list(self.connections):
+            protocol.shut_down()
+        if not closing:
+            return succeed(None)
+
+        def force() -> None:
+            for protocol in list(self.connections):
+                protocol.transport.abortConnection()
+
+        timer = self.clock.callLater(self.config.shutdown_grace_s, force)
+        done = DeferredList(closing)
+
+        def cancel_timer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(cancel_timer)
+
+
+def _peer_name(transport: Any) -> str:
+    try:
+        address = transport.getPeer()
+    except Exception:  # a transport that cannot say
+        return "unknown"
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)

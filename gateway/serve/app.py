@@ -1,0 +1,140 @@
+"""`gateway serve`: wire the configuration, the database, the service and the listeners together."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from gateway.config import GatewayConfig
+from gateway.db.engine import make_engine, redact_url
+from gateway.db.migrate import current_revision, head_revision
+from gateway.ledger.writer import LedgerWriter, WriterLimits
+from gateway.ops.logs import start_logging
+from gateway.registry.directory import TerminalDirectory
+from gateway.serve.adapter import TerminalFactory
+from gateway.serve.dispatch import GatewayService
+from gateway.serve.registry_cache import RegistryCache, RegistryCacheLimits
+from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory
+
+log = Logger(namespace="gateway.serve.app")
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message says what the operator should do."""
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard limit: each terminal is one socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            return soft
+    return soft
+
+
+def serve(config: GatewayConfig) -> int:
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor  # zope interfaces: mypy cannot see the reactor's methods
+
+    start_logging(config.log.format, config.log.level)
+    engine = make_engine(
+        config.database.url,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        sqlite_synchronous=config.database.sqlite_synchronous,
+        pool_size=config.database.worker_threads + 1,  # and the ledger's writer
+    )
+    try:
+        revision = current_revision(engine)
+    except Exception as exc:
+        raise StartupError(f"cannot open the database {redact_url(config.database.url)}: {exc}") from exc
+    expected = head_revision()
+    if revision != expected:
+        raise StartupError(
+            f"the database {redact_url(config.database.url)} is at schema revision {revision or 'none'}, "
+            f"this gateway needs {expected}: run `gateway db upgrade --db URL` first"
+        )
+    open_files = raise_open_files_limit()
+    try:
+        policies = (load_policy_directory(Path(config.ledger.policy_dir)) if config.ledger.policy_dir
+                    else load_builtin_policies())
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from exc
+    writer = LedgerWriter(engine, policies, reactor.callFromThread, WriterLimits(
+        max_batch=config.ledger.max_batch, max_queue=config.ledger.max_queue,
+        retry_attempts=config.ledger.retry_attempts, known_accounts=config.ledger.known_accounts))
+
+    pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
+    run_blocking = partial(deferToThreadPool, reactor, pool)
+    registry = RegistryCache(engine, run_blocking, RegistryCacheLimits(
+        max_entries=config.registry.cache_entries, refresh_s=config.registry.refresh_s))
+    service = GatewayService(
+        directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server,
+        reader_config=config.reader, reactor=reactor, engine=engine, writer=writer, policies=policies,
+        registry=registry,
+    )
+    factory = TerminalFactory(service, config.server, reactor)
+    ports: list[Any] = []
+    exit_code = [0]
+
+    def listen() -> None:
+        pool.start()
+        writer.start()
+        registry.start(reactor)
+        listening = [
+            serverFromString(reactor, desc).listen(factory)  # type: ignore[no-untyped-call]
+            for desc in config.server.listen
+        ]
+        gatherResults(listening, consumeErrors=True).addCallbacks(started, failed_to_listen)
+
+    def started(listening_ports: list[Any]) -> None:
+        ports.extend(listening_ports)
+        addresses = ", ".join(_address(p) for p in listening_ports)
+        log.info("gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}",
+                 addresses=addresses, db=redact_url(config.database.url), limit=open_files,
+                 years=", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies))
+        print(f"Gateway listening on {addresses}. Press Ctrl+C to stop (or send SIGTERM).", flush=True)
+
+    def failed_to_listen(failure: Failure) -> None:
+        error = failure.value
+        cause = getattr(error, "subFailure", None)
+        reason = cause.getErrorMessage() if cause is not None else failure.getErrorMessage()
+        print(f"gateway: cannot listen on {', '.join(config.server.listen)}: {reason}", file=sys.stderr, flush=True)
+        exit_code[0] = 1
+        reactor.stop()
+
+    def shutting_down() -> Deferred[Any]:
+        log.info("gateway stopping: no new connections; finishing requests in flight")
+        stopped = [maybeDeferred(p.stopListening) for p in ports]
+        return DeferredList([*stopped, factory.close_all()])
+
+    reactor.callWhenRunning(listen)
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
+    reactor.addSystemEventTrigger("before", "shutdown", registry.stop)
+    reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
+    reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
+    reactor.run()
+    engine.dispose()
+    return exit_code[0]
+
+
+def _address(port: Any) -> str:
+    address = port.getHost()
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"

@@ -1,0 +1,258 @@
+"""What the gateway does with each request a session delivers.
+
+The session (gateway.protocol.session) has already checked the envelope and the sign-in state; here
+each body gets its answer. Blocking work (the registry, later the card readers and the ledger) goes
+through `run_blocking`, which the server backs with a thread pool so the reactor never waits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+
+from gateway.config import ReaderConfig, ServerConfig
+from gateway.protocol.messages import pb
+from gateway.protocol.responses import make_response
+from gateway.protocol.session import RequestReceived
+from gateway.reader.card import CardData
+from gateway.reader.relay import ApduRelay
+from gateway.registry.credentials import verify_credential
+from gateway.registry.directory import TerminalDirectory, TerminalRecord
+from gateway.serve import handlers
+from gateway.serve.handlers import SettlementHandlers
+from gateway.serve.readers import ReaderAssignments
+from gateway.serve.registry_cache import RegistryCache
+from gateway.settlement.calendar import beijing_today, utc_now
+from gateway.settlement.policy import PolicyBook, load_builtin_policies
+
+if TYPE_CHECKING:
+    from gateway.ledger.writer import LedgerWriter
+
+RunBlocking = Callable[..., "Deferred[Any]"]
+
+log = Logger(namespace="gateway.serve.dispatch")
+
+# The bodies that move money or read the card: gateway.serve.handlers answers them.
+
+
+@dataclass
+class ConnectionContext:
+    """What the service remembers about one connection."""
+
+    peer: str
+    session_id: str
+    terminal: TerminalRecord | None = None
+    # The terminal's own card reader, driven over this connection (set by the server adapter).
+    relay: ApduRelay | None = None
+
+
+@dataclass
+class TerminalSessions:
+    """Open signed-in sessions per terminal id, bounded by max_sessions_per_terminal."""
+
+    max_sessions_per_terminal: int
+    _open: dict[str, int] = field(default_factory=dict)
+
+    def try_acquire(self, terminal_id: str) -> bool:
+        count = self._open.get(terminal_id, 0)
+        if count >= self.max_sessions_per_terminal:
+            return False
+        self._open[terminal_id] = count + 1
+        return True
+
+    def release(self, terminal_id: str) -> None:
+        count = self._open.get(terminal_id, 0) - 1
+        if count > 0:
+            self._open[terminal_id] = count
+        else:
+            self._open.pop(terminal_id, None)
+
+    def open_sessions(self, terminal_id: str) -> int:
+        return self._open.get(terminal_id, 0)
+
+
+class GatewayService:
+    def __init__(
+        self,
+        *,
+        directory: TerminalDirectory,
+        run_blocking: RunBlocking,
+        server_config: ServerConfig,
+        reader_config: ReaderConfig | None = None,
+        reactor: Any = None,
+        today: Callable[[], date] = beijing_today,
+        engine: Engine | None = None,
+        writer: LedgerWriter | None = None,
+        policies: PolicyBook | None = None,
+        now: Callable[[], datetime] = utc_now,
+        registry: RegistryCache | None = None,
+    ) -> None:
+        self._directory = directory
+        self._run_blocking = run_blocking
+        self._config = server_config
+        self.reader_config = reader_config or ReaderConfig()
+        self.sessions = TerminalSessions(server_config.max_sessions_per_terminal)
+        self.readers = ReaderAssignments(self.reader_config, reactor, self.forget_card)
+        # The card last read at each terminal, until it is removed (a CardEvent or the reader's own
+        # monitor says so). Later requests of the same visit use it instead of reading again.
+        self.card_cache: dict[str, CardData] = {}
+        self.settlement: SettlementHandlers | None = None
+        if engine is not None and writer is not None:
+            if registry is None:
+                raise ValueError("settling needs the registry's facts: pass a started RegistryCache")
+            self.settlement = SettlementHandlers(
+                engine=engine, run_blocking=run_blocking, writer=writer,
+                policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
+                today=today, now=now, registry=registry,
+            )
+        self._session_ids = itertools.count(1)
+        self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {
+            "sign_in": self._sign_in,
+            "sign_out": self._sign_out,
+            "heartbeat": self._heartbeat,
+            "card_event": self._card_event,
+            "apdu_result": self._apdu_result,
+        }
+
+    def new_context(self, peer: str) -> ConnectionContext:
+        return ConnectionContext(peer=peer, session_id=f"S{next(self._session_ids):08d}")
+
+    def forget_card(self, key: str) -> None:
+        self.card_cache.pop(key, None)
+
+    def card_key(self, context: ConnectionContext) -> str:
+        """Where the card read for this connection is remembered. A card in the terminal's own reader belongs
+        to this connection (a terminal id may hold several); a reader of the gateway's to the terminal id."""
+        assert context.terminal is not None
+        terminal = context.terminal
+        if self.readers.spec_for(terminal.terminal_id, terminal.reader).kind == "terminal":
+            return f"{terminal.terminal_id}/{context.session_id}"
+        return terminal.terminal_id
+
+    def connection_closed(self, context: ConnectionContext) -> None:
+        if context.relay is not None:
+            context.relay.connection_lost()
+        if context.terminal is not None:
+            if self.readers.spec_for(context.terminal.terminal_id, context.terminal.reader).kind == "terminal":
+                self.forget_card(self.card_key(context))
+            self.sessions.release(context.terminal.terminal_id)
+            log.info("terminal {terminal_id} disconnected ({session_id})",
+                     terminal_id=context.terminal.terminal_id, session_id=context.session_id)
+            context.terminal = None
+
+    def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
+        """The answer to one request; never fails (errors become INTERNAL_ERROR)."""
+        handler = self._handlers.get(event.body)
+        if handler is None and event.body in handlers.BODIES and self.settlement is not None:
+            handler = self._settling
+        if handler is None:
+            return succeed(make_response(
+                event.request.message_id, pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
+                detail_en=f"{event.body} is not offered by this gateway",
+                detail_zh=f"本网关不支持{event.body}交易",
+            ))
+        result: Deferred[pb.Response | None] = maybeDeferred(handler, context, event)
+        result.addErrback(self._internal_error, context, event)
+        return result
+
+    def _internal_error(self, failure: Any, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        # The request itself is not logged: it may carry a PIN.
+        log.failure("request {message_id} ({body}) from {session_id} failed", failure,
+                    message_id=event.request.message_id, body=event.body, session_id=context.session_id)
+        return make_response(event.request.message_id, pb.STATUS_CODE_INTERNAL_ERROR)
+
+    # Handlers -------------------------------------------------------------------------------
+
+    def _sign_in(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
+        request = event.request
+        looked_up: Deferred[TerminalRecord | None] = self._run_blocking(
+            self._directory.find_terminal, request.terminal_id
+        )
+        return looked_up.addCallback(self._signed_in, context, request)
+
+    def _signed_in(
+        self, record: TerminalRecord | None, context: ConnectionContext, request: pb.Request
+    ) -> pb.Response:
+        message_id = request.message_id
+        terminal_id = request.terminal_id
+        if record is None or not verify_credential(request.sign_in.credential, record.credential_hash):
+            log.warn("sign-in refused for {terminal_id} from {peer}: unknown terminal or wrong credential",
+                     terminal_id=terminal_id, peer=context.peer)
+            return make_response(message_id, pb.STATUS_CODE_UNKNOWN_TERMINAL)
+        if not record.enabled:
+            log.warn("sign-in refused for {terminal_id}: terminal disabled", terminal_id=terminal_id)
+            return make_response(message_id, pb.STATUS_CODE_TERMINAL_DISABLED)
+        if not record.institution_enabled:
+            log.warn("sign-in refused for {terminal_id}: institution {institution} disabled",
+                     terminal_id=terminal_id, institution=record.institution_code)
+            return make_response(message_id, pb.STATUS_CODE_INSTITUTION_DISABLED)
+        already_signed_in = context.terminal is not None
+        if not already_signed_in and not self.sessions.try_acquire(terminal_id):
+            log.warn("sign-in refused for {terminal_id}: {count} sessions already open",
+                     terminal_id=terminal_id, count=self.sessions.open_sessions(terminal_id))
+            return make_response(
+                message_id, pb.STATUS_CODE_TOO_MANY_SESSIONS,
+                detail_en=f"at most {self._config.max_sessions_per_terminal}",
+                detail_zh=f"上限{self._config.max_sessions_per_terminal}个",
+            )
+        context.terminal = record
+        log.info("terminal {terminal_id} of {institution} signed in from {peer} ({session_id}, software {software})",
+                 terminal_id=terminal_id, institution=record.institution_code, peer=context.peer,
+                 session_id=context.session_id, software=request.sign_in.software_version[:64])
+        response = make_response(message_id, pb.STATUS_CODE_OK)
+        result = response.sign_in
+        result.institution_code = record.institution_code
+        result.institution_name = record.institution_name
+        result.session_id = context.session_id
+        result.limits.max_frame_bytes = self._config.max_frame_bytes
+        result.limits.idle_timeout_s = int(self._config.idle_timeout_s)
+        result.limits.max_in_flight_requests = self._config.max_in_flight_per_connection
+        return response
+
+    def _sign_out(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        response = make_response(event.request.message_id, pb.STATUS_CODE_OK)
+        response.sign_out.SetInParent()
+        return response
+
+    def _heartbeat(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        response = make_response(event.request.message_id, pb.STATUS_CODE_OK)
+        response.heartbeat.SetInParent()
+        return response
+
+    def _settling(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
+        assert self.settlement is not None and context.terminal is not None
+        return Deferred.fromCoroutine(self.settlement.handle(context.terminal, context.relay, event,
+                                                             self.card_key(context)))
+
+    def _card_event(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
+        request = event.request
+        kind = request.card_event.kind
+        if kind == pb.CARD_EVENT_KIND_UNSPECIFIED:
+            return make_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                                 detail_en="card_event.kind must be INSERTED or REMOVED",
+                                 detail_zh="插拔卡事件类型缺失")
+        assert context.terminal is not None and context.relay is not None
+        # Either way the card data read before belongs to a card that is no longer there.
+        self.forget_card(self.card_key(context))
+        context.relay.card_event(kind, request.card_event.atr)
+        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+        response.card_event.SetInParent()
+        return response
+
+    def _apdu_result(self, context: ConnectionContext, event: RequestReceived) -> pb.Response | None:
+        request = event.request
+        if context.relay is not None and context.relay.deliver(request.apdu_result):
+            return None  # an answer to our script: not answered itself
+        script_id = request.apdu_result.script_id[:64]
+        return make_response(
+            request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+            detail_en=f"no APDU script {script_id!r} is outstanding for this terminal (late or unknown)",
+            detail_zh=f"没有待回复的APDU脚本{script_id}（已超时或不存在）",
+        )

@@ -1,0 +1,338 @@
+"""ReadCard, QueryBalance, PreSettle, Settle, Revoke, Reverse and QueryTransaction, end to end.
+
+read the card (the reader serving the terminal) -> registry facts -> rules -> the PIN on the card where
+the rules want it -> the ledger's writer -> the answer, sent only after the ledger's commit returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from twisted.logger import Logger
+
+from gateway.identity import mask_id
+from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, content_hash
+from gateway.ledger.reads import LedgerReader
+from gateway.ledger.responses import fill_balances, fill_split, refusal_response, repeated_response
+from gateway.ledger.writer import LedgerWriter
+from gateway.ops.logs import debug_enabled, error_line
+from gateway.protocol.messages import pb
+from gateway.protocol.responses import make_response
+from gateway.protocol.session import MAX_MESSAGE_ID_CHARS, RequestReceived
+from gateway.reader.card import CardData
+from gateway.reader.driver import SocialSecurityCardDriver
+from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
+from gateway.registry.directory import TerminalRecord
+from gateway.serve.readers import ReaderAssignments
+from gateway.serve.reads import load_state
+from gateway.serve.registry_cache import RegistryCache
+from gateway.settlement.facts import (
+    Balances,
+    ChipFacts,
+    Facts,
+    InsuranceType,
+    Purpose,
+    SettlementRequest,
+    YearToDate,
+)
+from gateway.settlement.policy import PolicyBook
+from gateway.settlement.rules import Decision, Refusal, decide, has_filing_here, settlement_needs_pin
+
+log = Logger(namespace="gateway.serve.handlers")
+T = TypeVar("T")
+
+INSURANCE_TYPES = {
+    InsuranceType.EMPLOYEE_ACTIVE: pb.INSURANCE_TYPE_EMPLOYEE_ACTIVE,
+    InsuranceType.EMPLOYEE_RETIRED: pb.INSURANCE_TYPE_EMPLOYEE_RETIRED,
+    InsuranceType.RESIDENT: pb.INSURANCE_TYPE_RESIDENT,
+}
+
+
+# The bodies this module answers; gateway.serve.dispatch routes them here.
+BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"})
+
+
+class Unavailable(Exception):
+    """The database could not be reached: the terminal is told to retry."""
+
+
+class SettlementHandlers:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        run_blocking: Callable[..., Any],
+        writer: LedgerWriter,
+        policies: PolicyBook,
+        readers: ReaderAssignments,
+        card_cache: dict[str, CardData],
+        today: Callable[[], date],
+        now: Callable[[], datetime],
+        registry: RegistryCache,
+    ) -> None:
+        self._engine = engine
+        self.registry = registry
+        writer.on_registry_write = self.registry.forget_all
+        self._run_blocking = run_blocking
+        self.writer = writer
+        self.ledger = LedgerReader(engine)
+        self.policies = policies
+        self._readers = readers
+        self._cards = card_cache
+        self._today = today
+        self._now = now
+
+    async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await _available(self._run_blocking(function, *args))
+
+    # Entry point ---------------------------------------------------------------------------------
+
+    async def handle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived,
+                     key: str) -> pb.Response:
+        """`key` names where the card read at this terminal is remembered (gateway.serve.dispatch.card_key)."""
+        message_id = event.request.message_id
+        try:
+            if event.body == "read_card":
+                return await self._read_card(terminal, relay, event, key)
+            if event.body == "query_balance":
+                return await self._query_balance(terminal, relay, event, key)
+            if event.body in ("pre_settle", "settle"):
+                return await self._settle(terminal, relay, event, key, write=event.body == "settle")
+            if event.body == "revoke":
+                return await self._revoke(terminal, event)
+            if event.body == "reverse":
+                return await self._reverse(terminal, event)
+            if event.body == "query_transaction":
+                return await self._query_transaction(terminal, event)
+            raise ValueError(f"{event.body} is not answered here (gateway.serve.handlers.BODIES)")
+        except CardProblem as problem:
+            if problem.status in (pb.STATUS_CODE_CARD_NOT_PRESENT, pb.STATUS_CODE_CARD_REMOVED):
+                self._cards.pop(key, None)
+            response = make_response(message_id, problem.status, detail_en=problem.detail_en,
+                                     detail_zh=problem.detail_zh)
+            if isinstance(problem, PinWrong):
+                response.pin_tries_left = problem.tries_left
+            return response
+        except Unavailable:
+            return refusal_response(message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
+                                    "the database cannot be reached", "数据库暂时不可用")
+
+    # The card and the facts --------------------------------------------------------------------
+
+    def _driver(self, terminal: TerminalRecord, relay: Any, token: int) -> SocialSecurityCardDriver:
+        reader = self._readers.reader_for(terminal.terminal_id, terminal.reader, relay, token)
+        return SocialSecurityCardDriver(reader, today=self._today)
+
+    async def _card(self, terminal: TerminalRecord, relay: Any, token: int, key: str, fresh: bool = False
+                    ) -> CardData:
+        cached = None if fresh else self._cards.get(key)
+        if cached is not None:
+            return cached
+        card: CardData = await self._driver(terminal, relay, token).read()
+        self._cards[key] = card
+        return card
+
+    async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
+        """The facts the rules decide on, with the balances and year-to-date totals as the database has them now
+        (what PreSettle and QueryBalance show)."""
+        registry, institution, balances, year_to_date = await self._blocking(
+            load_state, self._engine, terminal.institution_code, card.card_number, card.social_security_number,
+            request.on.year)
+        return Facts(request, _chip(card), registry, institution, balances, year_to_date)
+
+    async def _registry_facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
+        """The facts without balances, from the registry held in memory: for ReadCard and Settle, where whether
+        to refuse and whether a PIN is needed is all the gateway decides before the ledger (neither depends on
+        balances; the writer decides the split on the balances it locks)."""
+        registry, institution = await _available(self.registry.facts(
+            terminal.institution_code, card.card_number, card.social_security_number))
+        return Facts(request, _chip(card), registry, institution)
+
+    async def _verify_pin(self, terminal: TerminalRecord, relay: Any, token: int, key: str, pin: str,
+                          card: CardData) -> None:
+        """VERIFY on the card in the reader, checking in the same script that it is the card the facts came from."""
+        try:
+            await self._driver(terminal, relay, token).verify_pin(pin, card.card_number)
+        except CardRemoved:
+            self._cards.pop(key, None)
+            raise
+
+    # ReadCard ------------------------------------------------------------------------------------
+
+    async def _read_card(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str
+                         ) -> pb.Response:
+        message_id = event.request.message_id
+        card = await self._card(terminal, relay, event.token, key, fresh=True)
+        if debug_enabled():
+            log.debug("card {card_number} ({holder}) read at {terminal_id}", card_number=card.card_number,
+                      holder=mask_id(card.social_security_number), terminal_id=terminal.terminal_id)
+        facts = await self._registry_facts(terminal, card, SettlementRequest(Purpose.READ_CARD, self._today()))
+        outcome = decide(facts, self.policies)
+        if isinstance(outcome, Refusal):
+            return _refusal(message_id, outcome)
+        response = make_response(message_id, pb.STATUS_CODE_OK)
+        fill_card(response.read_card.card, card)
+        person = facts.registry.person
+        registered = facts.registry.card
+        assert person is not None and registered is not None
+        response.read_card.card.kind = (pb.CARD_KIND_OLD_MEDICAL_IC if registered.kind.value == "old_medical_ic"
+                                        else pb.CARD_KIND_SOCIAL_SECURITY)
+        insured = response.read_card.insured
+        insured.insurance_type = INSURANCE_TYPES[person.insurance_type]
+        insured.insured_region_code = person.insured_region_code
+        insured.pin_required = settlement_needs_pin(facts)
+        insured.filed_for_care_elsewhere = has_filing_here(facts)
+        return response
+
+    # QueryBalance ----------------------------------------------------------------------------------
+
+    async def _query_balance(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str
+                             ) -> pb.Response:
+        message_id, body = event.request.message_id, event.request.query_balance
+        card = await self._card(terminal, relay, event.token, key)
+        facts = await self._facts(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
+                                                                         pin_supplied=bool(body.pin)))
+        outcome = decide(facts, self.policies)
+        if isinstance(outcome, Refusal):
+            return _refusal(message_id, outcome)
+        if outcome.pin_required:
+            await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
+        response = make_response(message_id, pb.STATUS_CODE_OK)
+        response.query_balance.card_number = card.card_number
+        self._fill_balances(response.query_balance.balances, facts, facts.balances, facts.year_to_date)
+        return response
+
+    def _fill_balances(self, message: pb.Balances, facts: Facts, balances: Balances, ytd: YearToDate) -> None:
+        policy = self.policies.for_date(facts.request.on)
+        person = facts.registry.person
+        assert person is not None
+        deductible, cap = policy.limits_for(person.insurance_type) if policy is not None else (0, 0)
+        fill_balances(message, year=facts.request.on.year, current_year_fen=balances.current_year_fen,
+                      prior_years_fen=balances.prior_years_fen, deductible_counted_ytd_fen=ytd.deductible_counted_fen,
+                      deductible_fen=deductible, pooled_paid_ytd_fen=ytd.pooled_fund_paid_fen, pooled_cap_fen=cap)
+
+    # PreSettle and Settle --------------------------------------------------------------------------
+
+    async def _settle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str, write: bool
+                      ) -> pb.Response:
+        request = event.request
+        message_id = request.message_id
+        body = request.settle if write else request.pre_settle
+        digest = content_hash(request) if write else ""  # PreSettle records nothing: no hash to compare
+        if write and key not in self._cards:
+            # A retry gets its one outcome again without touching the card: look before reading it.
+            stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
+            if stored is not None:
+                return repeated_response(message_id, stored.outcome, stored.content_hash, digest, stored.response)
+        card = await self._card(terminal, relay, event.token, key)
+        settle_request = SettlementRequest(
+            Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
+            tuple(item.amount_fen for item in body.items), pin_supplied=bool(body.pin))
+        if write:
+            facts = await self._registry_facts(terminal, card, settle_request)
+        else:
+            facts = await self._facts(terminal, card, settle_request)
+        outcome = decide(facts, self.policies)
+        if isinstance(outcome, Refusal):
+            if write:
+                # A retry of a settlement that went through may now be refused (its own first use of the card
+                # cancelled the old one): its one outcome is what it gets.
+                stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
+                if stored is not None:
+                    return repeated_response(message_id, stored.outcome, stored.content_hash, digest,
+                                             stored.response)
+            return _refusal(message_id, outcome)
+        if outcome.pin_required:
+            # Verified on the card itself, before anything is written.
+            await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
+        if not write:
+            return self._pre_settlement(message_id, card, facts, outcome)
+        intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())
+        response: pb.Response = await self.writer.submit(intent)
+        if response.status == pb.STATUS_CODE_OK and debug_enabled():
+            log.debug("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",
+                     settlement_id=response.settle.settlement_id, terminal_id=terminal.terminal_id,
+                     total=response.settle.split.total_fen, holder=mask_id(card.social_security_number))
+        return response
+
+    def _pre_settlement(self, message_id: str, card: CardData, facts: Facts, outcome: Decision) -> pb.Response:
+        split = outcome.split
+        assert split is not None
+        response = make_response(message_id, pb.STATUS_CODE_OK)
+        result = response.pre_settle
+        result.card_number = card.card_number
+        fill_split(result.split, split)
+        after = Balances(facts.balances.current_year_fen - split.current_year_account_fen,
+                         facts.balances.prior_years_fen - split.prior_years_account_fen)
+        ytd = YearToDate(facts.year_to_date.deductible_counted_fen + split.deductible_counted_fen,
+                         facts.year_to_date.pooled_fund_paid_fen + split.pooled_fund_fen)
+        self._fill_balances(result.balances_after, facts, after, ytd)
+        result.policy_version = outcome.policy_version or ""
+        return response
+
+    # Revoke, Reverse, QueryTransaction --------------------------------------------------------------
+
+    async def _revoke(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
+        request = event.request
+        settlement_id = request.revoke.settlement_id
+        if not 0 < len(settlement_id) <= 32:
+            return refusal_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                                    "revoke.settlement_id is required", "缺少结算编号")
+        intent = RevokeIntent(terminal.terminal_id, request.message_id, content_hash(request),
+                              terminal.institution_code, settlement_id, self._now())
+        response: pb.Response = await self.writer.submit(intent)
+        return response
+
+    async def _reverse(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
+        request = event.request
+        original = request.reverse.original_message_id
+        if not 0 < len(original) <= MAX_MESSAGE_ID_CHARS or original == request.message_id:
+            return refusal_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                                    "reverse.original_message_id must name another message of this terminal",
+                                    "缺少或错误的原报文编号")
+        intent = ReverseIntent(terminal.terminal_id, request.message_id, content_hash(request), original, self._now())
+        response: pb.Response = await self.writer.submit(intent)
+        return response
+
+    async def _query_transaction(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
+        request = event.request
+        key = request.query_transaction.WhichOneof("key")
+        if key is None:
+            return refusal_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                                    "query_transaction needs message_id or settlement_id", "缺少查询条件")
+        value = getattr(request.query_transaction, key)
+        result = await self._blocking(
+            self.ledger.query_transaction, terminal.terminal_id, terminal.institution_code,
+            value if key == "message_id" else None, value if key == "settlement_id" else None)
+        if result is None:
+            return refusal_response(request.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND, f"nothing under {value}",
+                                    f"未找到{value}")
+        response = make_response(request.message_id, pb.STATUS_CODE_OK)
+        response.query_transaction.CopyFrom(result)
+        return response
+
+
+async def _available(pending: Awaitable[T]) -> T:
+    """`pending`'s result; a database that cannot be reached becomes Unavailable (the terminal retries)."""
+    try:
+        return await pending
+    except DBAPIError as exc:
+        log.warn("database unavailable: {error}", error=error_line(exc))
+        raise Unavailable() from exc
+
+
+def _chip(card: CardData) -> ChipFacts:
+    return ChipFacts(card.card_number, card.social_security_number, card.issuing_region_code, card.expiry_date)
+
+
+def _refusal(message_id: str, refusal: Refusal) -> pb.Response:
+    return make_response(message_id, refusal.status, detail_en=refusal.detail_en, detail_zh=refusal.detail_zh)
+
+
+def fill_card(message: pb.Card, card: CardData) -> None:
+    for name, value in card.as_dict().items():
+        setattr(message, name, value)
