@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ GOOD = BUILT_IN.read_text(encoding="utf-8")
 
 def test_the_built_in_years_load_and_are_marked_illustrative() -> None:
     book = load_builtin_policies()
-    assert book.years == [2025, 2026]
+    assert book.years == [2025, 2026, 2027]
     for policy in book.policies:
         assert policy.illustrative
         assert policy.employee.deductible_fen == 75_000 and policy.employee.retired_deductible_fen == 30_000
@@ -23,6 +23,16 @@ def test_the_built_in_years_load_and_are_marked_illustrative() -> None:
         active = policy.employee.outpatient[0]
         assert (active.community, active.secondary, active.tertiary) == (8_600, 8_000, 7_500)
     assert "ILLUSTRATIVE" in GOOD
+
+
+def test_the_built_in_years_cover_every_day_through_2027_without_a_gap() -> None:
+    # 2027-01-01 is a business day like any other: a gateway must not answer TEMPORARILY_UNAVAILABLE then.
+    book = load_builtin_policies()
+    day, last = date(2025, 1, 1), date(2027, 12, 31)
+    while day <= last:
+        assert book.for_date(day) is not None, f"no built-in policy covers {day}"
+        day += timedelta(days=1)
+    assert book.for_date(date(2027, 1, 1)).version == "NB-2027-illustrative-1"  # type: ignore[union-attr]
 
 
 def test_a_policy_is_chosen_by_date() -> None:
