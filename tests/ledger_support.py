@@ -61,3 +61,11 @@ def balances_of(engine: Engine, card_number: str, year: int = 2026) -> tuple[int
     _, _, balances, ytd = load_state(engine, INSTITUTION, card_number, holder.person.social_security_number, year)
     return (balances.current_year_fen, balances.prior_years_fen, ytd.deductible_counted_fen,
             ytd.pooled_fund_paid_fen)
+
+
+def mark_closed(engine: Engine, day: date) -> None:
+    """The row `gateway day close` leaves for `day` (finance's own checks before closing are theirs to test)."""
+    from gateway.ledger.tables import CLOSED_DAYS
+
+    with engine.begin() as conn:
+        conn.execute(CLOSED_DAYS.insert().values(business_date=day, transactions=0, total_fen=0, closed_by="test"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -17,12 +17,12 @@ from gateway.ledger.batch import Batch
 from gateway.ledger.check import check_ledger
 from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord
-from gateway.ledger.rollover import rollover
+from gateway.ledger.rollover import RolloverRefused, rollover
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
-from tests.ledger_support import CARDS, NOW, TODAY, balances_of, reverse, revoke, settle
+from tests.ledger_support import CARDS, NOW, TODAY, balances_of, mark_closed, reverse, revoke, settle
 
 OK = pb.STATUS_CODE_OK
 POLICIES = load_builtin_policies()
@@ -307,11 +307,29 @@ def test_a_refused_settlement_writes_nothing(ledger_engine: Engine, writer: Inli
 def test_rollover_moves_current_year_balances_once(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
     one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000))
     current, prior, _, _ = balances_of(ledger_engine, IN_CITY)
-    first = rollover(ledger_engine, 2026)
+    mark_closed(ledger_engine, date(2026, 12, 31))
+    first = rollover(ledger_engine, 2026, today=date(2027, 1, 1))
     assert first.persons >= 1 and first.moved_fen >= current
     assert balances_of(ledger_engine, IN_CITY)[:2] == (0, current + prior)
-    second = rollover(ledger_engine, 2026)
+    second = rollover(ledger_engine, 2026, today=date(2027, 1, 2))
     assert (second.persons, second.moved_fen) == (0, 0) and second.already_done == first.persons
+    assert_consistent(ledger_engine)
+
+
+@pytest.mark.parametrize(("today", "close_last_day", "why"), [
+    (date(2026, 12, 3), True, "insurance year 2026 is not over: today is 2026-12-03 in Beijing"),
+    (date(2026, 12, 31), True, "insurance year 2026 is not over: today is 2026-12-31"),
+    (date(2027, 1, 1), False, "2026-12-31, the last day of 2026, is not closed"),
+])
+def test_rollover_refuses_a_year_that_is_not_over_or_not_closed(
+        ledger_engine: Engine, writer: InlineLedgerWriter, today: date, close_last_day: bool, why: str) -> None:
+    one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000))
+    before = balances_of(ledger_engine, IN_CITY)
+    if close_last_day:
+        mark_closed(ledger_engine, date(2026, 12, 31))
+    with pytest.raises(RolloverRefused, match=why):
+        rollover(ledger_engine, 2026, today=today)
+    assert balances_of(ledger_engine, IN_CITY) == before
     assert_consistent(ledger_engine)
 
 
@@ -362,8 +380,12 @@ def test_the_ledger_commands(ledger_engine: Engine, writer: InlineLedgerWriter, 
     lines = out.read_text().splitlines()
     assert lines[0].startswith("business_date,recorded_at,kind,status,settlement_id")
     assert len(lines) == 2 and ",settled," in lines[1]
-    assert main(["ledger", "rollover", "--db", url, "--year", "2026"]) == 0
-    assert main(["ledger", "rollover", "--db", url, "--year", "2026"]) == 0
+    # The year must be over in Beijing time (any run of this suite is after 2025) and its last day closed.
+    assert main(["ledger", "rollover", "--db", url, "--year", "2025"]) == 1
+    assert "2025-12-31, the last day of 2025, is not closed" in capsys.readouterr().err
+    mark_closed(ledger_engine, date(2025, 12, 31))
+    assert main(["ledger", "rollover", "--db", url, "--year", "2025"]) == 0
+    assert main(["ledger", "rollover", "--db", url, "--year", "2025"]) == 0
     assert "0 persons, 0.00 yuan moved" in capsys.readouterr().out
     with ledger_engine.begin() as conn:
         conn.execute(update(LedgerAccount).where(LedgerAccount.code == "institution:H33020300001:receivable")

@@ -62,13 +62,18 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         else:
             _export(engine, args.date, sys.stdout, args.format)
         return EXIT_OK
-    from gateway.ledger.rollover import rollover
+    from gateway.ledger.rollover import RolloverRefused, rollover
     from gateway.money import format_fen
+    from gateway.settlement.calendar import beijing_today
 
     if not 2000 <= args.year <= 2100:
         print(f"gateway: year {args.year} is out of range", file=sys.stderr)
         return EXIT_USAGE
-    report = rollover(engine, args.year)
+    try:
+        report = rollover(engine, args.year, today=beijing_today())
+    except RolloverRefused as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"rollover {args.year}: {report.persons} persons, {format_fen(report.moved_fen)} yuan moved into prior-years "
           f"accounts; {report.already_done} already rolled over")
     return EXIT_OK

@@ -2,6 +2,10 @@
 
 One balanced transaction per person, keyed "rollover:Y:<ssn>", so running it again changes nothing.
 Persons are handled in chunks, each chunk one database transaction with the persons' accounts locked.
+
+It runs only once year Y is over in Beijing time and its last business day (Y-12-31) is closed: a rollover
+during the year would move money that the year's own settlements and revokes still use, and the real rollover
+would then find every person "already rolled over" and never move what came back.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ from gateway.ledger.batch import new_ref
 from gateway.ledger.models import AccountKind, TransactionKind
 from gateway.ledger.postings import rollover_postings
 from gateway.ledger.sql import locked_balances, post_once
-from gateway.ledger.tables import ACCOUNTS
+from gateway.ledger.tables import ACCOUNTS, CLOSED_DAYS
 
 CHUNK_PERSONS = 1_000
+
+
+class RolloverRefused(ValueError):
+    """The year cannot be rolled over yet; the message says why and what to do."""
 
 
 @dataclass
@@ -30,10 +38,20 @@ class RolloverReport:
     already_done: int = 0
 
 
-def rollover(engine: Engine, year: int, on: date | None = None) -> RolloverReport:
+def rollover(engine: Engine, year: int, *, today: date, on: date | None = None) -> RolloverReport:
+    """Roll `year` over on `today` (the Beijing business day it runs), booked on `on` (default: Y+1-01-01)."""
+    last_day = date(year, 12, 31)
+    if today <= last_day:
+        raise RolloverRefused(f"insurance year {year} is not over: today is {today} in Beijing; "
+                              f"the rollover runs from {year + 1}-01-01")
     report = RolloverReport(year)
     day = on or date(year + 1, 1, 1)
     with engine.connect() as conn:
+        closed = conn.execute(select(CLOSED_DAYS.c.business_date).where(
+            CLOSED_DAYS.c.business_date == last_day)).first()
+        if closed is None:
+            raise RolloverRefused(f"{last_day}, the last day of {year}, is not closed: reconcile and close it first "
+                                  f"(gateway day close --date {last_day})")
         owners = list(conn.scalars(select(ACCOUNTS.c.owner).where(
             ACCOUNTS.c.kind == AccountKind.PERSON_CURRENT_YEAR.value).order_by(ACCOUNTS.c.owner)))
     for start in range(0, len(owners), CHUNK_PERSONS):
