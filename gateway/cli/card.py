@@ -6,11 +6,14 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from twisted.internet.defer import ensureDeferred
 
+from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, Run, add_config
+from gateway.config import GatewayConfig
 from gateway.identity import mask_id
 from gateway.reader.apdu import ApduError, pin_to_bcd
 from gateway.reader.base import CardReader
@@ -19,29 +22,31 @@ from gateway.reader.driver import SocialSecurityCardDriver
 from gateway.reader.errors import CardProblem, PinLocked, PinWrong
 from gateway.reader.spec import ReaderSpec
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 READER_HELP = ('a PC/SC reader name as `gateway card readers` lists it, or virtual:CARD_NUMBER for a card of the '
                'demo population (default: the first PC/SC reader)')
 
 
-def add_card_commands(commands: Any, add_config: Any) -> None:
+def add_commands(commands: Commands) -> None:
     card = commands.add_parser("card", help="the card reader on this host",
                                description="Read social security cards in a reader on this host.")
     actions = card.add_subparsers(dest="card_command", metavar="ACTION", required=True)
-    actions.add_parser("readers", help="list the PC/SC readers",
-                       description="List the PC/SC readers pcscd knows, and whether each holds a card.")
+    readers = actions.add_parser("readers", help="list the PC/SC readers",
+                                 description="List the PC/SC readers pcscd knows, and whether each holds a card.")
+    readers.set_defaults(run=_on_the_reactor(_list_readers))
     read = actions.add_parser("read", help="read the card and its holder",
                               description="Read and check the card in a reader. The ID number is masked "
                                           "unless --show-id is given.")
     read.add_argument("--reader", metavar="NAME", help=READER_HELP)
     read.add_argument("--json", action="store_true", help="print one JSON object")
     read.add_argument("--show-id", action="store_true", help="print the social security number unmasked")
+    read.set_defaults(run=_on_the_reactor(_read_card))
     verify = actions.add_parser(
         "verify-pin", help="check the card's PIN",
         description="Check the card's PIN. The PIN is read from a hidden prompt, or from standard input when "
                     "that is not a terminal — never from the command line. Exits 0 only if the card accepted it.",
     )
     verify.add_argument("--reader", metavar="NAME", required=True, help=READER_HELP)
+    verify.set_defaults(run=_on_the_reactor(_verify_pin))
     reset = actions.add_parser(
         "reset-pin", help="card agency: unblock and reset the PIN",
         description="Card agency operation: reset a locked PIN under the agency key (RESET RETRY COUNTER). The "
@@ -53,74 +58,86 @@ def add_card_commands(commands: Any, add_config: Any) -> None:
                      help="file holding the agency master key in hex (at least 32 hex digits)")
     key.add_argument("--demo-key", action="store_true", help="the demo population's agency key (virtual cards)")
     reset.add_argument("--initial", action="store_true", help="reset to the initial PIN 000000 instead of asking")
+    reset.set_defaults(run=_on_the_reactor(_reset_pin))
     for parser in (read, verify, reset):
         add_config(parser)
 
 
-def run_card_command(args: argparse.Namespace, config: Any) -> int:
-    from twisted.internet import task
+# A card action: the arguments, the configuration and the running reactor in; the exit status out.
+CardAction: TypeAlias = Callable[[argparse.Namespace, GatewayConfig, Any], Awaitable[int]]
 
-    result: list[int] = []
 
-    def main(reactor: Any) -> Any:
-        async def run() -> None:
-            result.append(await _dispatch(args, config, reactor))
-        return ensureDeferred(run())
+def _on_the_reactor(action: CardAction) -> Run:
+    """The command that runs `action` on the reactor and says how the card answered."""
 
+    def run(args: argparse.Namespace, config: GatewayConfig) -> int:
+        from twisted.internet import task
+
+        result: list[int] = []
+
+        def main(reactor: Any) -> Any:
+            async def act() -> None:
+                result.append(await _explained(action(args, config, reactor)))
+            return ensureDeferred(act())
+
+        try:
+            task.react(main)
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
+        return result[0] if result else EXIT_FAILED
+
+    return run
+
+
+async def _explained(acting: Awaitable[int]) -> int:
+    """The action's exit status, or the card's refusal or a usage error said in one line."""
     try:
-        task.react(main)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            return int(exc.code) if isinstance(exc.code, int) else EXIT_REFUSED
-    return result[0] if result else EXIT_REFUSED
-
-
-async def _dispatch(args: argparse.Namespace, config: Any, reactor: Any) -> int:
-    try:
-        if args.card_command == "readers":
-            return _list_readers()
-        reader = _open_reader(args.reader, config, reactor)
-        driver = SocialSecurityCardDriver(reader)
-        if args.card_command == "read":
-            card = await driver.read()
-            _print_card(card, as_json=args.json, show_id=args.show_id)
-            return EXIT_OK
-        if args.card_command == "verify-pin":
-            pin = _read_pin("PIN: ")
-            await driver.verify_pin(pin)
-            print("PIN accepted")
-            return EXIT_OK
-        return await _reset_pin(args, driver)
+        return await acting
     except PinWrong as exc:
         print(f"gateway: wrong PIN; {exc.tries_left} tries left before the card locks", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_FAILED
     except PinLocked:
         print("gateway: the PIN is locked after 6 wrong tries: the holder brings the original ID document and the "
               "card to a card agency (gateway card reset-pin)", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_FAILED
     except CardProblem as exc:
         from gateway.protocol.messages import pb
 
         print(f"gateway: {pb.StatusCode.Name(exc.status)}: {exc.detail_en}", file=sys.stderr)  # type: ignore[arg-type]
-        return EXIT_REFUSED
+        return EXIT_FAILED
     except (ValueError, ApduError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _list_readers() -> int:
+async def _list_readers(_args: argparse.Namespace, _config: GatewayConfig, _reactor: Any) -> int:
     from gateway.reader.pcsc import list_readers
 
     names = list_readers()
     if not names:
         print("no PC/SC readers (is pcscd running? `pcscd` starts it)")
-        return EXIT_REFUSED
+        return EXIT_FAILED
     for name in names:
         print(name)
     return EXIT_OK
 
 
-def _open_reader(name: str | None, config: Any, reactor: Any) -> CardReader:
+async def _read_card(args: argparse.Namespace, config: GatewayConfig, reactor: Any) -> int:
+    card = await SocialSecurityCardDriver(_open_reader(args.reader, config, reactor)).read()
+    _print_card(card, as_json=args.json, show_id=args.show_id)
+    return EXIT_OK
+
+
+async def _verify_pin(args: argparse.Namespace, config: GatewayConfig, reactor: Any) -> int:
+    driver = SocialSecurityCardDriver(_open_reader(args.reader, config, reactor))
+    pin = _read_pin("PIN: ")
+    await driver.verify_pin(pin)
+    print("PIN accepted")
+    return EXIT_OK
+
+
+def _open_reader(name: str | None, config: GatewayConfig, reactor: Any) -> CardReader:
     if name is not None and name.startswith("virtual:"):
         from gateway.demo.card import card_from_population
         from gateway.reader.virtual import VirtualReader
@@ -149,9 +166,10 @@ def _read_pin(prompt: str) -> str:
     return pin
 
 
-async def _reset_pin(args: argparse.Namespace, driver: SocialSecurityCardDriver) -> int:
+async def _reset_pin(args: argparse.Namespace, config: GatewayConfig, reactor: Any) -> int:
     from gateway.reader.agency import DEMO_AGENCY_MASTER_KEY
 
+    driver = SocialSecurityCardDriver(_open_reader(args.reader, config, reactor))
     if args.demo_key:
         master_key = DEMO_AGENCY_MASTER_KEY
     else:

@@ -7,12 +7,13 @@ import shlex
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from sqlalchemy import Engine
+
+from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, on_database
 
 
-def add_finance_commands(commands: Any, add_config: Any, add_db: Any) -> None:
+def add_commands(commands: Commands) -> None:
     reconcile = commands.add_parser(
         "reconcile", help="reconcile a day of the ledger against the insurance center's statement",
         description="Compare a business day's settlements, revokes and reversals in the ledger with the insurance "
@@ -23,6 +24,7 @@ def add_finance_commands(commands: Any, add_config: Any, add_db: Any) -> None:
     reconcile.add_argument("--statement", required=True, type=Path, metavar="FILE")
     reconcile.add_argument("--institution", metavar="CODE", help="only this institution's rows")
     reconcile.add_argument("--out", required=True, type=Path, metavar="DIR")
+    reconcile.set_defaults(run=on_database(_reconcile))
     add_config(reconcile)
     add_db(reconcile)
     day = commands.add_parser("day", help="close a reconciled business day",
@@ -33,18 +35,12 @@ def add_finance_commands(commands: Any, add_config: Any, add_db: Any) -> None:
                                            "later revokes and reversals of its settlements are booked on their own "
                                            "day with a reference to the original.")
     close.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    close.set_defaults(run=on_database(_close))
     add_config(close)
     add_db(close)
 
 
-def run_finance_command(args: argparse.Namespace, config: Any) -> int:
-    from gateway.cli.support import with_database
-
-    return with_database(config, lambda engine: _reconcile(args, engine) if args.command == "reconcile"
-                         else _close(args, engine))
-
-
-def _reconcile(args: argparse.Namespace, engine: Any) -> int:
+def _reconcile(args: argparse.Namespace, engine: Engine) -> int:
     from gateway.finance.reconcile import reconcile_file
     from gateway.finance.report import write_report
     from gateway.finance.statement import StatementError
@@ -71,7 +67,7 @@ def _reconcile(args: argparse.Namespace, engine: Any) -> int:
     return EXIT_OK if result.matches else EXIT_FAILED
 
 
-def _close(args: argparse.Namespace, engine: Any) -> int:
+def _close(args: argparse.Namespace, engine: Engine) -> int:
     from gateway.finance.day_close import DayCloseRefused, close_day
     from gateway.money import format_fen
 

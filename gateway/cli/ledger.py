@@ -6,14 +6,14 @@ import argparse
 import sys
 from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from sqlalchemy import Engine
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, on_database
 
 
-def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
+def add_commands(commands: Commands) -> None:
     ledger = commands.add_parser("ledger", help="check, export and roll over the ledger",
                                  description="The double-entry ledger: verify it, export a day, roll a year over.")
     actions = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
@@ -22,6 +22,7 @@ def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
         description="Verify that every transaction balances, cached balances equal their entries, no personal "
                     "account is negative, every settlement's entries equal its recorded split, year-to-date totals "
                     "equal the settlements, and each request key has one outcome. Exits 1 with a report otherwise.")
+    check.set_defaults(run=on_database(_check))
     export = actions.add_parser(
         "export", help="one row per settlement, revoke and reversal of a day",
         description="Write one row per settlement, revoke and reversal of a business day (Beijing time): terminal "
@@ -31,37 +32,37 @@ def add_ledger_commands(commands: Any, add_config: Any, add_db: Any) -> None:
                         help="csv (our columns), jsonl, or statement (the insurance center's 3202 detail format, "
                              "which `gateway reconcile` reads)")
     export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of standard output")
+    export.set_defaults(run=on_database(_export_day))
     rollover = actions.add_parser(
         "rollover", help="year end: current-year balances into the prior-years accounts",
         description="Move each person's current-year balance into their prior-years account, one balanced "
                     "transaction per person. Running it again for the same year changes nothing.")
     rollover.add_argument("--year", required=True, type=int, metavar="YEAR")
+    rollover.set_defaults(run=on_database(_rollover))
     for parser in (check, export, rollover):
         add_config(parser)
         add_db(parser)
 
 
-def run_ledger_command(args: argparse.Namespace, config: Any) -> int:
-    from gateway.cli.support import with_database
+def _check(_args: argparse.Namespace, engine: Engine) -> int:
+    from gateway.ledger.check import check_ledger
 
-    return with_database(config, lambda engine: _run(args, engine))
+    checked = check_ledger(engine)
+    print(checked.render())
+    return EXIT_OK if checked.ok else EXIT_FAILED
 
 
-def _run(args: argparse.Namespace, engine: Any) -> int:
-    if args.ledger_command == "check":
-        from gateway.ledger.check import check_ledger
+def _export_day(args: argparse.Namespace, engine: Engine) -> int:
+    if args.output is not None:
+        with args.output.open("w", encoding="utf-8", newline="") as out:
+            count = _export(engine, args.date, out, args.format)
+        print(f"{count} rows written to {args.output}", file=sys.stderr)
+    else:
+        _export(engine, args.date, sys.stdout, args.format)
+    return EXIT_OK
 
-        checked = check_ledger(engine)
-        print(checked.render())
-        return EXIT_OK if checked.ok else EXIT_FAILED
-    if args.ledger_command == "export":
-        if args.output is not None:
-            with args.output.open("w", encoding="utf-8", newline="") as out:
-                count = _export(engine, args.date, out, args.format)
-            print(f"{count} rows written to {args.output}", file=sys.stderr)
-        else:
-            _export(engine, args.date, sys.stdout, args.format)
-        return EXIT_OK
+
+def _rollover(args: argparse.Namespace, engine: Engine) -> int:
     from gateway.ledger.rollover import RolloverRefused, rollover
     from gateway.money import format_fen
     from gateway.settlement.calendar import beijing_today

@@ -7,14 +7,25 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from sqlalchemy import Engine
+
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    DatabaseAction,
+    add_config,
+    add_db,
+    on_database,
+    rejected,
+)
 
 KINDS = ("contribution", "subsidy", "reimbursement")
 
 
-def add_payout_commands(commands: Any, add_config: Any, add_db: Any) -> None:
+def add_commands(commands: Commands) -> None:
     payout = commands.add_parser(
         "payout", help="batch payouts into cards' bank accounts, and the bank's return file",
         description="Pay the insurance center's amounts into the cards' bank (financial) accounts as one balanced, "
@@ -35,6 +46,7 @@ def add_payout_commands(commands: Any, add_config: Any, add_db: Any) -> None:
     run.add_argument("--out", required=True, type=Path, metavar="FILE.csv", help="the bank's payout file to write")
     run.add_argument("--date", type=date.fromisoformat, metavar="YYYY-MM-DD",
                      help="business day of the payouts (default: today in Beijing)")
+    run.set_defaults(run=on_database(_explained(_run, "paid")))
     reconcile = actions.add_parser(
         "reconcile", help="compare the bank's return file with the batch",
         description="Compare the bank's return file (line,card_number,amount,status[,reason], status paid or "
@@ -49,32 +61,30 @@ def add_payout_commands(commands: Any, add_config: Any, add_db: Any) -> None:
                            help="book a compensating reversal for each payout the bank could not pay")
     reconcile.add_argument("--date", type=date.fromisoformat, metavar="YYYY-MM-DD",
                            help="business day of booked reversals (default: today in Beijing)")
+    reconcile.set_defaults(run=on_database(_explained(_reconcile, "booked")))
     for parser in (run, reconcile):
         add_config(parser)
         add_db(parser)
 
 
-def run_payout_command(args: argparse.Namespace, config: Any) -> int:
-    from gateway.cli.support import rejected, with_database
-    from gateway.finance.bank_files import PayoutError, PayoutRejected
+def _explained(action: DatabaseAction, nothing_was: str) -> DatabaseAction:
+    """`action` with a refused file or batch and an unreadable file said in one line each."""
 
-    def command(engine: Any) -> int:
+    def command(args: argparse.Namespace, engine: Engine) -> int:
+        from gateway.finance.bank_files import PayoutError, PayoutRejected
+
         try:
-            return _run(args, engine) if args.payout_command == "run" else _reconcile(args, engine)
+            return action(args, engine)
         except PayoutRejected as exc:
-            return rejected(exc.errors, _done(args))
+            return rejected(exc.errors, nothing_was)
         except PayoutError as exc:
-            print(f"gateway: {exc}; nothing was {_done(args)}", file=sys.stderr)
+            print(f"gateway: {exc}; nothing was {nothing_was}", file=sys.stderr)
             return EXIT_FAILED
         except OSError as exc:
             print(f"gateway: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
 
-    return with_database(config, command)
-
-
-def _done(args: argparse.Namespace) -> str:
-    return "paid" if args.payout_command == "run" else "booked"
+    return command
 
 
 def _read(path: Path) -> str:
@@ -82,7 +92,7 @@ def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8-sig")
 
 
-def _run(args: argparse.Namespace, engine: Any) -> int:
+def _run(args: argparse.Namespace, engine: Engine) -> int:
     from gateway.finance.bank_files import read_amounts, write_payout_file
     from gateway.finance.payouts import PayoutKind, bank_lines, run_payout
     from gateway.money import format_fen
@@ -106,7 +116,7 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     return EXIT_OK
 
 
-def _reconcile(args: argparse.Namespace, engine: Any) -> int:
+def _reconcile(args: argparse.Namespace, engine: Engine) -> int:
     from gateway.finance.bank_files import read_bank_return
     from gateway.finance.payouts import reconcile_bank_return
 

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, with_database
+from gateway.config import GatewayConfig
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
 from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
 
 
-def add_simulate_command(commands: Any, add_config: Any, add_db: Any) -> None:
+def add_commands(commands: Commands) -> None:
     simulate = commands.add_parser(
         "simulate", help="drive a gateway with simulated terminals, or verify a run against the ledger",
         description="Simulated counter terminals with virtual cards of the demo population run a mix of scenarios "
@@ -42,9 +43,10 @@ def add_simulate_command(commands: Any, add_config: Any, add_db: Any) -> None:
     simulate.add_argument("--verify", type=Path, metavar="OUTCOMES", help="check an outcomes file against --db")
     add_config(simulate)
     add_db(simulate)
+    simulate.set_defaults(run=_simulate)
 
 
-def run_simulate_command(args: argparse.Namespace, config: Any) -> int:
+def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     if args.verify is not None:
         return _verify(args, config)
     if not args.target or not args.terminals or (args.duration is None and args.requests is None):
@@ -85,8 +87,7 @@ def run_simulate_command(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK if not summary["unexpected"] and not summary["errors"] and not failure else EXIT_FAILED
 
 
-def _verify(args: argparse.Namespace, config: Any) -> int:
-    from gateway.cli.support import with_database
+def _verify(args: argparse.Namespace, config: GatewayConfig) -> int:
     from simulators.verify import read_outcomes, verify
 
     try:

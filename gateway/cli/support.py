@@ -1,21 +1,55 @@
-"""What every database command of the `gateway` CLI says the same way."""
+"""What every command of the `gateway` CLI shares: the exit statuses, the options --config and --db, the
+configuration they make, and how a database command opens, checks and reports on its database."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeAlias
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.config import GatewayConfig, load_config, validate_config
 from gateway.db.engine import DatabaseUrlError, make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# What each command group's add_commands() adds its parsers to (argparse's type is not subscriptable at run time).
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def with_database(config: Any, command: Callable[[Engine], int], *, needs_current_schema: bool = True) -> int:
+# What a leaf sub-command sets as its `run` default: it does the command and returns the exit status.
+Run: TypeAlias = Callable[[argparse.Namespace, GatewayConfig], int]
+# What a database command does once its database is open and its schema checked: the exit status.
+DatabaseAction: TypeAlias = Callable[[argparse.Namespace, Engine], int]
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML configuration file (every key has a default; see docs/configuration.md)")
+
+
+def add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL",
+                        help="database URL, e.g. sqlite:///var/gateway.db (the default) or "
+                             "postgresql+psycopg://user@127.0.0.1:5432/gateway; overrides the config file")
+
+
+def resolve_config(args: argparse.Namespace) -> GatewayConfig:
+    """The configuration file of --config (or the defaults) with --db applied; ConfigError when it is bad."""
+    config = load_config(getattr(args, "config", None))
+    if getattr(args, "db", None):
+        config = replace(config, database=replace(config.database, url=args.db))
+    validate_config(config, "command line")
+    return config
+
+
+def with_database(config: GatewayConfig, command: Callable[[Engine], int], *,
+                  needs_current_schema: bool = True) -> int:
     """Run `command` on the configured database (every setting of [database] applied) and dispose of it after.
     A malformed URL is a usage error; a schema that is not current, or a database error, a failure, said once
     the same way for every command."""
@@ -34,6 +68,15 @@ def with_database(config: Any, command: Callable[[Engine], int], *, needs_curren
         return EXIT_FAILED
     finally:
         engine.dispose()
+
+
+def on_database(action: DatabaseAction) -> Run:
+    """The command that runs `action` on the configured database, as with_database does."""
+
+    def run(args: argparse.Namespace, config: GatewayConfig) -> int:
+        return with_database(config, lambda engine: action(args, engine))
+
+    return run
 
 
 def rejected(errors: Sequence[object], nothing_was: str) -> int:

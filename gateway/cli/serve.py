@@ -1,0 +1,51 @@
+"""`gateway serve`: the gateway in the foreground (gateway.serve.app)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db
+from gateway.config import ConfigError, GatewayConfig, validate_config
+
+
+def add_commands(commands: Commands) -> None:
+    serve = commands.add_parser("serve", help="run the gateway in the foreground",
+                                description="Run the gateway in the foreground until Ctrl+C or SIGTERM.")
+    add_config(serve)
+    serve.add_argument("--listen", action="append", metavar="ENDPOINT",
+                       help="Twisted server endpoint, e.g. tcp:9500:interface=127.0.0.1 (repeatable; "
+                            "overrides server.listen)")
+    add_db(serve)
+    serve.add_argument("--log-format", choices=("text", "json"), help="log format (overrides log.format)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warn", "error"),
+                       help="lowest level logged (overrides log.level)")
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from gateway.serve.app import StartupError, serve
+
+    try:
+        config = _with_serve_options(args, config)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return serve(config)
+    except StartupError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _with_serve_options(args: argparse.Namespace, config: GatewayConfig) -> GatewayConfig:
+    """The configuration with --listen, --log-format and --log-level applied over the file's keys."""
+    if args.listen:
+        config = replace(config, server=replace(config.server, listen=tuple(args.listen)))
+    if args.log_format:
+        config = replace(config, log=replace(config.log, format=args.log_format))
+    if args.log_level:
+        config = replace(config, log=replace(config.log, level=args.log_level))
+    validate_config(config, "command line")
+    return config
