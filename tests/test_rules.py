@@ -157,7 +157,8 @@ def test_a_social_security_cards_first_settlement_is_flagged() -> None:
 def test_the_policy_is_chosen_by_the_settlement_date() -> None:
     last_year = decide(facts(on=date(2025, 12, 31), card={"issue_date": date(2020, 1, 1)}), POLICIES)
     assert isinstance(last_year, Decision) and last_year.policy_version == "NB-2025-illustrative-1"
-    no_policy = decide(facts(on=date(2027, 1, 2)), POLICIES)
+    until_2026 = PolicyBook([policy for policy in POLICIES.policies if policy.insurance_year <= 2026])
+    no_policy = decide(facts(on=date(2027, 1, 2)), until_2026)
     assert isinstance(no_policy, Refusal) and no_policy.status == pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE
     assert decide(facts(on=date(2027, 1, 2)), PolicyBook([])) == no_policy
 
