@@ -456,3 +456,14 @@ def test_the_idle_timer_of_a_gone_connection_is_logged_not_raised(log_events: li
     [failure] = logged_failures(log_events)
     assert "CLOSED" in failure and "IDLE_TIMEOUT" in failure
     assert pair.harness.factory.connections == {pair.other.protocol}
+
+
+def test_frames_carry_the_reactors_time(harness: Harness) -> None:
+    connection = harness.connect()
+    connection.call(sign_in())
+    harness.clock.advance(99.25)
+    first = connection.call(request("heartbeat", "hb-1"))
+    harness.clock.advance(100)
+    second = connection.call(request("heartbeat", "hb-2"))
+    assert [(r.server_time.seconds, r.server_time.nanos) for r in (first, second)] == [(99, 250_000_000),
+                                                                                       (199, 250_000_000)]

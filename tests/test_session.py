@@ -22,11 +22,12 @@ from gateway.protocol.status import STATUS_TEXTS
 from tests.wire import DEMO_TERMINAL, frame, request, sign_in
 
 OK = pb.STATUS_CODE_OK
+NOW_S = 1_700_000_000.25  # the gateway's clock, as the adapter passes it in
 
 
-def responses(session: Session) -> list[pb.Response]:
+def responses(session: Session, now: float = NOW_S) -> list[pb.Response]:
     decoder = FrameDecoder(max_frame_bytes=1 << 20)
-    decoder.feed(session.data_to_send())
+    decoder.feed(session.data_to_send(now))
     out = []
     while (payload := decoder.next_frame()) is not None:
         out.append(pb.Response.FromString(payload))
@@ -42,12 +43,12 @@ def answer_ok(session: Session, event: RequestReceived) -> None:
 
 
 def signed_in_session(**limits: object) -> Session:
-    session = Session(SessionLimits(**limits), clock=lambda: 1_700_000_000.25)  # type: ignore[arg-type]
+    session = Session(SessionLimits(**limits))  # type: ignore[arg-type]
     feed(session, sign_in())
     event = session.next_event()
     assert isinstance(event, RequestReceived)
     answer_ok(session, event)
-    session.data_to_send()
+    session.data_to_send(NOW_S)
     assert session.state is State.SIGNED_IN
     return session
 
@@ -239,10 +240,10 @@ def test_an_interim_frame_does_not_finish_the_request() -> None:
 
 
 def test_every_frame_carries_the_server_time() -> None:
-    session = Session(clock=lambda: 1_700_000_000.5)
+    session = Session()
     session.receive_data(frame(b"\xff"))
     session.next_event()
-    [response] = responses(session)
+    [response] = responses(session, now=1_700_000_000.5)
     assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_000, 500_000_000)
 
 
@@ -312,7 +313,7 @@ def session_in(state: State, pending_body: str | None = None) -> tuple[Session, 
         session.shut_down()
     elif state is State.CLOSED:
         session.connection_lost()
-    session.data_to_send()
+    session.data_to_send(NOW_S)
     assert session.state is state
     return session, token
 
@@ -401,7 +402,7 @@ def test_an_impossible_event_changes_nothing_and_writes_nothing(state: State, tr
     else:
         fire(session, trigger, token)
     assert session.state is state
-    assert session.data_to_send() == b""
+    assert session.data_to_send(NOW_S) == b""
 
 
 def test_a_sign_in_answered_after_closing_began_signs_nothing_in() -> None:
@@ -424,3 +425,45 @@ def test_an_answer_to_no_request_in_flight_is_refused_and_changes_nothing() -> N
             call()
     assert [r.message_id for r in responses(session)] == ["bye"]
     assert session.state is State.CLOSING
+
+
+# The clock is passed in ------------------------------------------------------------------------------------------
+
+
+def test_a_frame_carries_the_time_it_is_written_at_not_the_time_it_was_answered() -> None:
+    session = signed_in_session()
+    feed(session, request("heartbeat", "early"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    answer_ok(session, event)
+    [response] = responses(session, now=1_700_000_042.125)
+    assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_042, 125_000_000)
+
+
+def test_the_answer_too_large_frame_carries_the_server_time_too() -> None:
+    session = signed_in_session(max_frame_bytes=256)
+    feed(session, request("heartbeat", "big"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    session.send_response(event.token, pb.Response(status=OK, message_en="x" * 300))
+    [response] = responses(session, now=1_700_000_007.5)
+    assert (response.message_id, response.status) == ("big", pb.STATUS_CODE_INTERNAL_ERROR)
+    assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_007, 500_000_000)
+
+
+def test_the_sans_io_layer_reads_no_clock() -> None:
+    """gateway.protocol imports neither `time` nor `datetime`: whoever drives the session says what time it is."""
+    import ast
+    from pathlib import Path
+
+    import gateway.protocol
+
+    package = Path(gateway.protocol.__file__).parent
+    clocks = {"time", "datetime"}
+    readers = []
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            readers += [f"{module.name}: {name}" for name in names if name.split(".")[0] in clocks]
+    assert readers == []

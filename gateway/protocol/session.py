@@ -2,6 +2,8 @@
 
 Bytes go in with `receive_data`; requests the application must answer come out of `next_event`;
 the application's answers go in with `send_response`; bytes to write come out of `data_to_send`.
+The session reads no clock: the time it needs, the server_time of each frame, is the `now` passed to
+`data_to_send` (after aioquic's `datagrams_to_send(now)`), so whoever drives it decides what time it is.
 Everything the protocol itself decides — framing limits, decoding, the envelope's checks, sign-in
 state, requests in flight, what an idle timeout does — happens here, so the Twisted adapter only
 moves bytes and timers.
@@ -14,8 +16,6 @@ instead of leaving the session in a state nobody designed.
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -88,7 +88,6 @@ class _InFlight:
 @dataclass
 class Session:
     limits: SessionLimits = field(default_factory=SessionLimits)
-    clock: Callable[[], float] = time.time
 
     state: State = State.CONNECTED
     terminal_id: str | None = None
@@ -97,7 +96,8 @@ class Session:
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.limits.max_frame_bytes)
-        self._outgoing: list[bytes] = []
+        # Answers waiting for data_to_send, which stamps them with its `now`: the moment they are written.
+        self._outgoing: list[pb.Response] = []
         self._in_flight: dict[int, _InFlight] = {}
         self._tokens = itertools.count(1)
         self._peer_closed = False
@@ -199,7 +199,10 @@ class Session:
     # Output ---------------------------------------------------------------------------------
 
     def send_response(self, token: int, response: pb.Response) -> None:
-        """The final answer to the request `token`; applies SignIn/SignOut outcomes to the state."""
+        """The final answer to the request `token`; applies SignIn/SignOut outcomes to the state.
+
+        The session owns `response` from here on: it sets the message id and, when written, the time.
+        """
         pending = self._pending(token)
         # The state moves before the request leaves the books: an impossible answer changes nothing.
         if response.status == pb.STATUS_CODE_OK and pending.body == "sign_in":
@@ -232,8 +235,9 @@ class Session:
         self._pending(token)  # LocalProtocolError unless it is in flight
         del self._in_flight[token]
 
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._outgoing)
+    def data_to_send(self, now: float) -> bytes:
+        """The frames to write, each stamped with `now` (the gateway's clock, POSIX seconds) as its server_time."""
+        data = b"".join(self._encode(response, now) for response in self._outgoing)
         self._outgoing.clear()
         return data
 
@@ -269,7 +273,7 @@ class Session:
 
     @property
     def wants_close(self) -> bool:
-        """Close the transport once `data_to_send()` has been written."""
+        """Close the transport once `data_to_send(now)` has been written."""
         return self.state is State.CLOSING and not self._in_flight
 
     @property
@@ -309,11 +313,12 @@ class Session:
         return pending
 
     def _write(self, response: pb.Response) -> None:
-        if self.state is State.CLOSED:
-            return
-        seconds = self.clock()
-        response.server_time.seconds = int(seconds)
-        response.server_time.nanos = int((seconds % 1) * 1e9)
+        if self.state is not State.CLOSED:
+            self._outgoing.append(response)
+
+    def _encode(self, response: pb.Response, now: float) -> bytes:
+        response.server_time.seconds = int(now)
+        response.server_time.nanos = int((now % 1) * 1e9)
         payload = response.SerializeToString()
         if len(payload) > self.limits.max_frame_bytes:
             # Never send what the terminal is entitled to refuse; tell it what happened instead.
@@ -321,8 +326,9 @@ class Session:
                 response.message_id, pb.STATUS_CODE_INTERNAL_ERROR, detail_en="answer too large",
                 detail_zh="应答报文过长",
             )
+            fallback.server_time.CopyFrom(response.server_time)
             payload = fallback.SerializeToString()
-        self._outgoing.append(encode_frame(payload))
+        return encode_frame(payload)
 
 
 def _is_token(value: str, max_chars: int) -> bool:

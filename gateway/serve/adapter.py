@@ -65,7 +65,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.session = Session(factory.session_limits, clock=factory.clock.seconds)
+        self.session = Session(factory.session_limits)
         self.context = factory.service.new_context(_peer_name(self.transport))
         self.context.relay = ApduRelay(
             send_interim=self._send_interim,
@@ -210,7 +210,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
     def _flush(self) -> None:
         session = self.session
         assert session is not None
-        data = session.data_to_send()
+        data = session.data_to_send(self.factory.clock.seconds())  # the reactor's time: a test clock in tests
         if data and self.transport is not None:
             self.transport.write(data)
         if session.wants_close and not self._closing:
