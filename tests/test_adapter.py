@@ -467,3 +467,21 @@ def test_frames_carry_the_reactors_time(harness: Harness) -> None:
     second = connection.call(request("heartbeat", "hb-2"))
     assert [(r.server_time.seconds, r.server_time.nanos) for r in (first, second)] == [(99, 250_000_000),
                                                                                        (199, 250_000_000)]
+
+
+@pytest.mark.parametrize("body", ["card_event", "settle", "read_card"])
+def test_a_request_without_a_signed_in_terminal_fails_with_its_reason(
+    harness: Harness, log_events: list[dict[str, Any]], body: str
+) -> None:
+    """Dispatch checks its invariants with explicit code that says what broke, not asserts `python -O` strips."""
+    context = harness.service.new_context("127.0.0.1:40000")  # never signed in
+    fields = {"kind": pb.CARD_EVENT_KIND_REMOVED} if body == "card_event" else {}
+    event = RequestReceived(token=1, request=request(body, "early", **fields), body=body)
+    answered: list[pb.Response | None] = []
+    harness.service.handle(context, event).addCallback(answered.append)
+    [response] = answered
+    assert response is not None and response.status == pb.STATUS_CODE_INTERNAL_ERROR
+    [logged] = [event for event in log_events if "log_failure" in event]
+    assert logged["log_failure"].getErrorMessage() == (
+        f"a request of connection {context.session_id} reached the service before its sign-in")
+    assert logged["message_id"] == "early"

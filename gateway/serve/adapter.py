@@ -86,8 +86,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         with self._dropped_on_session_error():
-            assert self.session is not None
-            self.session.receive_data(data)
+            self._live_session().receive_data(data)
             self._pump()
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
@@ -104,8 +103,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         with self._dropped_on_session_error():
-            assert self.session is not None
-            if self.session.idle_timed_out():
+            if self._live_session().idle_timed_out():
                 log.info("closing idle connection from {peer}", peer=self.context.peer if self.context else "?")
                 self._flush()
             else:
@@ -117,6 +115,11 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             if self.session is not None:
                 self.session.shut_down()
                 self._flush()
+
+    def _live_session(self) -> Session:
+        if self.session is None:
+            raise LocalProtocolError("the connection was never made: there is no session")
+        return self.session
 
     @contextmanager
     def _dropped_on_session_error(self) -> Iterator[None]:
@@ -155,8 +158,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         """Take events from the session until it needs data or pauses; then flush."""
         if self._pumping:
             return  # an answer given synchronously inside the loop below: the loop picks it up
-        session = self.session
-        assert session is not None
+        session = self._live_session()
         self._pumping = True
         frames_before = session.frames_received
         try:
@@ -178,23 +180,21 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self._flush()
 
     def _dispatch(self, event: RequestReceived) -> None:
-        assert self.context is not None
+        if self.context is None:
+            raise LocalProtocolError("a request before the connection was made: there is no context to serve it in")
         answer = self.factory.service.handle(self.context, event)
         answer.addCallback(self._answer, event.token)
         answer.addErrback(self._answer_failed, event)
 
     def _send_interim(self, token: int, response: pb.Response) -> None:
         with self._dropped_on_session_error():
-            session = self.session
-            assert session is not None
-            session.send_interim(token, response)
+            self._live_session().send_interim(token, response)
             if not self._pumping:
                 self._flush()
 
     def _answer(self, response: pb.Response | None, token: int) -> None:
         with self._dropped_on_session_error():
-            session = self.session
-            assert session is not None
+            session = self._live_session()
             if response is None:
                 session.discard(token)
             else:
@@ -208,8 +208,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()
 
     def _flush(self) -> None:
-        session = self.session
-        assert session is not None
+        session = self._live_session()
         data = session.data_to_send(self.factory.clock.seconds())  # the reactor's time: a test clock in tests
         if data and self.transport is not None:
             self.transport.write(data)
