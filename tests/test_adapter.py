@@ -20,6 +20,7 @@ from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.messages import pb
 from gateway.protocol.session import RequestReceived
+from gateway.protocol.states import ImpossibleTransition, State, Trigger
 from gateway.registry.directory import TerminalDirectory
 from gateway.registry.models import Institution, Terminal
 from gateway.serve.adapter import TerminalFactory, TerminalProtocol
@@ -330,3 +331,157 @@ def test_any_frame_counts_as_activity_for_the_idle_timer(demo_engine: Engine) ->
     assert not connection.transport.disconnecting
     harness.clock.advance(2)
     assert connection.transport.disconnecting
+
+
+# An impossible event in the session (our bug, never the terminal's) -------------------------------------------
+
+
+class HeldPair:
+    """Two signed-in connections of one factory over a HeldService; `faulty` is the one the tests break."""
+
+    def __init__(self) -> None:
+        self.service = HeldService()
+        self.harness = Harness.__new__(Harness)
+        self.harness.clock = Clock()
+        self.harness.config = ServerConfig(idle_timeout_s=30.0)
+        self.harness.service = self.service  # type: ignore[assignment]
+        self.harness.factory = TerminalFactory(self.service, self.harness.config, self.harness.clock)  # type: ignore[arg-type]
+        self.faulty, self.other = self.signed_in(), self.signed_in()
+
+    def signed_in(self) -> Connection:
+        connection = self.harness.connect()
+        connection.send(sign_in())
+        self.service.release()
+        [response] = connection.responses()
+        assert response.status == OK
+        return connection
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def logged_failures(events: list[dict[str, Any]]) -> list[str]:
+    from twisted.logger import formatEvent
+
+    return [formatEvent(event) for event in events if "log_failure" in event]
+
+
+def _frame_arrives(pair: HeldPair) -> None:
+    pair.faulty.send(request("heartbeat", "hb"))
+
+
+def _answer_given(pair: HeldPair) -> None:
+    pair.service.release()
+
+
+def _idle_timer_fires(pair: HeldPair) -> None:
+    pair.harness.clock.advance(pair.harness.config.idle_timeout_s - 1)
+    pair.other.send(request("heartbeat", "keep-alive"))  # only the faulty connection is idle
+    pair.service.release()
+    pair.other.responses()
+    pair.harness.clock.advance(1)
+
+
+def _gateway_shuts_down(pair: HeldPair) -> None:
+    pair.harness.factory.close_all()
+
+
+def _peer_reads_again(pair: HeldPair) -> None:
+    pair.faulty.protocol.pauseProducing()
+    pair.faulty.protocol.resumeProducing()
+
+
+# (where the adapter meets the session, the session call that fails there, how it is reached)
+ENTRY_POINTS = [
+    ("a frame arrives", "receive_data", _frame_arrives),
+    ("an answer is given", "send_response", _answer_given),
+    ("the idle timer fires", "idle_timed_out", _idle_timer_fires),
+    ("the gateway shuts down", "shut_down", _gateway_shuts_down),
+    ("the peer reads again", "next_event", _peer_reads_again),
+]
+
+
+@pytest.mark.parametrize(("case", "session_call", "reach"), ENTRY_POINTS, ids=[e[0] for e in ENTRY_POINTS])
+def test_an_impossible_event_drops_that_connection_only(
+    log_events: list[dict[str, Any]], case: str, session_call: str, reach: Callable[[HeldPair], None]
+) -> None:
+    pair = HeldPair()
+    if session_call == "send_response":
+        pair.faulty.send(request("heartbeat", "held"))
+    session = pair.faulty.protocol.session
+    assert session is not None
+
+    def impossible(*_args: object) -> None:
+        raise ImpossibleTransition(State.SIGNED_IN, Trigger.CONNECTION_REFUSED)
+
+    setattr(session, session_call, impossible)
+    reach(pair)  # nothing escapes into the reactor
+    assert pair.faulty.transport.disconnected  # aborted, not left open
+    assert pair.faulty.responses() == []  # and nothing more written to it
+    [failure] = logged_failures(log_events)
+    assert "SIGNED_IN" in failure and "CONNECTION_REFUSED" in failure
+    pair.faulty.close()  # Twisted reports the loss: the slots are freed
+    assert pair.harness.factory.connections == {pair.other.protocol}
+    assert not pair.other.transport.disconnected
+    if session_call != "shut_down":
+        pair.other.send(request("heartbeat", "still-served"))
+        pair.service.release()
+        assert [r.message_id for r in pair.other.responses()] == ["still-served"]
+
+
+def test_an_interim_frame_for_an_answered_request_drops_the_connection(log_events: list[dict[str, Any]]) -> None:
+    pair = HeldPair()
+    pair.faulty.send(request("read_card", "rc"))
+    event, _ = pair.service.pending[0]
+    pair.service.release()
+    assert [r.message_id for r in pair.faulty.responses()] == ["rc"]
+    relay = pair.faulty.protocol.context.relay if pair.faulty.protocol.context else None
+    assert relay is not None
+    relay.send(event.token, [b"\x00\xb0\x00\x00\x00"], False)  # a handler's script after its own answer
+    assert pair.faulty.transport.disconnected
+    assert pair.faulty.responses() == []
+    [failure] = logged_failures(log_events)
+    assert f"request {event.token} is not in flight" in failure
+
+
+def test_the_idle_timer_of_a_gone_connection_is_logged_not_raised(log_events: list[dict[str, Any]]) -> None:
+    pair = HeldPair()
+    pair.faulty.close()
+    pair.faulty.protocol.timeoutConnection()  # a timer that outlived its connection
+    [failure] = logged_failures(log_events)
+    assert "CLOSED" in failure and "IDLE_TIMEOUT" in failure
+    assert pair.harness.factory.connections == {pair.other.protocol}
+
+
+def test_frames_carry_the_reactors_time(harness: Harness) -> None:
+    connection = harness.connect()
+    connection.call(sign_in())
+    harness.clock.advance(99.25)
+    first = connection.call(request("heartbeat", "hb-1"))
+    harness.clock.advance(100)
+    second = connection.call(request("heartbeat", "hb-2"))
+    assert [(r.server_time.seconds, r.server_time.nanos) for r in (first, second)] == [(99, 250_000_000),
+                                                                                       (199, 250_000_000)]
+
+
+@pytest.mark.parametrize("body", ["card_event", "settle", "read_card"])
+def test_a_request_without_a_signed_in_terminal_fails_with_its_reason(
+    harness: Harness, log_events: list[dict[str, Any]], body: str
+) -> None:
+    """Dispatch checks its invariants with explicit code that says what broke, not asserts `python -O` strips."""
+    context = harness.service.new_context("127.0.0.1:40000")  # never signed in
+    fields = {"kind": pb.CARD_EVENT_KIND_REMOVED} if body == "card_event" else {}
+    event = RequestReceived(token=1, request=request(body, "early", **fields), body=body)
+    answered: list[pb.Response | None] = []
+    harness.service.handle(context, event).addCallback(answered.append)
+    [response] = answered
+    assert response is not None and response.status == pb.STATUS_CODE_INTERNAL_ERROR
+    [logged] = [event for event in log_events if "log_failure" in event]
+    assert logged["log_failure"].getErrorMessage() == (
+        f"a request of connection {context.session_id} reached the service before its sign-in")
+    assert logged["message_id"] == "early"

@@ -17,15 +17,17 @@ from gateway.protocol.session import (
     SessionLimits,
     State,
 )
+from gateway.protocol.states import TRANSITIONS, ImpossibleTransition, LocalProtocolError, Trigger, next_state
 from gateway.protocol.status import STATUS_TEXTS
 from tests.wire import DEMO_TERMINAL, frame, request, sign_in
 
 OK = pb.STATUS_CODE_OK
+NOW_S = 1_700_000_000.25  # the gateway's clock, as the adapter passes it in
 
 
-def responses(session: Session) -> list[pb.Response]:
+def responses(session: Session, now: float = NOW_S) -> list[pb.Response]:
     decoder = FrameDecoder(max_frame_bytes=1 << 20)
-    decoder.feed(session.data_to_send())
+    decoder.feed(session.data_to_send(now))
     out = []
     while (payload := decoder.next_frame()) is not None:
         out.append(pb.Response.FromString(payload))
@@ -41,12 +43,12 @@ def answer_ok(session: Session, event: RequestReceived) -> None:
 
 
 def signed_in_session(**limits: object) -> Session:
-    session = Session(SessionLimits(**limits), clock=lambda: 1_700_000_000.25)  # type: ignore[arg-type]
+    session = Session(SessionLimits(**limits))  # type: ignore[arg-type]
     feed(session, sign_in())
     event = session.next_event()
     assert isinstance(event, RequestReceived)
     answer_ok(session, event)
-    session.data_to_send()
+    session.data_to_send(NOW_S)
     assert session.state is State.SIGNED_IN
     return session
 
@@ -238,10 +240,10 @@ def test_an_interim_frame_does_not_finish_the_request() -> None:
 
 
 def test_every_frame_carries_the_server_time() -> None:
-    session = Session(clock=lambda: 1_700_000_000.5)
+    session = Session()
     session.receive_data(frame(b"\xff"))
     session.next_event()
-    [response] = responses(session)
+    [response] = responses(session, now=1_700_000_000.5)
     assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_000, 500_000_000)
 
 
@@ -282,3 +284,186 @@ def test_a_request_waiting_for_the_terminals_reader_does_not_block_its_apdu_resu
     session.terminal_answered(read_card.token)
     answer_ok(session, read_card)
     assert session.in_flight == 0
+
+
+# The transition table (gateway.protocol.states), driven through the session's own calls ------------------------
+
+ANSWERED_BODY = {Trigger.SIGN_IN_ACCEPTED: "sign_in", Trigger.SIGN_OUT_ACCEPTED: "sign_out"}
+
+
+def session_in(state: State, pending_body: str | None = None) -> tuple[Session, int | None]:
+    """A session brought to `state` by the calls that lead there, with a `pending_body` request in flight if
+    given (taken while the session could still take it)."""
+    session = Session()
+    # A SignIn in flight when closing begins is taken on a connection that never signed in.
+    signs_in_first = state is State.SIGNED_IN or pending_body == "sign_out" or (
+        state is not State.CONNECTED and pending_body is None)
+    if signs_in_first:
+        feed(session, sign_in())
+        event = session.next_event()
+        assert isinstance(event, RequestReceived)
+        answer_ok(session, event)
+    token = None
+    if pending_body is not None:
+        feed(session, request(pending_body, "pending"))
+        event = session.next_event()
+        assert isinstance(event, RequestReceived) and event.body == pending_body
+        token = event.token
+    if state is State.CLOSING:
+        session.shut_down()
+    elif state is State.CLOSED:
+        session.connection_lost()
+    session.data_to_send(NOW_S)
+    assert session.state is state
+    return session, token
+
+
+def fire(session: Session, trigger: Trigger, token: int | None) -> None:
+    """Make `trigger` happen the way the adapter and the terminal make it happen."""
+    if trigger in ANSWERED_BODY:
+        assert token is not None
+        answer_ok(session, RequestReceived(token=token, request=pb.Request(), body=ANSWERED_BODY[trigger]))
+    elif trigger is Trigger.FRAME_TOO_LARGE:
+        session.receive_data(struct.pack(">I", session.limits.max_frame_bytes + 1))
+        session.next_event()
+    elif trigger is Trigger.IDLE_TIMEOUT:
+        session.idle_timed_out()
+    elif trigger is Trigger.CONNECTION_REFUSED:
+        session.refuse_connection(pb.STATUS_CODE_TOO_MANY_CONNECTIONS)
+    elif trigger is Trigger.SHUTDOWN:
+        session.shut_down()
+    elif trigger is Trigger.PEER_CLOSED:
+        session.receive_data(b"")
+        session.next_event()
+    else:
+        assert trigger is Trigger.CONNECTION_LOST
+        session.connection_lost()
+
+
+ROWS = sorted(TRANSITIONS.items(), key=lambda row: (list(State).index(row[0][0]), list(Trigger).index(row[0][1])))
+
+
+@pytest.mark.parametrize(("before", "trigger", "after"), [(s, t, n) for (s, t), n in ROWS],
+                         ids=[f"{s.name}-{t.name}" for (s, t), _ in ROWS])
+def test_every_row_of_the_table_is_what_the_session_does(before: State, trigger: Trigger, after: State) -> None:
+    session, token = session_in(before, ANSWERED_BODY.get(trigger))
+    fire(session, trigger, token)
+    assert session.state is after
+
+
+# Every pair the table lacks, and what the session's calls do about it: either they cannot even produce the
+# event in that state (the session has refused or dropped its cause first), or the session raises.
+IMPOSSIBLE = [
+    (State.CONNECTED, Trigger.SIGN_OUT_ACCEPTED, "cannot occur"),  # the SignOut is refused NOT_SIGNED_IN
+    (State.SIGNED_IN, Trigger.CONNECTION_REFUSED, "raises"),
+    (State.CLOSING, Trigger.FRAME_TOO_LARGE, "cannot occur"),  # a closing session drops what arrives
+    (State.CLOSING, Trigger.CONNECTION_REFUSED, "raises"),
+    (State.CLOSED, Trigger.FRAME_TOO_LARGE, "cannot occur"),
+    (State.CLOSED, Trigger.IDLE_TIMEOUT, "raises"),
+    (State.CLOSED, Trigger.CONNECTION_REFUSED, "raises"),
+    (State.CLOSED, Trigger.PEER_CLOSED, "cannot occur"),
+]
+
+
+def test_the_impossible_pairs_are_exactly_those_the_table_lacks() -> None:
+    every_pair = {(s, t) for s in State for t in Trigger}
+    assert {(s, t) for s, t, _ in IMPOSSIBLE} == every_pair - set(TRANSITIONS)
+
+
+IMPOSSIBLE_IDS = [f"{s.name}-{t.name}" for s, t, _ in IMPOSSIBLE]
+
+
+@pytest.mark.parametrize(("state", "trigger", "_outcome"), IMPOSSIBLE, ids=IMPOSSIBLE_IDS)
+def test_an_impossible_pair_raises_naming_the_state_and_the_event(state: State, trigger: Trigger,
+                                                                  _outcome: str) -> None:
+    with pytest.raises(ImpossibleTransition) as raised:
+        next_state(state, trigger)
+    assert (raised.value.state, raised.value.trigger) == (state, trigger)
+    assert state.name in str(raised.value) and trigger.name in str(raised.value)
+    assert isinstance(raised.value, LocalProtocolError)
+
+
+@pytest.mark.parametrize(("state", "trigger", "outcome"), IMPOSSIBLE, ids=IMPOSSIBLE_IDS)
+def test_an_impossible_event_changes_nothing_and_writes_nothing(state: State, trigger: Trigger,
+                                                                outcome: str) -> None:
+    if trigger in ANSWERED_BODY:
+        # The request whose answer would be the event is refused before it is ever in flight.
+        session, _ = session_in(state)
+        feed(session, request(ANSWERED_BODY[trigger], "too-early"))
+        assert session.next_event() == NeedData()
+        assert [r.status for r in responses(session)] == [pb.STATUS_CODE_NOT_SIGNED_IN]
+        assert session.in_flight == 0
+        return
+    session, token = session_in(state)
+    if outcome == "raises":
+        with pytest.raises(ImpossibleTransition) as raised:
+            fire(session, trigger, token)
+        assert (raised.value.state, raised.value.trigger) == (state, trigger)
+    else:
+        fire(session, trigger, token)
+    assert session.state is state
+    assert session.data_to_send(NOW_S) == b""
+
+
+def test_a_sign_in_answered_after_closing_began_signs_nothing_in() -> None:
+    session, token = session_in(State.CLOSING, "sign_in")
+    assert token is not None
+    session.send_response(token, pb.Response(status=OK))
+    assert (session.state, session.terminal_id, session.close_reason) == (State.CLOSING, None, "gateway shutting down")
+    assert session.wants_close
+
+
+def test_an_answer_to_no_request_in_flight_is_refused_and_changes_nothing() -> None:
+    session = signed_in_session()
+    feed(session, request("sign_out", "bye"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    answer_ok(session, event)
+    for call in (lambda: answer_ok(session, event), lambda: session.discard(event.token),
+                 lambda: session.send_interim(event.token, pb.Response(status=OK))):
+        with pytest.raises(LocalProtocolError, match=f"request {event.token} is not in flight"):
+            call()
+    assert [r.message_id for r in responses(session)] == ["bye"]
+    assert session.state is State.CLOSING
+
+
+# The clock is passed in ------------------------------------------------------------------------------------------
+
+
+def test_a_frame_carries_the_time_it_is_written_at_not_the_time_it_was_answered() -> None:
+    session = signed_in_session()
+    feed(session, request("heartbeat", "early"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    answer_ok(session, event)
+    [response] = responses(session, now=1_700_000_042.125)
+    assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_042, 125_000_000)
+
+
+def test_the_answer_too_large_frame_carries_the_server_time_too() -> None:
+    session = signed_in_session(max_frame_bytes=256)
+    feed(session, request("heartbeat", "big"))
+    event = session.next_event()
+    assert isinstance(event, RequestReceived)
+    session.send_response(event.token, pb.Response(status=OK, message_en="x" * 300))
+    [response] = responses(session, now=1_700_000_007.5)
+    assert (response.message_id, response.status) == ("big", pb.STATUS_CODE_INTERNAL_ERROR)
+    assert (response.server_time.seconds, response.server_time.nanos) == (1_700_000_007, 500_000_000)
+
+
+def test_the_sans_io_layer_reads_no_clock() -> None:
+    """gateway.protocol imports neither `time` nor `datetime`: whoever drives the session says what time it is."""
+    import ast
+    from pathlib import Path
+
+    import gateway.protocol
+
+    package = Path(gateway.protocol.__file__).parent
+    clocks = {"time", "datetime"}
+    readers = []
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            readers += [f"{module.name}: {name}" for name in names if name.split(".")[0] in clocks]
+    assert readers == []

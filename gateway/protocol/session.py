@@ -2,27 +2,20 @@
 
 Bytes go in with `receive_data`; requests the application must answer come out of `next_event`;
 the application's answers go in with `send_response`; bytes to write come out of `data_to_send`.
+The session reads no clock: the time it needs, the server_time of each frame, is the `now` passed to
+`data_to_send` (after aioquic's `datagrams_to_send(now)`), so whoever drives it decides what time it is.
 Everything the protocol itself decides — framing limits, decoding, the envelope's checks, sign-in
 state, requests in flight, what an idle timeout does — happens here, so the Twisted adapter only
 moves bytes and timers.
 
-States::
-
-    CONNECTED --SignIn answered OK--> SIGNED_IN --SignOut answered OK--> CLOSING --> CLOSED
-        |                                 |
-        +--- oversized frame, idle timeout, connection refused ---> CLOSING (answer, then close)
-        +--- peer closes -------------------------------------------> CLOSED
-
-CLOSING means: take no more requests (bytes still arriving are dropped), finish the requests in
-flight, write their answers, then close.
+The states and every transition between them are the table of `gateway.protocol.states`; the session
+changes state only through it, so an event the table does not allow raises `ImpossibleTransition`
+instead of leaving the session in a state nobody designed.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -30,18 +23,17 @@ from google.protobuf.message import DecodeError
 from gateway.protocol.framing import FrameDecoder, FrameTooLarge, encode_frame
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
+from gateway.protocol.states import TAKES_REQUESTS, LocalProtocolError, State, Trigger, next_state
 from gateway.protocol.status import status_name
+
+__all__ = [
+    "MAX_ECHOED_MESSAGE_ID_CHARS", "MAX_MESSAGE_ID_CHARS", "MAX_TERMINAL_ID_CHARS", "ConnectionClosed", "Event",
+    "LocalProtocolError", "NeedData", "Paused", "RequestReceived", "Session", "SessionLimits", "State",
+]
 
 MAX_MESSAGE_ID_CHARS = 64
 MAX_TERMINAL_ID_CHARS = 32
 MAX_ECHOED_MESSAGE_ID_CHARS = 256
-
-
-class State(enum.Enum):
-    CONNECTED = "connected"
-    SIGNED_IN = "signed_in"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -96,7 +88,6 @@ class _InFlight:
 @dataclass
 class Session:
     limits: SessionLimits = field(default_factory=SessionLimits)
-    clock: Callable[[], float] = time.time
 
     state: State = State.CONNECTED
     terminal_id: str | None = None
@@ -105,7 +96,8 @@ class Session:
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.limits.max_frame_bytes)
-        self._outgoing: list[bytes] = []
+        # Answers waiting for data_to_send, which stamps them with its `now`: the moment they are written.
+        self._outgoing: list[pb.Response] = []
         self._in_flight: dict[int, _InFlight] = {}
         self._tokens = itertools.count(1)
         self._peer_closed = False
@@ -123,14 +115,14 @@ class Session:
             return
         if not data:
             self._peer_closed = True
-        elif self.state is not State.CLOSING:
+        elif self.state in TAKES_REQUESTS:
             self._decoder.feed(data)
 
     def next_event(self) -> Event:
         while True:
             if self.state is State.CLOSED:
                 return ConnectionClosed(truncated=False)
-            if self.state is State.CLOSING:
+            if self.state not in TAKES_REQUESTS:
                 return self._closed_by_peer() if self._peer_closed else Paused()
             if self._working() >= self.limits.max_in_flight:
                 return Paused()
@@ -138,7 +130,7 @@ class Session:
                 frame = self._decoder.next_frame()
             except FrameTooLarge as exc:
                 self._refuse_and_close(
-                    "",
+                    Trigger.FRAME_TOO_LARGE,
                     pb.STATUS_CODE_FRAME_TOO_LARGE,
                     detail_en=f"{exc.declared_bytes} bytes declared, at most {exc.max_frame_bytes}",
                     detail_zh=f"报文长度{exc.declared_bytes}字节，上限{exc.max_frame_bytes}字节",
@@ -153,7 +145,7 @@ class Session:
 
     def _closed_by_peer(self) -> ConnectionClosed:
         truncated = self._decoder.buffered_bytes > 0
-        self.state = State.CLOSED
+        self._move(Trigger.PEER_CLOSED)
         return ConnectionClosed(truncated=truncated)
 
     def _decode(self, frame: bytes) -> RequestReceived | None:
@@ -207,22 +199,26 @@ class Session:
     # Output ---------------------------------------------------------------------------------
 
     def send_response(self, token: int, response: pb.Response) -> None:
-        """The final answer to the request `token`; applies SignIn/SignOut outcomes to the state."""
-        pending = self._in_flight.pop(token)
+        """The final answer to the request `token`; applies SignIn/SignOut outcomes to the state.
+
+        The session owns `response` from here on: it sets the message id and, when written, the time.
+        """
+        pending = self._pending(token)
+        # The state moves before the request leaves the books: an impossible answer changes nothing.
+        if response.status == pb.STATUS_CODE_OK and pending.body == "sign_in":
+            self._move(Trigger.SIGN_IN_ACCEPTED)
+            if self.state is State.SIGNED_IN:
+                self.terminal_id = pending.terminal_id
+        elif response.status == pb.STATUS_CODE_OK and pending.body == "sign_out":
+            self._move(Trigger.SIGN_OUT_ACCEPTED, close_reason="signed out")
+        del self._in_flight[token]
         response.message_id = pending.message_id
         response.interim = False
-        if response.status == pb.STATUS_CODE_OK:
-            if pending.body == "sign_in" and self.state is State.CONNECTED:
-                self.state = State.SIGNED_IN
-                self.terminal_id = pending.terminal_id
-            elif pending.body == "sign_out" and self.state is State.SIGNED_IN:
-                self.state = State.CLOSING
-                self.close_reason = "signed out"
         self._write(response)
 
     def send_interim(self, token: int, response: pb.Response) -> None:
         """A frame that does not finish request `token` (an ApduScript for the terminal's reader)."""
-        pending = self._in_flight[token]
+        pending = self._pending(token)
         pending.awaiting_terminal = True
         response.message_id = pending.message_id
         response.interim = True
@@ -236,10 +232,12 @@ class Session:
 
     def discard(self, token: int) -> None:
         """Finish request `token` without an answer (an accepted ApduResult)."""
+        self._pending(token)  # LocalProtocolError unless it is in flight
         del self._in_flight[token]
 
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._outgoing)
+    def data_to_send(self, now: float) -> bytes:
+        """The frames to write, each stamped with `now` (the gateway's clock, POSIX seconds) as its server_time."""
+        data = b"".join(self._encode(response, now) for response in self._outgoing)
         self._outgoing.clear()
         return data
 
@@ -250,23 +248,22 @@ class Session:
 
         A connection waiting for its own answers is not idle.
         """
-        if self.state in (State.CLOSING, State.CLOSED) or self._in_flight:
+        if self._in_flight:
             return False
-        self._refuse_and_close("", pb.STATUS_CODE_IDLE_TIMEOUT)
-        return True
+        return self._refuse_and_close(Trigger.IDLE_TIMEOUT, pb.STATUS_CODE_IDLE_TIMEOUT)
 
     def refuse_connection(self, status: int) -> None:
         """Answer a connection the gateway cannot take (e.g. at max_connections), then close."""
-        self._refuse_and_close("", status)
+        self._refuse_and_close(Trigger.CONNECTION_REFUSED, status)
 
     def shut_down(self) -> None:
         """The gateway is stopping: finish what is in flight, then close."""
-        if self.state in (State.CONNECTED, State.SIGNED_IN):
-            self.state = State.CLOSING
-            self.close_reason = "gateway shutting down"
+        self._move(Trigger.SHUTDOWN, close_reason="gateway shutting down")
 
     def connection_lost(self) -> None:
-        self.state = State.CLOSED
+        """The transport is gone: frames not yet taken by data_to_send have nowhere to go."""
+        self._move(Trigger.CONNECTION_LOST)
+        self._outgoing.clear()
 
     # Queries --------------------------------------------------------------------------------
 
@@ -276,7 +273,7 @@ class Session:
 
     @property
     def wants_close(self) -> bool:
-        """Close the transport once `data_to_send()` has been written."""
+        """Close the transport once `data_to_send(now)` has been written."""
         return self.state is State.CLOSING and not self._in_flight
 
     @property
@@ -292,18 +289,36 @@ class Session:
                 detail_zh: str | None = None) -> None:
         self._write(make_response(message_id, status, detail_en=detail_en, detail_zh=detail_zh))
 
-    def _refuse_and_close(self, message_id: str, status: int, *, detail_en: str | None = None,
-                          detail_zh: str | None = None) -> None:
-        self._refuse(message_id, status, detail_en=detail_en, detail_zh=detail_zh)
-        self.state = State.CLOSING
-        self.close_reason = status_name(status)
+    def _refuse_and_close(self, trigger: Trigger, status: int, *, detail_en: str | None = None,
+                          detail_zh: str | None = None) -> bool:
+        """Say why the session closes, then close; False if it was already closing (it said so then)."""
+        if next_state(self.state, trigger) is self.state:
+            return False
+        # An empty message_id: the frame answers no particular request.
+        self._refuse("", status, detail_en=detail_en, detail_zh=detail_zh)
+        self._move(trigger, close_reason=status_name(status))
+        return True
+
+    def _move(self, trigger: Trigger, *, close_reason: str | None = None) -> None:
+        """The only place the state changes: by the table of gateway.protocol.states, or ImpossibleTransition."""
+        before = self.state
+        self.state = next_state(before, trigger)
+        if self.state is State.CLOSING and before is not State.CLOSING:
+            self.close_reason = close_reason
+
+    def _pending(self, token: int) -> _InFlight:
+        pending = self._in_flight.get(token)
+        if pending is None:
+            raise LocalProtocolError(f"request {token} is not in flight: answered already, or never taken")
+        return pending
 
     def _write(self, response: pb.Response) -> None:
-        if self.state is State.CLOSED:
-            return
-        seconds = self.clock()
-        response.server_time.seconds = int(seconds)
-        response.server_time.nanos = int((seconds % 1) * 1e9)
+        if self.state is not State.CLOSED:
+            self._outgoing.append(response)
+
+    def _encode(self, response: pb.Response, now: float) -> bytes:
+        response.server_time.seconds = int(now)
+        response.server_time.nanos = int((now % 1) * 1e9)
         payload = response.SerializeToString()
         if len(payload) > self.limits.max_frame_bytes:
             # Never send what the terminal is entitled to refuse; tell it what happened instead.
@@ -311,8 +326,9 @@ class Session:
                 response.message_id, pb.STATUS_CODE_INTERNAL_ERROR, detail_en="answer too large",
                 detail_zh="应答报文过长",
             )
+            fallback.server_time.CopyFrom(response.server_time)
             payload = fallback.SerializeToString()
-        self._outgoing.append(encode_frame(payload))
+        return encode_frame(payload)
 
 
 def _is_token(value: str, max_chars: int) -> bool:

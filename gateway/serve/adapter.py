@@ -3,10 +3,16 @@
 It moves bytes between the transport and the session, runs the idle timer (TimeoutMixin), applies
 backpressure both ways (stop reading at the in-flight limit; stop reading while the transport's
 write buffer is full) and hands requests to the service.
+
+An impossible event (`LocalProtocolError`: the session's table has no such move, or an answer names no
+request in flight) is a bug on our side. It is logged and that connection alone is aborted; it never
+reaches the reactor, and the connection's slots are freed when Twisted reports the loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet import interfaces
@@ -21,6 +27,7 @@ from gateway.config import ServerConfig
 from gateway.protocol.messages import pb
 from gateway.protocol.session import (
     ConnectionClosed,
+    LocalProtocolError,
     NeedData,
     Paused,
     RequestReceived,
@@ -58,7 +65,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.session = Session(factory.session_limits, clock=factory.clock.seconds)
+        self.session = Session(factory.session_limits)
         self.context = factory.service.new_context(_peer_name(self.transport))
         self.context.relay = ApduRelay(
             send_interim=self._send_interim,
@@ -78,9 +85,9 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self.setTimeout(factory.session_limits.idle_timeout_s)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        assert self.session is not None
-        self.session.receive_data(data)
-        self._pump()
+        with self._dropped_on_session_error():
+            self._live_session().receive_data(data)
+            self._pump()
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.setTimeout(None)  # type: ignore[no-untyped-call]
@@ -95,18 +102,40 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self.closed.callback(None)
 
     def timeoutConnection(self) -> None:
-        assert self.session is not None
-        if self.session.idle_timed_out():
-            log.info("closing idle connection from {peer}", peer=self.context.peer if self.context else "?")
-            self._flush()
-        else:
-            self.resetTimeout()  # type: ignore[no-untyped-call]
+        with self._dropped_on_session_error():
+            if self._live_session().idle_timed_out():
+                log.info("closing idle connection from {peer}", peer=self.context.peer if self.context else "?")
+                self._flush()
+            else:
+                self.resetTimeout()  # type: ignore[no-untyped-call]
 
     def shut_down(self) -> None:
         """Read nothing more; close once the requests in flight are answered."""
-        if self.session is not None:
-            self.session.shut_down()
-            self._flush()
+        with self._dropped_on_session_error():
+            if self.session is not None:
+                self.session.shut_down()
+                self._flush()
+
+    def _live_session(self) -> Session:
+        if self.session is None:
+            raise LocalProtocolError("the connection was never made: there is no session")
+        return self.session
+
+    @contextmanager
+    def _dropped_on_session_error(self) -> Iterator[None]:
+        """Abort this connection, and only this one, when the session refuses an impossible event."""
+        try:
+            yield
+        except LocalProtocolError as error:
+            log.failure("dropping the connection from {peer}: {error}",
+                        peer=self.context.peer if self.context else "?", error=str(error))
+            self._closing = True
+            self.setTimeout(None)  # type: ignore[no-untyped-call]
+            if self.session is not None:
+                # Nothing more is decoded or written: the session's state is no longer to be trusted.
+                self.session.connection_lost()
+            if self.transport is not None:
+                self.transport.abortConnection()
 
     # IPushProducer: called by the transport about our outgoing data -------------------------
 
@@ -116,8 +145,9 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def resumeProducing(self) -> None:
         self._write_blocked = False
-        self._update_reading()
-        self._pump()
+        with self._dropped_on_session_error():
+            self._update_reading()
+            self._pump()
 
     def stopProducing(self) -> None:
         self._write_blocked = True
@@ -128,8 +158,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         """Take events from the session until it needs data or pauses; then flush."""
         if self._pumping:
             return  # an answer given synchronously inside the loop below: the loop picks it up
-        session = self.session
-        assert session is not None
+        session = self._live_session()
         self._pumping = True
         frames_before = session.frames_received
         try:
@@ -151,27 +180,27 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self._flush()
 
     def _dispatch(self, event: RequestReceived) -> None:
-        assert self.context is not None
+        if self.context is None:
+            raise LocalProtocolError("a request before the connection was made: there is no context to serve it in")
         answer = self.factory.service.handle(self.context, event)
         answer.addCallback(self._answer, event.token)
         answer.addErrback(self._answer_failed, event)
 
     def _send_interim(self, token: int, response: pb.Response) -> None:
-        session = self.session
-        assert session is not None
-        session.send_interim(token, response)
-        if not self._pumping:
-            self._flush()
+        with self._dropped_on_session_error():
+            self._live_session().send_interim(token, response)
+            if not self._pumping:
+                self._flush()
 
     def _answer(self, response: pb.Response | None, token: int) -> None:
-        session = self.session
-        assert session is not None
-        if response is None:
-            session.discard(token)
-        else:
-            session.send_response(token, response)
-        if not self._pumping:
-            self._pump()
+        with self._dropped_on_session_error():
+            session = self._live_session()
+            if response is None:
+                session.discard(token)
+            else:
+                session.send_response(token, response)
+            if not self._pumping:
+                self._pump()
 
     def _answer_failed(self, failure: Failure, event: RequestReceived) -> None:
         log.failure("could not answer {message_id}", failure, message_id=event.request.message_id)
@@ -179,9 +208,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()
 
     def _flush(self) -> None:
-        session = self.session
-        assert session is not None
-        data = session.data_to_send()
+        session = self._live_session()
+        data = session.data_to_send(self.factory.clock.seconds())  # the reactor's time: a test clock in tests
         if data and self.transport is not None:
             self.transport.write(data)
         if session.wants_close and not self._closing:

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -130,8 +131,7 @@ class GatewayService:
     def card_key(self, context: ConnectionContext) -> str:
         """Where the card read for this connection is remembered. A card in the terminal's own reader belongs
         to this connection (a terminal id may hold several); a reader of the gateway's to the terminal id."""
-        assert context.terminal is not None
-        terminal = context.terminal
+        terminal = _terminal_of(context)
         if self.readers.spec_for(terminal.terminal_id, terminal.reader).kind == "terminal":
             return f"{terminal.terminal_id}/{context.session_id}"
         return terminal.terminal_id
@@ -151,7 +151,7 @@ class GatewayService:
         """The answer to one request; never fails (errors become INTERNAL_ERROR)."""
         handler = self._handlers.get(event.body)
         if handler is None and event.body in handlers.BODIES and self.settlement is not None:
-            handler = self._settling
+            handler = partial(self._settling, self.settlement)
         if handler is None:
             return succeed(make_response(
                 event.request.message_id, pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
@@ -226,10 +226,10 @@ class GatewayService:
         response.heartbeat.SetInParent()
         return response
 
-    def _settling(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
-        assert self.settlement is not None and context.terminal is not None
-        return Deferred.fromCoroutine(self.settlement.handle(context.terminal, context.relay, event,
-                                                             self.card_key(context)))
+    def _settling(self, settlement: SettlementHandlers, context: ConnectionContext,
+                  event: RequestReceived) -> Deferred[pb.Response]:
+        return Deferred.fromCoroutine(settlement.handle(_terminal_of(context), context.relay, event,
+                                                        self.card_key(context)))
 
     def _card_event(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
         request = event.request
@@ -238,9 +238,11 @@ class GatewayService:
             return make_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
                                  detail_en="card_event.kind must be INSERTED or REMOVED",
                                  detail_zh="插拔卡事件类型缺失")
-        assert context.terminal is not None and context.relay is not None
+        key = self.card_key(context)
+        if context.relay is None:
+            raise RuntimeError(f"connection {context.session_id} has no relay: the adapter sets one when it is made")
         # Either way the card data read before belongs to a card that is no longer there.
-        self.forget_card(self.card_key(context))
+        self.forget_card(key)
         context.relay.card_event(kind, request.card_event.atr)
         response = make_response(request.message_id, pb.STATUS_CODE_OK)
         response.card_event.SetInParent()
@@ -256,3 +258,11 @@ class GatewayService:
             detail_en=f"no APDU script {script_id!r} is outstanding for this terminal (late or unknown)",
             detail_zh=f"没有待回复的APDU脚本{script_id}（已超时或不存在）",
         )
+
+
+def _terminal_of(context: ConnectionContext) -> TerminalRecord:
+    """The terminal a request's connection signed in as. The session takes no other body before sign-in, so
+    a missing one is our bug: it fails the request (INTERNAL_ERROR) rather than serve it for no terminal."""
+    if context.terminal is None:
+        raise RuntimeError(f"a request of connection {context.session_id} reached the service before its sign-in")
+    return context.terminal
