@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 
 FEN_PER_YUAN = 100
-# A limit on every amount read from outside: ten trillion yuan is far beyond any account balance, and
-# keeps amounts well inside a signed 64-bit column.
+# The one limit on every amount read from outside — registry files, policy files, statements, payout files:
+# 10,000,000,000,000 yuan (docs/registry.md). It is far beyond any bill, balance or day's total, and keeps
+# amounts well inside the protocol's and the database's signed 64-bit integers: 9,000 amounts at the limit
+# still add up without overflow.
 MAX_AMOUNT_FEN = 10**15
+# A yuan part with more digits than the limit has in fen is too large whatever it says: refused before int().
+_MAX_YUAN_DIGITS = len(str(MAX_AMOUNT_FEN))
 # Digits, then optionally a point and one or two digits. No sign, exponent, grouping or spaces.
 YUAN = re.compile(r"(?P<yuan>[0-9]+)(?:\.(?P<fen>[0-9]{1,2}))?")
 
@@ -27,7 +31,7 @@ def parse_yuan_to_fen(text: str) -> int:
         raise AmountError(
             f"{text!r} is not an amount in yuan: digits with at most two decimals, e.g. 1234.56"
         )
-    if len(match["yuan"]) > 16:  # checked before int() so a huge string costs nothing
+    if len(match["yuan"]) > _MAX_YUAN_DIGITS:
         raise AmountError(f"{text!r} is more than {format_fen(MAX_AMOUNT_FEN)} yuan")
     fen = int(match["yuan"]) * FEN_PER_YUAN + int((match["fen"] or "0").ljust(2, "0"))
     if fen > MAX_AMOUNT_FEN:

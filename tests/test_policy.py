@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.money import MAX_AMOUNT_FEN
 from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory, parse_policy
 
 BUILT_IN = Path(__file__).resolve().parent.parent / "gateway/settlement/policies/2026.toml"
@@ -63,6 +64,20 @@ def test_inconsistent_files_are_refused_naming_the_key(change: tuple[str, str], 
     with pytest.raises(PolicyError) as refused:
         parse_policy(GOOD.replace(old, new, 1), "test.toml")
     assert message in str(refused.value) and "test.toml" in str(refused.value)
+
+
+@pytest.mark.parametrize("key", ["max_total_fen", "deductible_fen", "retired_deductible_fen", "pooled_cap_fen"])
+@pytest.mark.parametrize(("amount_fen", "accepted"), [(MAX_AMOUNT_FEN, True), (MAX_AMOUNT_FEN + 1, False)])
+def test_policy_amounts_have_the_limit_of_every_amount_read_from_a_file(key: str, amount_fen: int,
+                                                                        accepted: bool) -> None:
+    # One limit for amounts (gateway.money), whether they come from a registry file, a statement or a policy.
+    line = next(line for line in GOOD.splitlines() if line.startswith(f"{key} ="))
+    text = GOOD.replace(line, f"{key} = {amount_fen}", 1)
+    if accepted:
+        parse_policy(text, "test.toml")
+    else:
+        with pytest.raises(PolicyError, match=rf"{key} must be between [01] and {MAX_AMOUNT_FEN} "):
+            parse_policy(text, "test.toml")
 
 
 def test_overlapping_years_are_refused(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gateway.money import MAX_AMOUNT_FEN
 from gateway.settlement.facts import InstitutionLevel, InsuranceType, MedicalType
 
 BUILT_IN = "built-in"
 BASIS_POINTS = 10_000
-MAX_AMOUNT_FEN = 10**13  # a hundred billion yuan: nothing in a policy file can sensibly exceed it
 
 
 class PolicyError(ValueError):
