@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-DB_URL ?= sqlite:///var/gateway.db
-LISTEN ?= tcp:9500:interface=127.0.0.1:backlog=1024
+# Empty: the gateway's own defaults (database.url, server.listen: sqlite:///var/gateway.db on 127.0.0.1:9500).
+DB_URL ?=
+LISTEN ?=
+DB_OPTION = $(if $(DB_URL),--db '$(DB_URL)')
 PYTEST_ARGS ?=
 PROTO := proto/ningbo/gateway/v1/gateway.proto
 GENERATED_DIR := gateway/protocol/generated
@@ -20,7 +22,7 @@ APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd
 BENCH_SETTLEMENTS ?= 2000
 
 run: setup db
-	$(VENV)/bin/gateway serve --listen '$(LISTEN)' --db '$(DB_URL)'
+	$(VENV)/bin/gateway serve $(if $(LISTEN),--listen '$(LISTEN)') $(DB_OPTION)
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -62,8 +64,8 @@ $(GENERATED): $(PROTO) $(INSTALLED)
 
 db: setup
 	mkdir -p var
-	$(VENV)/bin/gateway db upgrade --db '$(DB_URL)'
-	$(VENV)/bin/gateway registry demo --db '$(DB_URL)'
+	$(VENV)/bin/gateway db upgrade $(DB_OPTION)
+	$(VENV)/bin/gateway registry demo $(DB_OPTION)
 
 bench: setup
 	$(PY) -m benchmarks.system_bench --json bench/results.json

@@ -15,9 +15,7 @@ import time
 
 from gateway.demo.registry import DEMO_CREDENTIAL
 from gateway.protocol.messages import pb
-from simulators.load import terminal_ids
-
-SESSIONS_PER_ID = 4
+from simulators.load import SESSIONS_PER_TERMINAL_ID, terminal_ids
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +26,7 @@ def main(argv: list[str]) -> int:
     sockets = []
     for n in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        request = pb.Request(terminal_id=ids[n // SESSIONS_PER_ID], message_id=f"idle-{n}")
+        request = pb.Request(terminal_id=ids[n // SESSIONS_PER_TERMINAL_ID], message_id=f"idle-{n}")
         request.sign_in.credential = DEMO_CREDENTIAL
         payload = request.SerializeToString()
         sock.sendall(struct.pack(">I", len(payload)) + payload)

@@ -36,6 +36,13 @@ from gateway.settlement.split import FundSplit
 INSTITUTIONS = ("H33020300001", "H33020300002", "P33020300001")
 FUND_REGION = "330200"  # the Ningbo city fund every prefilled settlement draws on
 CHUNK = 50_000  # settlements per transaction while filling
+# DESIGN.md §4: settlements/s on a ledger of 10 million settlements against an empty one.
+LARGE_LEDGER_SETTLEMENTS = 10_000_000
+
+
+def persons_for(settlements: int) -> int:
+    """A tenth as many persons as settlements (at least 1,000): each person settles about ten times."""
+    return max(1000, settlements // 10)
 
 
 def synthetic_ssn(index: int) -> str:
@@ -157,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.prefill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="sqlite:///PATH of a migrated ledger")
-    parser.add_argument("--settlements", type=int, default=10_000_000)
-    parser.add_argument("--persons", type=int, default=1_000_000)
+    parser.add_argument("--settlements", type=int, default=LARGE_LEDGER_SETTLEMENTS)
+    parser.add_argument("--persons", type=int, default=persons_for(LARGE_LEDGER_SETTLEMENTS))
     args = parser.parse_args(argv)
     if not args.db.startswith("sqlite:///"):
         parser.error("--db must be a sqlite:/// URL")

@@ -17,6 +17,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.prefill import CHUNK
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.finance.reconcile import reconcile_file
@@ -25,7 +26,6 @@ from gateway.finance.statement import export_statement
 from gateway.ledger.tables import TRANSACTIONS
 
 DAY = date(2026, 11, 24)
-CHUNK = 50_000
 
 
 def fill(url: str, count: int) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.prefill import prefill
+from benchmarks.prefill import LARGE_LEDGER_SETTLEMENTS, persons_for, prefill
+from simulators.load import SESSIONS_PER_TERMINAL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -45,7 +46,7 @@ class Gateway:
                         str(per_institution)], check=True, capture_output=True, cwd=ROOT)
         self.prefill: dict[str, Any] = {}
         if prefill_settlements:
-            self.prefill = prefill(tmp / name, prefill_settlements, persons=max(1000, prefill_settlements // 10))
+            self.prefill = prefill(tmp / name, prefill_settlements, persons=persons_for(prefill_settlements))
         self.process = subprocess.Popen([*GATEWAY, "serve", "--db", self.db, "--listen",
                                          "tcp:0:interface=127.0.0.1:backlog=4096", "--log-level", "warn"],
                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -116,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--terminals", type=int, default=40, help="terminals for the peak runs")
     parser.add_argument("--latency-terminals", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections for the memory figure")
-    parser.add_argument("--prefill", type=int, default=10_000_000, metavar="N",
+    parser.add_argument("--prefill", type=int, default=LARGE_LEDGER_SETTLEMENTS, metavar="N",
                         help="settlements in the large ledger compared with the empty one (0: skip)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="where the table of figures is written (between its markers)")
     args = parser.parse_args(argv)
-    per_institution = max(60, args.idle // 4 + 10, args.latency_terminals // 4 + 10)
+    # Enough terminal ids per institution for the most connections a run opens, each id taking its sessions.
+    per_institution = max(60, args.idle // SESSIONS_PER_TERMINAL_ID + 10,
+                          args.latency_terminals // SESSIONS_PER_TERMINAL_ID + 10)
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                                "python": platform.python_version(),

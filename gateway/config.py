@@ -2,6 +2,13 @@
 
 `docs/configuration.md` documents each key; `gateway.example.toml` lists them all with their defaults.
 Command-line options override the file.
+
+Each default is defined once. A limit enforced below this layer keeps its default beside the code that
+enforces it (the session's frame size, the ledger writer's batch, a PC/SC reader's timeouts, the SQLite busy
+timeout, the demo population): the keys here take theirs from it, and the sections build those limit objects
+(`ServerConfig.session_limits`, `LedgerConfig.writer_limits`). A limit of the request path, which lies above
+this layer (connections, sessions per terminal, the registry cache), has its default here, and the request
+path reads the section itself.
 """
 
 from __future__ import annotations
@@ -11,10 +18,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.db.engine import DEFAULT_DB_URL
+from gateway.db.engine import DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_DB_URL, DEFAULT_SQLITE_SYNCHRONOUS
+from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
+from gateway.ledger.writer import WriterLimits
+from gateway.ops.logs import LEVELS, LOG_FORMATS
+from gateway.protocol.session import SessionLimits
+from gateway.reader.pcsc import DEFAULT_CLOSE_TIMEOUT_S, DEFAULT_TRANSMIT_TIMEOUT_S
 
 # A deep accept queue: after a restart thousands of terminals reconnect at once.
 DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
+# The limit objects with their own defaults, which the keys below take as theirs.
+_SESSION = SessionLimits()
+_WRITER = WriterLimits()
 
 
 class ConfigError(ValueError):
@@ -25,9 +40,9 @@ class ConfigError(ValueError):
 class ServerConfig:
     # Twisted server endpoint strings; several may be given to listen on several addresses.
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
-    max_frame_bytes: int = 64 * 1024
-    idle_timeout_s: float = 120.0
-    max_in_flight_per_connection: int = 32
+    max_frame_bytes: int = _SESSION.max_frame_bytes
+    idle_timeout_s: float = _SESSION.idle_timeout_s
+    max_in_flight_per_connection: int = _SESSION.max_in_flight
     max_connections: int = 20_000
     max_sessions_per_terminal: int = 4
     # After a final error frame, how long to drain the peer's bytes before closing for good.
@@ -35,16 +50,21 @@ class ServerConfig:
     # How long a shutdown waits for requests in flight before closing connections.
     shutdown_grace_s: float = 10.0
 
+    def session_limits(self) -> SessionLimits:
+        """What each connection's session enforces."""
+        return SessionLimits(max_frame_bytes=self.max_frame_bytes, max_in_flight=self.max_in_flight_per_connection,
+                             idle_timeout_s=self.idle_timeout_s)
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = DEFAULT_DB_URL
     # SQLite: how long a connection waits for a lock before failing.
-    busy_timeout_ms: int = 5_000
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
     # Threads that run blocking database calls off the reactor.
     worker_threads: int = 4
     # SQLite only (ignored elsewhere): the durability the ledger relies on.
-    sqlite_synchronous: str = "FULL"
+    sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS
 
 
 @dataclass(frozen=True)
@@ -52,12 +72,12 @@ class ReaderConfig:
     # How long the terminal's own reader may take to answer one ApduScript.
     relay_timeout_s: float = 5.0
     # How long a PC/SC reader on the gateway host may take for one script.
-    pcsc_timeout_s: float = 10.0
+    pcsc_timeout_s: float = DEFAULT_TRANSMIT_TIMEOUT_S
     # How long closing a PC/SC reader (at shutdown) waits for a call hung in its driver.
-    pcsc_close_timeout_s: float = 5.0
+    pcsc_close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S
     # The demo population that `virtual:CARD` readers take their cards from.
-    virtual_persons: int = 200
-    virtual_seed: int = 2026
+    virtual_persons: int = DEFAULT_PERSONS
+    virtual_seed: int = DEFAULT_SEED
     # Terminal id -> reader ("terminal", "pcsc:NAME", "virtual[:CARD]"), overriding the registry.
     terminals: tuple[tuple[str, str], ...] = ()
 
@@ -65,19 +85,26 @@ class ReaderConfig:
 @dataclass(frozen=True)
 class LedgerConfig:
     # Settlements written in one database transaction (group commit).
-    max_batch: int = 200
+    max_batch: int = _WRITER.max_batch
     # Settlements waiting for the writer; beyond it requests are answered "temporarily unavailable".
-    max_queue: int = 20_000
+    max_queue: int = _WRITER.max_queue
     # A batch that met a deadlock or a concurrent write of the same key is run again this often.
-    retry_attempts: int = 3
+    retry_attempts: int = _WRITER.retry_attempts
     # Account codes the writer remembers as existing, so that it neither looks them up nor creates them again.
-    known_accounts: int = 200_000
+    known_accounts: int = _WRITER.known_accounts
     # A directory of policy files (YEAR.toml); empty: the built-in, illustrative ones.
     policy_dir: str = ""
+
+    def writer_limits(self) -> WriterLimits:
+        """What the ledger's writer enforces."""
+        return WriterLimits(max_batch=self.max_batch, max_queue=self.max_queue, retry_attempts=self.retry_attempts,
+                            known_accounts=self.known_accounts)
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
+    """Also the registry cache's limits (gateway.serve.registry_cache)."""
+
     # Cards whose registry facts the gateway holds in memory; the oldest is dropped beyond it.
     cache_entries: int = 200_000
     # How often the registry's version is read: a change made elsewhere (an import, an agency command, another
@@ -103,8 +130,7 @@ class GatewayConfig:
 
 # Each section's name and type, as GatewayConfig declares them.
 _SECTIONS: dict[str, type[Any]] = {f.name: f.default_factory for f in fields(GatewayConfig)}  # type: ignore[misc]
-_LOG_FORMATS = ("text", "json")
-_LOG_LEVELS = ("debug", "info", "warn", "error")
+_LOG_LEVELS = tuple(LEVELS)
 _SQLITE_SYNCHRONOUS = ("FULL", "EXTRA")
 
 
@@ -215,8 +241,8 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "ledger.known_accounts", config.ledger.known_accounts, upper=100_000_000)
     _positive(source, "registry.cache_entries", config.registry.cache_entries, upper=100_000_000)
     _positive(source, "registry.refresh_s", config.registry.refresh_s, upper=3600)
-    if config.log.format not in _LOG_FORMATS:
-        raise ConfigError(f"{source}: log.format must be one of {_LOG_FORMATS}")
+    if config.log.format not in LOG_FORMATS:
+        raise ConfigError(f"{source}: log.format must be one of {LOG_FORMATS}")
     if config.log.level not in _LOG_LEVELS:
         raise ConfigError(f"{source}: log.level must be one of {_LOG_LEVELS}")
 

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+from gateway.config import ServerConfig
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
 from gateway.demo.registry import (
     DEFAULT_TERMINALS_PER_INSTITUTION,
@@ -37,7 +38,7 @@ from gateway.protocol.status import status_name
 from simulators.scenarios import SCENARIOS, RunContext, load_mix
 from simulators.terminal import SimTerminal, TerminalGone
 
-SESSIONS_PER_TERMINAL_ID = 4   # the gateway's default server.max_sessions_per_terminal
+SESSIONS_PER_TERMINAL_ID = ServerConfig().max_sessions_per_terminal  # what a gateway with the defaults allows
 CONNECT_BATCH = 200            # connections opened at once while ramping up
 
 

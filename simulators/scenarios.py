@@ -16,7 +16,7 @@ from typing import IO, Any
 from twisted.internet import defer, task
 
 from gateway.demo.card import CardStateStore, VirtualCard
-from gateway.demo.population import Case, DemoHolder, demo_population
+from gateway.demo.population import DEFAULT_PERSONS, Case, DemoHolder, demo_population
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
 from simulators.terminal import SimTerminal
@@ -41,7 +41,7 @@ class RunContext:
     run_id: str
     rng: random.Random
     partition: tuple[int, int] = (0, 1)       # this process's share of the population: (index, count)
-    persons: int = 200
+    persons: int = DEFAULT_PERSONS
     outcomes: IO[str] | None = None
     unexpected: list[str] = field(default_factory=list)
     settled_ok: int = 0

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from gateway.demo.card import CardStateStore, Quirks, VirtualCard, card_from_population
-from gateway.demo.population import demo_population
+from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED, demo_population
 
 log = logging.getLogger("simulators.virtual_card")
 
@@ -127,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Present a virtual Ningbo social security card to vsmartcard-vpcd (a PC/SC reader).",
     )
     parser.add_argument("--vpcd", default=f"127.0.0.1:{VPCD_DEFAULT_PORT}", metavar="HOST:PORT",
-                        help="where vpcd listens (default 127.0.0.1:35963, /etc/reader.conf.d/vpcd)")
+                        help=f"where vpcd listens (default 127.0.0.1:{VPCD_DEFAULT_PORT}, /etc/reader.conf.d/vpcd)")
     parser.add_argument("--card", metavar="CARD_NUMBER",
                         help="a card number of the demo population (default: its first card, PIN 000000)")
-    parser.add_argument("--persons", type=int, default=200, help="size of the demo population (default 200)")
-    parser.add_argument("--seed", type=int, default=2026, help="seed of the demo population (default 2026)")
+    parser.add_argument("--persons", type=int, default=DEFAULT_PERSONS,
+                        help=f"size of the demo population (default {DEFAULT_PERSONS})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the demo population (default {DEFAULT_SEED})")
     parser.add_argument("--state", type=Path, metavar="FILE",
                         help="keep PINs and try counters in this JSON file across restarts")
     parser.add_argument("--select-61", action="store_true", help="answer SELECT with 61xx (FCI by GET RESPONSE)")

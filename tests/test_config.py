@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import tomllib
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import ConfigError, GatewayConfig, config_from_mapping, load_config
+from gateway.db.engine import make_engine
+from gateway.demo.card import card_from_population
+from gateway.demo.population import demo_population
+from gateway.ledger.writer import WriterLimits
+from gateway.protocol.session import SessionLimits
+from gateway.reader.pcsc import PcscReader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +35,79 @@ def test_the_example_file_lists_every_key_with_its_default() -> None:
         for field in fields(getattr(GatewayConfig(), section)):
             assert (f"\n{field.name} =" in text or f"[{section}.{field.name}]" in text), f"{section}.{field.name}"
             assert f"{section}.{field.name}" in docs, f"{section}.{field.name} is not documented"
+
+
+def _documented(cell: str) -> Any:
+    """A default as docs/configuration.md writes it: a TOML value in backticks, a bare URL, or "empty table"."""
+    if cell == "empty table":
+        return ()
+    inner = cell.strip("`")
+    try:
+        value = tomllib.loads(f"value = {inner}")["value"]
+    except tomllib.TOMLDecodeError:
+        return inner
+    return tuple(value) if isinstance(value, list) else value
+
+
+def test_the_documented_defaults_are_the_defaults() -> None:
+    docs = (ROOT / "docs/configuration.md").read_text()
+    documented = {key: _documented(cell.strip()) for key, cell in
+                  re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \| ([^|]+) \|", docs, re.MULTILINE)}
+    defaults = {f"{section.name}.{key.name}": getattr(getattr(GatewayConfig(), section.name), key.name)
+                for section in fields(GatewayConfig) for key in fields(getattr(GatewayConfig(), section.name))}
+    assert documented == defaults
+
+
+def test_the_protocols_table_of_limits_gives_the_configured_defaults() -> None:
+    # docs/protocol.md §7, which terminal vendors build from: "| limit | default | `section.key` ... |".
+    protocol = (ROOT / "docs/protocol.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| [^|]+ \| ([0-9][0-9,.]*)[^|]* \| `([a-z_]+)\.([a-z_]+)`", protocol, re.MULTILINE)
+    assert len(rows) >= 8
+    for number, section, key in rows:
+        assert float(number.replace(",", "")) == getattr(getattr(GatewayConfig(), section), key), f"{section}.{key}"
+
+
+def _default(function: Any, parameter: str) -> Any:
+    return inspect.signature(function).parameters[parameter].default
+
+
+def test_with_no_file_the_limit_objects_keep_their_own_defaults() -> None:
+    # Each default is defined once, beside the code that enforces it; the configuration takes it from there.
+    config = GatewayConfig()
+    assert config.server.session_limits() == SessionLimits()
+    assert config.ledger.writer_limits() == WriterLimits()
+    assert (config.reader.pcsc_timeout_s, config.reader.pcsc_close_timeout_s) == (
+        _default(PcscReader, "transmit_timeout_s"), _default(PcscReader, "close_timeout_s"))
+    for population in (demo_population, card_from_population):
+        assert (config.reader.virtual_persons, config.reader.virtual_seed) == (
+            _default(population, "persons"), _default(population, "seed")), population.__name__
+    assert (_default(make_engine, "busy_timeout_ms"), _default(make_engine, "sqlite_synchronous")) == (
+        config.database.busy_timeout_ms, config.database.sqlite_synchronous)
+
+
+@pytest.mark.parametrize(
+    ("raw", "built"),
+    [
+        ({"server": {"max_frame_bytes": 4096, "max_in_flight_per_connection": 2, "idle_timeout_s": 30}},
+         lambda c: c.server.session_limits() == SessionLimits(max_frame_bytes=4096, max_in_flight=2,
+                                                              idle_timeout_s=30.0)),
+        ({"ledger": {"max_batch": 7, "max_queue": 70, "retry_attempts": 1, "known_accounts": 9}},
+         lambda c: c.ledger.writer_limits() == WriterLimits(max_batch=7, max_queue=70, retry_attempts=1,
+                                                            known_accounts=9)),
+    ],
+)
+def test_the_file_feeds_the_limit_objects(raw: dict[str, Any], built: Any) -> None:
+    assert built(config_from_mapping(raw))
+
+
+def test_the_database_defaults_are_the_engines(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+    with engine.connect() as conn:
+        busy_timeout_ms = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+        synchronous = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+    engine.dispose()
+    assert busy_timeout_ms == GatewayConfig().database.busy_timeout_ms
+    assert {2: "FULL", 3: "EXTRA"}[synchronous] == GatewayConfig().database.sqlite_synchronous
 
 
 def test_values_from_a_file_override_defaults(tmp_path: Path) -> None:

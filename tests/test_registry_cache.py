@@ -10,8 +10,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from twisted.internet.defer import Deferred, maybeDeferred
 
+from gateway.config import RegistryConfig
 from gateway.serve.reads import NotRegistered, read_registry_version
-from gateway.serve.registry_cache import RegistryCache, RegistryCacheLimits
+from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.facts import CardStatus
 from tests.ledger_support import CARDS, INSTITUTION
 from tests.test_adapter import run_now
@@ -114,7 +115,7 @@ def test_a_read_in_flight_when_facts_are_dropped_is_answered_but_not_kept(demo_e
 
 
 def test_beyond_max_entries_the_oldest_card_goes(demo_engine_on_both: Engine) -> None:
-    cache = RegistryCache(demo_engine_on_both, run_now, RegistryCacheLimits(max_entries=2))
+    cache = RegistryCache(demo_engine_on_both, run_now, RegistryConfig(cache_entries=2))
     cards = sorted(CARDS)[:3]
     for number in cards:
         result_of(cache.facts(INSTITUTION, number, CARDS[number][0].person.social_security_number))

@@ -10,6 +10,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DB_URL = "sqlite:///var/gateway.db"
+# SQLite: how long a connection waits for another's lock before failing.
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+# SQLite: fsync at every commit, so that an acknowledged settlement survives a power cut.
+DEFAULT_SQLITE_SYNCHRONOUS = "FULL"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 # Execution option: begin the transaction holding SQLite's write lock (ignored elsewhere).
@@ -40,8 +44,8 @@ def normalise_url(url: str) -> str:
 def make_engine(
     url: str = DEFAULT_DB_URL,
     *,
-    busy_timeout_ms: int = 5_000,
-    sqlite_synchronous: str = "FULL",
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS,
     pool_size: int = 5,
 ) -> Engine:
     url = normalise_url(url)

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from gateway.demo.population import PIN_TRIES, DemoCard, DemoHolder, DemoPerson, demo_population
+from gateway.demo.population import (
+    DEFAULT_PERSONS,
+    DEFAULT_SEED,
+    PIN_TRIES,
+    DemoCard,
+    DemoHolder,
+    DemoPerson,
+    demo_population,
+)
 from gateway.reader import apdu
 from gateway.reader.agency import reset_mac
 
@@ -307,7 +315,7 @@ class VirtualCard:
         return _sw(0x9000)
 
 
-def card_from_population(card_number: str | None = None, persons: int = 200, seed: int = 2026,
+def card_from_population(card_number: str | None = None, persons: int = DEFAULT_PERSONS, seed: int = DEFAULT_SEED,
                          quirks: Quirks = Quirks(), store: CardStateStore | None = None) -> VirtualCard:
     """The demo card `card_number` (default: the first holder's card)."""
     cards = _cards_of(persons, seed)

@@ -20,6 +20,8 @@ from twisted.logger import (
 )
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
+# "text": one readable line per event; "json": one JSON object per line, for log collectors.
+LOG_FORMATS = ("text", "json")
 
 # twisted.logger builds and filters an event for every call, emitted or not; the request path asks this
 # first instead of paying that for each settlement.
@@ -56,4 +58,5 @@ def start_logging(log_format: str, level: str, stream: IO[str] | None = None) ->
     globalLogBeginner.beginLoggingTo([make_observer(log_format, level, stream)], redirectStandardIO=False)
 
 
-__all__ = ["debug_enabled", "error_line", "formatEventAsClassicLogText", "make_observer", "start_logging"]
+__all__ = ["LEVELS", "LOG_FORMATS", "debug_enabled", "error_line", "formatEventAsClassicLogText", "make_observer",
+           "start_logging"]

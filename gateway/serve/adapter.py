@@ -32,7 +32,6 @@ from gateway.protocol.session import (
     Paused,
     RequestReceived,
     Session,
-    SessionLimits,
 )
 from gateway.reader.relay import ApduRelay
 from gateway.serve.dispatch import ConnectionContext, GatewayService
@@ -255,11 +254,7 @@ class TerminalFactory(ServerFactory):
         self.service = service
         self.config = config
         self.clock = clock
-        self.session_limits = SessionLimits(
-            max_frame_bytes=config.max_frame_bytes,
-            max_in_flight=config.max_in_flight_per_connection,
-            idle_timeout_s=config.idle_timeout_s,
-        )
+        self.session_limits = config.session_limits()
         self.connections: set[TerminalProtocol] = set()
 
     def admit(self, protocol: TerminalProtocol) -> bool:

@@ -18,12 +18,12 @@ from twisted.python.threadpool import ThreadPool
 from gateway.config import GatewayConfig
 from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
-from gateway.ledger.writer import LedgerWriter, WriterLimits
+from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import start_logging
 from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
-from gateway.serve.registry_cache import RegistryCache, RegistryCacheLimits
+from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory
 
 log = Logger(namespace="gateway.serve.app")
@@ -74,14 +74,11 @@ def serve(config: GatewayConfig) -> int:
                     else load_builtin_policies())
     except PolicyError as exc:
         raise StartupError(str(exc)) from exc
-    writer = LedgerWriter(engine, policies, reactor.callFromThread, WriterLimits(
-        max_batch=config.ledger.max_batch, max_queue=config.ledger.max_queue,
-        retry_attempts=config.ledger.retry_attempts, known_accounts=config.ledger.known_accounts))
+    writer = LedgerWriter(engine, policies, reactor.callFromThread, config.ledger.writer_limits())
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)
-    registry = RegistryCache(engine, run_blocking, RegistryCacheLimits(
-        max_entries=config.registry.cache_entries, refresh_s=config.registry.refresh_s))
+    registry = RegistryCache(engine, run_blocking, config.registry)
     service = GatewayService(
         directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server,
         reader_config=config.reader, reactor=reactor, engine=engine, writer=writer, policies=policies,

@@ -17,7 +17,6 @@ Runs on the reactor thread; reads on a miss go to the database thread pool.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -25,22 +24,20 @@ from sqlalchemy.exc import DBAPIError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gateway.config import RegistryConfig
 from gateway.ops.logs import error_line
 from gateway.serve.reads import read_registry_version, read_request_registry
 from gateway.settlement.facts import Institution, RegistryFacts
 
 log = Logger(namespace="gateway.serve.registry_cache")
 
-
-@dataclass(frozen=True)
-class RegistryCacheLimits:
-    max_entries: int = 200_000   # cards held; the oldest goes first beyond it
-    refresh_s: float = 0.2       # how often the registry's version is read
+# The configuration's [registry] section is the cache's limits: its keys and defaults are defined there.
+_DEFAULT_LIMITS = RegistryConfig()
 
 
 class RegistryCache:
     def __init__(self, engine: Engine, run_blocking: Callable[..., Awaitable[Any]],
-                 limits: RegistryCacheLimits = RegistryCacheLimits()) -> None:
+                 limits: RegistryConfig = _DEFAULT_LIMITS) -> None:
         self._engine = engine
         self._run_blocking = run_blocking
         self.limits = limits
@@ -73,7 +70,7 @@ class RegistryCache:
 
     def _remember(self, card_number: str, ssn: str, registry: RegistryFacts, institution_code: str,
                   institution: Institution) -> None:
-        if len(self._facts) >= self.limits.max_entries:
+        if len(self._facts) >= self.limits.cache_entries:
             del self._facts[next(iter(self._facts))]
         self._facts[(card_number, ssn)] = registry
         self._institutions[institution_code] = institution
