@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.demo.registry import write_demo_registry
+from simulators.virtual_card import VPCD_DEFAULT_PORT
 
 POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -100,8 +101,8 @@ def demo_engine_on_both(db_url: str) -> Iterator[Engine]:
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 VPCD_READER = "Virtual PCD 00 00"
 # The Debian package's port, used only when a system pcscd already offers the reader.
-VPCD_SYSTEM_PORT = 35963
-# vpcd listens on a port and the next one (two reader slots). The package's 35963 lies inside Linux's
+VPCD_SYSTEM_PORT = VPCD_DEFAULT_PORT
+# vpcd listens on a port and the next one (two reader slots). The package's port lies inside Linux's
 # ephemeral range, where any outgoing connection of the suite may hold it and make vpcd's bind fail
 # ("Address already in use"); our own pcscd gets ports below that range, which no client is given.
 VPCD_OWN_FIRST_PORT = 29950

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.demo.registry import DEMO_CREDENTIAL, write_demo_registry
+from gateway.protocol.session import MAX_TERMINAL_ID_CHARS
+from gateway.reader.spec import MAX_SPEC_CHARS
 from gateway.registry.credentials import hash_credential, verify_credential
 from gateway.registry.importer import ImportFailed, import_files
-from gateway.registry.models import Institution, Terminal
+from gateway.registry.models import MAX_INSTITUTION_NAME_CHARS, Institution, Terminal
 from tests.registry_support import count, write
 
 INSTITUTIONS = """code,name,region_code,kind,level,cross_region_designated
@@ -147,3 +150,33 @@ def test_credentials_are_salted() -> None:
     assert hash_credential("same-secret") != hash_credential("same-secret")
     assert not verify_credential("other", hash_credential("same-secret"))
     assert not verify_credential("x", "garbage")
+
+
+@pytest.mark.parametrize(
+    ("column", "limit", "value_of_length"),
+    [
+        ("name", MAX_INSTITUTION_NAME_CHARS, lambda n: "院" * n),
+        ("terminal_id", MAX_TERMINAL_ID_CHARS, lambda n: "T" * n),
+        ("reader", MAX_SPEC_CHARS, lambda n: "pcsc:" + "R" * (n - len("pcsc:"))),
+    ],
+)
+def test_the_longest_text_an_import_accepts_is_what_its_column_holds(
+    migrated_engine: Engine, tmp_path: Path, column: str, limit: int, value_of_length: Callable[[int], str]
+) -> None:
+    # One limit for the check and the column: on PostgreSQL a longer value would not even fit.
+    def files(value: str) -> list[Path]:
+        row = {"name": "海曙测试医院", "terminal_id": "H33020300101-01", "reader": "terminal", column: value}
+        return [write(tmp_path, "i.csv", "code,name,region_code,kind,level,cross_region_designated\n"
+                                         f"H33020300101,{row['name']},330203,hospital,tertiary,true\n"),
+                write(tmp_path, "t.csv", "terminal_id,institution_code,credential,reader\n"
+                                         f"{row['terminal_id']},H33020300101,secret-0101-01,{row['reader']}\n")]
+
+    with pytest.raises(ImportFailed) as failed:
+        import_files(migrated_engine, files(value_of_length(limit + 1)))
+    refusals = [str(error) for error in failed.value.errors]
+    assert any(column in r and str(limit) in r for r in refusals), refusals
+    longest = value_of_length(limit)
+    import_files(migrated_engine, files(longest))
+    model = Institution if column == "name" else Terminal
+    with Session(migrated_engine) as db:
+        assert db.scalar(select(getattr(model, column))) == longest

@@ -65,9 +65,9 @@ def _export_day(args: argparse.Namespace, engine: Engine) -> int:
 def _rollover(args: argparse.Namespace, engine: Engine) -> int:
     from gateway.ledger.rollover import RolloverRefused, rollover
     from gateway.money import format_fen
-    from gateway.settlement.calendar import beijing_today
+    from gateway.settlement.calendar import FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR, beijing_today
 
-    if not 2000 <= args.year <= 2100:
+    if not FIRST_INSURANCE_YEAR <= args.year <= LAST_INSURANCE_YEAR:
         print(f"gateway: year {args.year} is out of range", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -16,6 +16,9 @@ DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_SQLITE_SYNCHRONOUS = "FULL"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+# Keys bound in one statement's IN list, for code that looks up or locks rows by many keys in chunks: far
+# below PostgreSQL's limit on one statement's bind parameters (65,535) and SQLite's (32,766).
+MAX_IN_LIST_KEYS = 1_000
 # Execution option: begin the transaction holding SQLite's write lock (ignored elsewhere).
 IMMEDIATE_OPTION = "gateway_immediate"
 

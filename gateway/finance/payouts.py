@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.db.engine import IMMEDIATE_OPTION, MAX_IN_LIST_KEYS
 from gateway.finance.bank_files import (
     AmountRow,
     BankLine,
@@ -48,7 +48,7 @@ from gateway.registry.tables import CARDS, PERSONS
 from gateway.settlement.calendar import beijing_today
 from gateway.settlement.facts import CardKind, CardStatus
 
-CHUNK_PERSONS = 1_000
+CHUNK_PERSONS = MAX_IN_LIST_KEYS  # persons per transaction and per look-up
 # No colon, so "payout:<batch>:<ssn>" splits one way only; short enough for the 96-character dedupe key.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 REVERSAL_PREFIX = "PV"

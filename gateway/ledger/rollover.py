@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import Engine, select
 
-from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.db.engine import IMMEDIATE_OPTION, MAX_IN_LIST_KEYS
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.models import AccountKind, TransactionKind
@@ -23,7 +23,7 @@ from gateway.ledger.postings import rollover_postings
 from gateway.ledger.sql import locked_balances, post_once
 from gateway.ledger.tables import ACCOUNTS, CLOSED_DAYS
 
-CHUNK_PERSONS = 1_000
+CHUNK_PERSONS = MAX_IN_LIST_KEYS  # persons per transaction: their accounts are locked by one IN list
 
 
 class RolloverRefused(ValueError):

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.db.engine import MAX_IN_LIST_KEYS
 from gateway.identity import is_valid_id_number, mask_id
 from gateway.reader.card import region_is_acceptable
 from gateway.regions import known_regions
@@ -24,9 +25,8 @@ COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 ID_NUMBER_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 # Columns holding resident ID numbers: masked whenever a message repeats them.
 ID_COLUMNS = frozenset({"social_security_number", "id_number"})
-# Cross-reference look-ups ask the database for at most this many keys at once (PostgreSQL caps the
-# number of bind parameters of one statement).
-LOOKUP_CHUNK = 1000
+# Cross-reference look-ups ask the database for at most this many keys at once.
+LOOKUP_CHUNK = MAX_IN_LIST_KEYS
 
 
 class RowProblem(ValueError):

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from gateway.protocol.session import MAX_TERMINAL_ID_CHARS
 from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
 from gateway.registry.cells import (
@@ -33,7 +34,7 @@ from gateway.registry.cells import (
     upsert,
 )
 from gateway.registry.credentials import credential_problem, hash_credential, verify_credential
-from gateway.registry.models import Institution, Terminal
+from gateway.registry.models import MAX_INSTITUTION_NAME_CHARS, Institution, Terminal
 from gateway.registry.person_tables import PERSON_TABLE_SPECS, check_person_references
 from gateway.settlement.facts import InstitutionKind, InstitutionLevel
 
@@ -46,7 +47,7 @@ __all__ = [
 # Files larger than this are refused before parsing: the registry is thousands of rows, not GBs.
 MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
 INSTITUTION_CODE = re.compile(r"^[A-Z][0-9]{11}$")
-TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+TERMINAL_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_TERMINAL_ID_CHARS - 1}}}$")
 
 
 class ImportFailed(Exception):
@@ -63,8 +64,8 @@ def _parse_institution(row: dict[str, str]) -> dict[str, Any]:
     if not INSTITUTION_CODE.match(code):
         raise RowProblem(f"code {code!r} must be a capital letter and 11 digits, e.g. H33020300001")
     name = require(row, "name")
-    if len(name) > 100:
-        raise RowProblem("name is longer than 100 characters")
+    if len(name) > MAX_INSTITUTION_NAME_CHARS:
+        raise RowProblem(f"name is longer than {MAX_INSTITUTION_NAME_CHARS} characters")
     region_code = require(row, "region_code")
     if not is_known_region(region_code):
         raise RowProblem(f"region_code {region_code!r} is not a known GB/T 2260 code (see regions.csv)")
@@ -93,7 +94,7 @@ def _parse_terminal(row: dict[str, str]) -> dict[str, Any]:
     terminal_id = require(row, "terminal_id")
     if not TERMINAL_ID.match(terminal_id):
         raise RowProblem(
-            f"terminal_id {terminal_id!r} must be 1 to 32 letters, digits, '.', '_' or '-', "
+            f"terminal_id {terminal_id!r} must be 1 to {MAX_TERMINAL_ID_CHARS} letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     institution_code = require(row, "institution_code")

@@ -24,6 +24,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.db.base import Base
+from gateway.protocol.session import MAX_TERMINAL_ID_CHARS
+from gateway.reader.spec import MAX_SPEC_CHARS
+
+# The longest texts the registry holds: its columns are this wide, and an import refuses a longer value
+# with the column named (gateway.registry.importer, gateway.registry.person_tables).
+MAX_INSTITUTION_NAME_CHARS = 100
+MAX_PERSON_NAME_CHARS = 50
+MAX_NOTE_CHARS = 200
 
 
 class Institution(Base):
@@ -35,7 +43,7 @@ class Institution(Base):
 
     # The national designated-institution code, 12 characters (e.g. H33020300001).
     code: Mapped[str] = mapped_column(String(12), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(MAX_INSTITUTION_NAME_CHARS))
     region_code: Mapped[str] = mapped_column(String(6))
     kind: Mapped[str] = mapped_column(String(16))
     # Hospitals have a level; pharmacies and kiosks may not.
@@ -52,14 +60,14 @@ class Institution(Base):
 class Terminal(Base):
     __tablename__ = "terminals"
 
-    terminal_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    terminal_id: Mapped[str] = mapped_column(String(MAX_TERMINAL_ID_CHARS), primary_key=True)
     institution_code: Mapped[str] = mapped_column(ForeignKey("institutions.code"), index=True)
     # Salted HMAC-SHA256 of the terminal's credential (gateway.registry.credentials); never the secret.
     credential_hash: Mapped[str] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # The card reader serving this terminal (gateway.reader.spec): "terminal" is its own reader, by
     # APDU relay; "pcsc:NAME" a reader on the gateway host; "virtual[:CARD]" an in-process virtual card.
-    reader: Mapped[str] = mapped_column(String(80), server_default="terminal", default="terminal")
+    reader: Mapped[str] = mapped_column(String(MAX_SPEC_CHARS), server_default="terminal", default="terminal")
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
@@ -78,7 +86,7 @@ class Person(Base):
     )
 
     social_security_number: Mapped[str] = mapped_column(String(18), primary_key=True)
-    name: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(MAX_PERSON_NAME_CHARS))
     insurance_type: Mapped[str] = mapped_column(String(20))
     # The current pooling region. The rules follow it, not the district printed in the card: a person
     # who moves between districts keeps the card (DESIGN.md 3.1 item 7).
@@ -161,7 +169,7 @@ class LookupProblemEntry(Base):
 
     id_number: Mapped[str] = mapped_column(String(18), primary_key=True)
     problem: Mapped[str] = mapped_column(String(32))
-    note: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(String(MAX_NOTE_CHARS), nullable=True)
 
 
 class OpeningBalance(Base):

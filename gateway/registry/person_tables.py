@@ -34,13 +34,18 @@ from gateway.registry.cells import (
     update_existing,
     upsert,
 )
-from gateway.registry.models import Card, Filing, LookupProblemEntry, OpeningBalance, Person
+from gateway.registry.models import (
+    MAX_NOTE_CHARS,
+    MAX_PERSON_NAME_CHARS,
+    Card,
+    Filing,
+    LookupProblemEntry,
+    OpeningBalance,
+    Person,
+)
+from gateway.settlement.calendar import FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind, InsuranceType, LookupProblem
 
-MAX_NAME_CHARS = 50
-MAX_NOTE_CHARS = 200
-# Insurance years the registry accepts: a typo such as 226 or 20266 is refused, not stored.
-FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR = 2000, 2100
 STORED_LOOKUP_PROBLEMS = tuple(p.value for p in LookupProblem if p is not LookupProblem.ID_MISTYPED)
 
 
@@ -55,8 +60,8 @@ def parse_card_number(column: str, text: str) -> str:
 
 def _parse_person(row: dict[str, str]) -> dict[str, Any]:
     name = require(row, "name")
-    if len(name) > MAX_NAME_CHARS:
-        raise RowProblem(f"name is longer than {MAX_NAME_CHARS} characters")
+    if len(name) > MAX_PERSON_NAME_CHARS:
+        raise RowProblem(f"name is longer than {MAX_PERSON_NAME_CHARS} characters")
     return {
         "social_security_number": parse_id_number("social_security_number", require(row, "social_security_number")),
         "name": name,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 BEIJING = timezone(timedelta(hours=8))
+# Insurance years accepted anywhere (policy files, registry balances, the year-end rollover): a typo such as
+# 226 or 20266 is refused, not stored.
+FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR = 2000, 2100
 
 
 def beijing_today() -> date:

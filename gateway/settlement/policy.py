@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.money import MAX_AMOUNT_FEN
+from gateway.settlement.calendar import FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR
 from gateway.settlement.facts import InstitutionLevel, InsuranceType, MedicalType
 
 BUILT_IN = "built-in"
@@ -203,7 +204,7 @@ def parse_policy(text: str, source: str) -> Policy:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from exc
     top = _Reader(raw, source)
     top.only(_TOP_KEYS)
-    year = top.integer("insurance_year", 2000, 2100)
+    year = top.integer("insurance_year", FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR)
     valid_from, valid_to = top.day("valid_from"), top.day("valid_to")
     if valid_from > valid_to:
         raise top.fail("valid_from", f"is after valid_to ({valid_to})")
