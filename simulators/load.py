@@ -182,11 +182,10 @@ class Simulator:
         while not self._done():
             await self._one(institution, terminal)
 
-    async def open_loop(self, terminals: list[tuple[str, SimTerminal]]) -> None:
+    async def open_loop(self, terminals: list[tuple[str, SimTerminal]], rate: float) -> None:
         for institution, terminal in terminals:
             self.idle.setdefault(institution, []).append(terminal)
-        assert self.options.rate is not None
-        interval = 1.0 / self.options.rate
+        interval = 1.0 / rate
         started = time.perf_counter()
         n = 0
         while not self._done():
@@ -225,7 +224,7 @@ class Simulator:
         progress.start(0.5, now=False)
         try:
             if self.options.rate:
-                await self.open_loop(terminals)
+                await self.open_loop(terminals, self.options.rate)
             else:
                 await defer.gatherResults([defer.ensureDeferred(self.closed_loop(t, inst)) for inst, t in terminals],
                                           consumeErrors=True)

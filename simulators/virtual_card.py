@@ -75,6 +75,11 @@ class VpcdClient:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def wait(self) -> None:
+        """Block until vpcd closes the connection: the card stays inserted until then."""
+        if self._thread is not None:
+            self._thread.join()
+
     def swap(self, card: VirtualCard) -> None:
         self.remove()
         self.card = card
@@ -161,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         try:
             client.insert(connect_timeout_s=3600)
-            assert client._thread is not None
-            client._thread.join()
+            client.wait()
             log.info("vpcd closed the connection; reconnecting")
             time.sleep(1)
         except KeyboardInterrupt:

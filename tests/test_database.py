@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -9,6 +11,7 @@ from sqlalchemy import Engine, text
 
 import gateway.ledger.models
 import gateway.registry.models  # noqa: F401  (and the registry's)
+from gateway.db import migrate
 from gateway.db.base import Base
 from gateway.db.engine import DatabaseUrlError, make_engine, normalise_url, redact_url
 from gateway.db.migrate import current_revision, head_revision, upgrade
@@ -24,6 +27,13 @@ def test_migrations_create_exactly_the_models(migrated_engine: Engine) -> None:
 def test_upgrading_twice_is_harmless(migrated_engine: Engine) -> None:
     upgrade(migrated_engine)
     assert current_revision(migrated_engine) == head_revision()
+
+
+def test_an_installation_without_its_migrations_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "versions").mkdir()
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
+    with pytest.raises(RuntimeError, match=r"no migrations in .*: this installation of the gateway is incomplete"):
+        head_revision()
 
 
 def test_sqlite_runs_in_wal_mode_with_full_fsync(sqlite_url: str) -> None:

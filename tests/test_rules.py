@@ -23,8 +23,8 @@ from gateway.settlement.facts import (
     Purpose,
 )
 from gateway.settlement.policy import PolicyBook, load_builtin_policies
-from gateway.settlement.rules import PROBLEM_STATUS, RULES, Decision, Refusal, decide
-from tests.rules_support import KIOSK, NINGBO_FILING, PHARMACY, UNDESIGNATED_HOSPITAL, facts
+from gateway.settlement.rules import PROBLEM_STATUS, RULES, Decision, Refusal, RuleOrderError, decide
+from tests.rules_support import KIOSK, NINGBO_FILING, PHARMACY, TODAY, UNDESIGNATED_HOSPITAL, facts
 
 POLICIES = load_builtin_policies()
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +182,35 @@ def test_employees_residents_and_retirees_pay_by_their_scheme() -> None:
     assert (active.split.deductible_counted_fen, active.split.pooled_fund_fen) == (75_000, 93_750)
     assert (retired.split.deductible_counted_fen, retired.split.pooled_fund_fen) == (30_000, 137_700)
     assert resident.split.account_fen == 0  # residents have no personal accounts, whatever a balance says
+
+
+NO_CARD = {"registered": False}
+NO_PERSON = {"person_known": False}
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "missing", "relied_on"),
+    [
+        ("P3", NO_CARD, "C1"), ("C2", NO_CARD, "C1"), ("C3", NO_CARD, "C1"), ("C4", NO_CARD, "C1"),
+        ("C5", NO_CARD, "C1"), ("C6", NO_CARD, "C1"),
+        ("C4", NO_PERSON, "P4"), ("R1", NO_PERSON, "P4"), ("R3", NO_PERSON, "P4"), ("R4", NO_PERSON, "P4"),
+        ("R5", NO_PERSON, "P4"), ("K1", NO_PERSON, "P4"),
+    ],
+)
+def test_a_rule_asked_before_the_rule_it_relies_on_fails_clearly(rule_id: str, missing: dict[str, bool],
+                                                                 relied_on: str) -> None:
+    # decide() never lets it happen (C1 and P4 refuse first); a reordered table must not pass unnoticed,
+    # with or without `python -O`.
+    rule = next(r for r in RULES if r.rule_id == rule_id)
+    policy = POLICIES.for_date(TODAY)
+    with pytest.raises(RuleOrderError, match=f"rule {relied_on} must refuse it first"):
+        rule.check(facts(**missing), policy)
+
+
+def test_a_settling_rule_without_a_policy_fails_clearly() -> None:
+    amount = next(r for r in RULES if r.rule_id == "A3")
+    with pytest.raises(RuleOrderError, match="S0"):
+        amount.check(facts(), None)
 
 
 def test_every_rule_is_documented_with_its_status_and_a_cited_sentence() -> None:

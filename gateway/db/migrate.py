@@ -31,7 +31,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def head_revision() -> str:
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     head = script.get_current_head()
-    assert head is not None
+    if head is None:
+        raise RuntimeError(f"no migrations in {script.dir}: this installation of the gateway is incomplete")
     return head
 
 

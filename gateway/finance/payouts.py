@@ -344,9 +344,9 @@ def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
 
 
 def _payout_postings(source: AccountSpec, card: AccountSpec, amount: int) -> list[Posting]:
-    postings: list[Posting] = [(source, -amount), (card, amount)]
-    assert sum(value for _, value in postings) == 0
-    return postings
+    # One amount out of the source and into the card: balanced by construction, so nothing to check here
+    # (`gateway ledger check` verifies that every transaction sums to zero).
+    return [(source, -amount), (card, amount)]
 
 
 def _payout_key(batch_id: str, ssn: str) -> str:

@@ -108,13 +108,13 @@ class _Item:
     """One command being resolved across rounds (61xx: GET RESPONSE; 6Cxx: again with the right Le)."""
 
     command: bytes
-    response: apdu.ResponseApdu | None = None
+    response: apdu.ResponseApdu
     get_responses: list[int] = field(default_factory=list)
     data: bytes = b""
 
     @property
     def needs_follow_up(self) -> bool:
-        return self.response is not None and self.response.sw1 in (0x61, 0x6C)
+        return self.response.sw1 in (0x61, 0x6C)
 
 
 # What a script's missing answer is taken as: 6F00, "no precise diagnosis".
@@ -139,12 +139,10 @@ class SocialSecurityCardDriver:
     @inlineCallbacks
     def _resolve(self, commands: Sequence[bytes]) -> Any:
         """Run `commands`, following 61xx and 6Cxx up to MAX_FOLLOW_UP_ROUNDS; final responses in order."""
-        items = [_Item(c) for c in commands]
         raw = yield self._transmit(commands)
         if len(raw) != len(commands):
             raise CardUnreadable(f"{len(raw)} responses to {len(commands)} commands", "读卡器应答数量不符")
-        for item, response in zip(items, raw, strict=True):
-            item.response = _parse(response)
+        items = [_Item(command, _parse(response)) for command, response in zip(commands, raw, strict=True)]
         for _round in range(MAX_FOLLOW_UP_ROUNDS):
             pending = [item for item in items if item.needs_follow_up]
             if not pending:
@@ -152,7 +150,6 @@ class SocialSecurityCardDriver:
             script = [apdu.select_aid()]
             plan: list[tuple[_Item, int]] = []
             for item in pending:
-                assert item.response is not None
                 if item.response.sw1 == 0x6C:
                     item.command = apdu.with_le(item.command, item.response.sw2)
                     item.get_responses.clear()

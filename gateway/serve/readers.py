@@ -42,7 +42,9 @@ class ReaderAssignments:
         if spec.kind == "terminal":
             return relay.reader_for(token)
         if spec.kind == "pcsc":
-            assert spec.argument is not None
+            if spec.argument is None:  # ReaderSpec.parse never gives one; a spec built by hand might
+                raise ReaderUnavailable(f"the reader of {terminal_id} is pcsc without a PC/SC reader name",
+                                        "读卡器配置缺少PC/SC读卡器名称")
             return self._pcsc_reader(spec.argument, terminal_id)
         return self._virtual_reader(terminal_id, spec.argument)
 

@@ -16,12 +16,14 @@ from gateway.protocol.messages import pb
 from gateway.regions import ZHEJIANG_PROVINCE_PREFIX, city_prefix, known_regions
 from gateway.settlement.facts import (
     CardKind,
+    CardRecord,
     CardStatus,
     Facts,
     InstitutionKind,
     InsuranceType,
     LookupProblem,
     MedicalType,
+    PersonRecord,
     Purpose,
 )
 from gateway.settlement.policy import Policy, PolicyBook
@@ -63,6 +65,34 @@ ALL = frozenset(Purpose)
 SETTLE = frozenset({Purpose.SETTLE})
 
 
+class RuleOrderError(RuntimeError):
+    """A rule read a fact that an earlier rule should have refused the request for lacking: RULES is out of
+    order, or a caller skipped decide(). A bug, never an answer to a terminal."""
+
+
+def registered_card(facts: Facts) -> CardRecord:
+    """The registry's record of the card, for the rules after C1 (which refuses an unregistered card)."""
+    card = facts.registry.card
+    if card is None:
+        raise RuleOrderError(f"card {facts.chip.card_number} is not registered: rule C1 must refuse it first")
+    return card
+
+
+def insured_person(facts: Facts) -> PersonRecord:
+    """The card holder's registry record, for the rules after P4 (which refuses a person not found)."""
+    person = facts.registry.person
+    if person is None:
+        raise RuleOrderError(f"card {facts.chip.card_number} has no insured person: rule P4 must refuse it first")
+    return person
+
+
+def settling_policy(policy: Policy | None) -> Policy:
+    """The policy in force, for the settling rules: decide() refuses a settlement without one (S0) first."""
+    if policy is None:
+        raise RuleOrderError("a settling rule ran without a policy: decide() must refuse with S0 first")
+    return policy
+
+
 def region_name(code: str) -> tuple[str, str]:
     regions = known_regions()
     region = regions.get(code) or regions.get(city_prefix(code) + "00")
@@ -72,8 +102,7 @@ def region_name(code: str) -> tuple[str, str]:
 
 
 def is_cross_region(facts: Facts) -> bool:
-    person = facts.registry.person
-    assert person is not None
+    person = insured_person(facts)
     return city_prefix(person.insured_region_code) != city_prefix(facts.institution.region_code)
 
 
@@ -109,7 +138,7 @@ def medical_type_allowed(facts: Facts) -> Refusal | None:
 
 
 def amount_in_range(facts: Facts, policy: Policy | None) -> Refusal | None:
-    assert policy is not None  # settling always has one (decide() refuses first otherwise)
+    policy = settling_policy(policy)
     total = facts.request.total_fen
     if not policy.min_total_fen <= total <= policy.max_total_fen:
         return Refusal("A3", pb.STATUS_CODE_AMOUNT_OUT_OF_RANGE,
@@ -164,8 +193,7 @@ def known_lookup_problem(facts: Facts) -> Refusal | None:
 
 
 def card_matches_person(facts: Facts) -> Refusal | None:
-    card = facts.registry.card
-    assert card is not None
+    card = registered_card(facts)
     if card.social_security_number != facts.chip.social_security_number:
         return Refusal("P3", pb.STATUS_CODE_PERSON_ID_MISMATCH,
                        "the ID number on the card differs from the registry's for this card",
@@ -181,8 +209,7 @@ def person_found(facts: Facts) -> Refusal | None:
 
 
 def card_not_replaced(facts: Facts) -> Refusal | None:
-    card = facts.registry.card
-    assert card is not None
+    card = registered_card(facts)
     if card.status is CardStatus.REPLACED:
         return Refusal("C2", pb.STATUS_CODE_CARD_REPLACED, f"card {card.card_number} was replaced",
                        f"卡号{card.card_number}已补换")
@@ -190,8 +217,7 @@ def card_not_replaced(facts: Facts) -> Refusal | None:
 
 
 def card_not_lost(facts: Facts) -> Refusal | None:
-    card = facts.registry.card
-    assert card is not None
+    card = registered_card(facts)
     if card.status is CardStatus.LOST_REPORTED:
         return Refusal("C3", pb.STATUS_CODE_CARD_LOST, f"card {card.card_number} is reported lost",
                        f"卡号{card.card_number}已挂失")
@@ -199,8 +225,7 @@ def card_not_lost(facts: Facts) -> Refusal | None:
 
 
 def old_card_still_valid(facts: Facts) -> Refusal | None:
-    card, person = facts.registry.card, facts.registry.person
-    assert card is not None and person is not None
+    card, person = registered_card(facts), insured_person(facts)
     if card.kind is not CardKind.OLD_MEDICAL_IC:
         return None
     if card.status is CardStatus.CANCELLED or person.social_security_card_used:
@@ -211,8 +236,7 @@ def old_card_still_valid(facts: Facts) -> Refusal | None:
 
 
 def card_not_cancelled(facts: Facts) -> Refusal | None:
-    card = facts.registry.card
-    assert card is not None
+    card = registered_card(facts)
     if card.status is CardStatus.CANCELLED:
         return Refusal("C5", pb.STATUS_CODE_CARD_NOT_REGISTERED, f"card {card.card_number} is cancelled",
                        f"卡号{card.card_number}已注销")
@@ -220,8 +244,7 @@ def card_not_cancelled(facts: Facts) -> Refusal | None:
 
 
 def card_not_expired(facts: Facts) -> Refusal | None:
-    card = facts.registry.card
-    assert card is not None
+    card = registered_card(facts)
     expiry = min(card.expiry_date, facts.chip.expiry_date)
     if expiry < facts.request.on:
         return Refusal("C6", pb.STATUS_CODE_CARD_EXPIRED, f"expired on {expiry:%Y-%m-%d}",
@@ -233,8 +256,7 @@ def card_not_expired(facts: Facts) -> Refusal | None:
 
 
 def insured_in_province(facts: Facts) -> Refusal | None:
-    person = facts.registry.person
-    assert person is not None
+    person = insured_person(facts)
     if not person.insured_region_code.startswith(ZHEJIANG_PROVINCE_PREFIX):
         return Refusal("R1", pb.STATUS_CODE_OUTSIDE_PROVINCE,
                        f"insured in {person.insured_region_code}, outside Zhejiang",
@@ -244,8 +266,7 @@ def insured_in_province(facts: Facts) -> Refusal | None:
 
 def has_filing_here(facts: Facts) -> bool:
     """The holder has a filing, valid on the request's day, for care in the institution's city."""
-    person = facts.registry.person
-    assert person is not None
+    person = insured_person(facts)
     city = city_prefix(facts.institution.region_code)
     return any(f.covers(facts.request.on) and city_prefix(f.region_code) == city for f in person.filings)
 
@@ -253,8 +274,7 @@ def has_filing_here(facts: Facts) -> bool:
 def filed_for_care_here(facts: Facts) -> Refusal | None:
     if not is_cross_region(facts):
         return None
-    person = facts.registry.person
-    assert person is not None
+    person = insured_person(facts)
     if has_filing_here(facts):
         return None
     city = city_prefix(facts.institution.region_code)
@@ -358,8 +378,7 @@ def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
     cross_region = is_cross_region(facts)
     if policy is None:
         return Decision(pin_required=pin_required(facts), cross_region=cross_region)
-    card = facts.registry.card
-    assert card is not None
+    card = registered_card(facts)
     return Decision(
         pin_required=pin_required(facts),
         cross_region=cross_region,
@@ -370,8 +389,7 @@ def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
 
 
 def fund_split(facts: Facts, policy: Policy) -> FundSplit:
-    person = facts.registry.person
-    assert person is not None
+    person = insured_person(facts)
     scheme = policy.scheme_for(person.insurance_type)
     retired = person.insurance_type is InsuranceType.EMPLOYEE_RETIRED
     total = facts.request.total_fen
