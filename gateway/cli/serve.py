@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db
 from gateway.config import ConfigError, GatewayConfig, validate_config
+from gateway.ops.logs import LEVELS, LOG_FORMATS
 
 
 def add_commands(commands: Commands) -> None:
@@ -18,8 +19,8 @@ def add_commands(commands: Commands) -> None:
                        help="Twisted server endpoint, e.g. tcp:9500:interface=127.0.0.1 (repeatable; "
                             "overrides server.listen)")
     add_db(serve)
-    serve.add_argument("--log-format", choices=("text", "json"), help="log format (overrides log.format)")
-    serve.add_argument("--log-level", choices=("debug", "info", "warn", "error"),
+    serve.add_argument("--log-format", choices=LOG_FORMATS, help="log format (overrides log.format)")
+    serve.add_argument("--log-level", choices=tuple(LEVELS),
                        help="lowest level logged (overrides log.level)")
     serve.set_defaults(run=_serve)
 
