@@ -17,6 +17,7 @@ from gateway.db.migrate import upgrade
 from gateway.demo.registry import write_demo_registry
 from gateway.finance.day_close import DayCloseRefused, close_day
 from gateway.finance.reconcile import reconcile
+from gateway.finance.report import render_html
 from gateway.finance.statement import StatementError, export_statement, read_statement
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
@@ -186,3 +187,11 @@ def test_a_closed_day_with_a_late_revoke(db_url: str, tmp_path: Path) -> None:
     [late] = today.late_undoings
     assert late["original_settlement_id"] == settled.settle.settlement_id and late["original_day_closed"]
     engine.dispose()
+
+
+def test_the_page_escapes_what_the_statement_says(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    hostile = "<script>alert(1)</script>"
+    result = reconcile(engine, TODAY, read_statement(io.StringIO(tamper(statement_of(engine), 3, "setl_id", hostile))))
+    page = render_html(result, f"gateway reconcile --statement '{hostile}'")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
