@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from gateway.finance.day_close import DayCloseRefused, close_day
 from gateway.finance.reconcile import reconcile
 from gateway.finance.report import render_html
 from gateway.finance.statement import StatementError, export_statement, read_statement
+from gateway.identity import mask_id
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.settlement.policy import load_builtin_policies
@@ -195,3 +197,47 @@ def test_the_page_escapes_what_the_statement_says(day: tuple[Engine, str]) -> No
     result = reconcile(engine, TODAY, read_statement(io.StringIO(tamper(statement_of(engine), 3, "setl_id", hostile))))
     page = render_html(result, f"gateway reconcile --statement '{hostile}'")
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("psn_no", "11010519491231002X", [("field_differs", "psn_no")]),
+     ("psn_no", "", [("field_differs", "psn_no")]),
+     ("setl_time", "2026-11-23 10:00:00", [("field_differs", "setl_time")]),   # another day, the same hour
+     ("setl_time", "2026-11-24 13:00:00", [("field_differs", "setl_time")]),   # the same day, three hours on
+     ("setl_time", "2026-11-24 10:00:59", []),     # within SETTLEMENT_TIME_TOLERANCE_S of the ledger's time
+     ("setl_time", "2026-11-24 10:01:01", [("field_differs", "setl_time")])],
+    ids=["another person", "no person", "another day", "another hour", "within the tolerance", "past it"],
+)
+def test_the_person_and_the_settlement_time_are_compared(day: tuple[Engine, str], column: str, value: str,
+                                                         expected: list[tuple[str, str]]) -> None:
+    engine, _ = day
+    assert run(engine, tamper(statement_of(engine), 3, column, value)) == expected
+
+
+def test_a_person_who_differs_is_shown_masked(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    text = statement_of(engine)
+    ours = rows(text)[2][rows(text)[0].index("psn_no")]
+    result = reconcile(engine, TODAY, read_statement(io.StringIO(tamper(text, 3, "psn_no", "11010519491231002X"))))
+    [difference] = result.differences
+    assert (difference.ledger_value, difference.statement_value) == (mask_id(ours), mask_id("11010519491231002X"))
+    assert ours not in repr(difference)
+
+
+@pytest.fixture
+def host_in_new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The host's zone is not the business day's: SQLite gives times back without a zone."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_statement_times_are_beijing_times_whatever_the_host_zone(day: tuple[Engine, str],
+                                                                  host_in_new_york: None) -> None:
+    engine, _ = day
+    text = statement_of(engine)
+    assert {row[rows(text)[0].index("setl_time")] for row in rows(text)[1:]} == {"2026-11-24 10:00:00"}  # NOW
+    assert run(engine, text) == []

@@ -2,7 +2,8 @@
 
 Matched by settlement id (`setl_id`, our settlement, revoke or reversal id). Every difference is one row:
 in the ledger only, in the statement only, an amount that differs (naming the fund), a status that differs
-(settled vs revoked), an id the statement lists twice, another field that differs.
+(settled vs revoked), an id the statement lists twice, another field that differs (the institution, our message
+id, the person, the settlement time).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from sqlalchemy import Engine, select
 
 from gateway.finance.day_close import closed_days
 from gateway.finance.statement import StatementRow, garbage_collector_paused, read_statement
+from gateway.identity import mask_id
 from gateway.ledger.export import of_the_day, status_of, undone_on
 from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
+from gateway.settlement.calendar import beijing_wall_clock
 
 # (fund, national statement column, ledger column)
 FUNDS = (
@@ -29,6 +32,9 @@ FUNDS = (
     ("prior-years account", "acct_pay_prior", "prior_years_fen"), ("cash", "psn_cash_pay", "cash_fen"),
 )
 TOTAL_FUNDS = ("total", "pooled fund", "current-year account", "prior-years account", "cash")
+# The center stamps setl_time with its own clock, to the second: a few seconds apart is the same settlement, a
+# minute is not (and another day never is).
+SETTLEMENT_TIME_TOLERANCE_S = 60
 
 
 @dataclass(frozen=True)
@@ -135,15 +141,17 @@ def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict
     with engine.connect() as conn:
         undone = undone_on(conn, day)
         result = conn.execute(select(t.ref, t.kind, t.institution_code, t.message_id, t.original_ref, t.total_fen,
-                                     t.pooled_fund_fen, t.current_year_fen, t.prior_years_fen, t.cash_fen)
+                                     t.pooled_fund_fen, t.current_year_fen, t.prior_years_fen, t.cash_fen,
+                                     t.social_security_number, t.recorded_at)
                               .where(*condition)).all()  # one fetchall: a row at a time costs twice as much
         rows = []
-        for ref, kind, code, message_id, original, total, pooled, current, prior, cash in result:
+        for ref, kind, code, message_id, original, total, pooled, current, prior, cash, person, at in result:
             status = status_of(kind, undone.get(ref))
             rows.append({"settlement_id": ref, "kind": kind, "institution_code": code or "",
                          "message_id": message_id or "", "original_settlement_id": original or "",
                          "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
-                         "prior_years_fen": prior, "cash_fen": cash, "status": status})
+                         "prior_years_fen": prior, "cash_fen": cash, "status": status, "psn_no": person or "",
+                         "setl_time": beijing_wall_clock(at)})
         return rows
 
 
@@ -155,7 +163,8 @@ def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Differe
             and entry["message_id"] == row.medins_setl_id and entry["total_fen"] == amounts["medfee_sumamt"]
             and entry["pooled_fund_fen"] == amounts["hifp_pay"] == amounts["fund_pay_sumamt"]
             and entry["current_year_fen"] == amounts["acct_pay_current"]
-            and entry["prior_years_fen"] == amounts["acct_pay_prior"] and entry["cash_fen"] == amounts["psn_cash_pay"]):
+            and entry["prior_years_fen"] == amounts["acct_pay_prior"] and entry["cash_fen"] == amounts["psn_cash_pay"]
+            and entry["psn_no"] == row.psn_no and entry["setl_time"] == row.setl_time):
         return  # the common case, decided without building anything
     if ledger_refund != row.refunded:
         differences.append(Difference("status_differs", ref, institution, "refd_setl_flag",
@@ -169,6 +178,23 @@ def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Differe
                                ("medins_setl_id", entry["message_id"], row.medins_setl_id)):
         if ours != theirs:
             differences.append(Difference("field_differs", ref, institution, name, ours, theirs, row.line))
+    if entry["psn_no"] != row.psn_no:
+        differences.append(Difference("field_differs", ref, institution, "psn_no", mask_id(entry["psn_no"]),
+                                      mask_id(row.psn_no), row.line, note=_where_ids_differ(entry["psn_no"],
+                                                                                             row.psn_no)))
+    ours_at, theirs_at = entry["setl_time"], row.setl_time
+    if ours_at.date() != theirs_at.date() or abs((theirs_at - ours_at).total_seconds()) > SETTLEMENT_TIME_TOLERANCE_S:
+        differences.append(Difference("field_differs", ref, institution, "setl_time", f"{ours_at:%Y-%m-%d %H:%M:%S}",
+                                      f"{theirs_at:%Y-%m-%d %H:%M:%S}", row.line,
+                                      note="another day" if ours_at.date() != theirs_at.date() else
+                                      f"more than {SETTLEMENT_TIME_TOLERANCE_S} s apart"))
+
+
+def _where_ids_differ(ours: str, theirs: str) -> str:
+    """Both ID numbers are shown masked, so the masked forms may look alike: say where they part."""
+    position = next((n for n, (a, b) in enumerate(zip(ours, theirs, strict=False), start=1) if a != b),
+                    min(len(ours), len(theirs)) + 1)
+    return f"ID numbers masked; they differ from character {position}"
 
 
 def _totals(ledger: list[dict[str, Any]], rows: list[StatementRow]) -> list[TotalsRow]:

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, select
 from gateway.ledger.models import TransactionKind
 from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
-from gateway.settlement.calendar import BEIJING
+from gateway.settlement.calendar import beijing_wall_clock
 
 AMOUNTS = ("total_fen", "pooled_fund_fen", "current_year_fen", "prior_years_fen", "cash_fen",
            "deductible_counted_fen")
@@ -64,7 +64,7 @@ def export_rows(engine: Engine, day: date) -> Iterator[dict[str, Any]]:
                 **{name: row[name] for name in AMOUNTS}, "total_yuan": format_fen(row["total_fen"]),
                 # For the statement format only (not CSV columns):
                 "social_security_number": row["social_security_number"] or "",
-                "recorded_at_beijing": row["recorded_at"].astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+                "recorded_at_beijing": beijing_wall_clock(row["recorded_at"]).strftime("%Y-%m-%d %H:%M:%S")
                 if row["recorded_at"] else "",
             }
 

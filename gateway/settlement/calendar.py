@@ -21,3 +21,11 @@ def utc_now() -> datetime:
 def business_date(moment: datetime) -> date:
     """The Beijing calendar day of a moment: what a settlement's day, year and revoke window go by."""
     return moment.astimezone(BEIJING).date()
+
+
+def beijing_wall_clock(stored: datetime) -> datetime:
+    """A moment read from the database as Beijing wall-clock time to the second, without a time zone: what the
+    center's statement writes as `setl_time`. SQLite hands moments back without their zone; they were stored in
+    UTC (the writer's clock and CURRENT_TIMESTAMP are UTC), so a naive one is read as UTC, not as the host's zone."""
+    aware = stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)
+    return aware.astimezone(BEIJING).replace(tzinfo=None, microsecond=0)
