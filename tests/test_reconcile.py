@@ -17,7 +17,7 @@ from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.demo.registry import write_demo_registry
 from gateway.finance.day_close import DayCloseRefused, close_day
-from gateway.finance.reconcile import reconcile
+from gateway.finance.reconcile import StatementOfAnotherDay, UnknownInstitution, reconcile
 from gateway.finance.report import render_html
 from gateway.finance.statement import StatementError, export_statement, read_statement
 from gateway.identity import mask_id
@@ -241,3 +241,57 @@ def test_statement_times_are_beijing_times_whatever_the_host_zone(day: tuple[Eng
     text = statement_of(engine)
     assert {row[rows(text)[0].index("setl_time")] for row in rows(text)[1:]} == {"2026-11-24 10:00:00"}  # NOW
     assert run(engine, text) == []
+
+
+def dated(text: str, when: str) -> str:
+    """The statement with every row's setl_time moved to `when`."""
+    table = rows(text)
+    column = table[0].index("setl_time")
+    for row in table[1:]:
+        row[column] = when
+    return unrows(table)
+
+
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [(["2026-11-23 10:00:00"], "the statement's rows are dated 2026-11-23, not 2026-11-24"),
+     (["2026-11-22 09:00:00", "2026-11-23 10:00:00"],
+      "the statement's rows are dated 2026-11-22 to 2026-11-23, not 2026-11-24")],
+    ids=["another day", "other days"],
+)
+def test_a_statement_of_another_day_is_refused(day: tuple[Engine, str], tmp_path: Path, times: list[str],
+                                               message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    engine, url = day
+    table = rows(dated(statement_of(engine), times[-1]))
+    table[1][table[0].index("setl_time")] = times[0]
+    with pytest.raises(StatementOfAnotherDay, match=message):
+        reconcile(engine, TODAY, read_statement(io.StringIO(unrows(table))))
+    path = tmp_path / "statement.csv"
+    path.write_text(unrows(table), encoding="utf-8")
+    assert main(["reconcile", "--db", url, "--date", DAY, "--statement", str(path), "--out", str(tmp_path / "a")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_statement_with_one_row_of_another_day_is_reconciled(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    assert run(engine, tamper(statement_of(engine), 2, "setl_time", "2026-11-25 10:00:00")) == [
+        ("field_differs", "setl_time")]
+
+
+def test_an_institution_the_registry_does_not_know_is_refused(day: tuple[Engine, str], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    engine, url = day
+    path = tmp_path / "statement.csv"
+    path.write_text(statement_of(engine), encoding="utf-8")
+    with pytest.raises(UnknownInstitution, match="H99999999999 is not a registered institution"):
+        reconcile(engine, TODAY, read_statement(io.StringIO(statement_of(engine))), "H99999999999")
+    command = ["reconcile", "--db", url, "--date", DAY, "--statement", str(path)]
+    assert main([*command, "--out", str(tmp_path / "a"), "--institution", "H99999999999"]) == 1
+    assert "H99999999999 is not a registered institution" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main([*command, "--out", str(tmp_path / "b"), "--institution", "P33020300004"]) == 0
+    assert "0 ledger rows" not in capsys.readouterr().out
+    [only] = {t.institution for t in reconcile(engine, TODAY, read_statement(io.StringIO(statement_of(engine))),
+                                               "P33020300004").totals}
+    assert only == "P33020300004"

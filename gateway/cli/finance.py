@@ -18,11 +18,13 @@ def add_commands(commands: Commands) -> None:
         "reconcile", help="reconcile a day of the ledger against the insurance center's statement",
         description="Compare a business day's settlements, revokes and reversals in the ledger with the insurance "
                     "center's detail statement (docs/finance.md). Writes DIR/totals.csv, DIR/differences.csv and "
-                    "DIR/summary.html. Exit status 0 only when everything matches; 1 with differences; 2 when the "
-                    "statement is malformed (every bad line is listed and no files are written).")
+                    "DIR/summary.html. Exit status 0 only when everything matches; 1 with differences, or when "
+                    "--institution names no registered institution; 2 when the statement is malformed (every bad "
+                    "line is listed) or none of its rows is of --date. Nothing is written unless it is reconciled.")
     reconcile.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
     reconcile.add_argument("--statement", required=True, type=Path, metavar="FILE")
-    reconcile.add_argument("--institution", metavar="CODE", help="only this institution's rows")
+    reconcile.add_argument("--institution", metavar="CODE",
+                           help="only this institution's rows (a code of the registry's institutions)")
     reconcile.add_argument("--out", required=True, type=Path, metavar="DIR")
     reconcile.set_defaults(run=on_database(_reconcile))
     add_config(reconcile)
@@ -41,12 +43,18 @@ def add_commands(commands: Commands) -> None:
 
 
 def _reconcile(args: argparse.Namespace, engine: Engine) -> int:
-    from gateway.finance.reconcile import reconcile_file
+    from gateway.finance.reconcile import StatementOfAnotherDay, UnknownInstitution, reconcile_file
     from gateway.finance.report import write_report
     from gateway.finance.statement import StatementError
 
     try:
         result = reconcile_file(engine, args.date, args.statement, args.institution)
+    except UnknownInstitution as exc:
+        print(f"gateway: {exc}; nothing was reconciled", file=sys.stderr)
+        return EXIT_FAILED
+    except StatementOfAnotherDay as exc:
+        print(f"gateway: {exc}; nothing was reconciled (is it the statement of another day?)", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"gateway: cannot read {args.statement}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

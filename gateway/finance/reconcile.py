@@ -23,6 +23,7 @@ from gateway.identity import mask_id
 from gateway.ledger.export import of_the_day, status_of, undone_on
 from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
+from gateway.registry.tables import INSTITUTIONS
 from gateway.settlement.calendar import beijing_wall_clock
 
 # (fund, national statement column, ledger column)
@@ -35,6 +36,19 @@ TOTAL_FUNDS = ("total", "pooled fund", "current-year account", "prior-years acco
 # The center stamps setl_time with its own clock, to the second: a few seconds apart is the same settlement, a
 # minute is not (and another day never is).
 SETTLEMENT_TIME_TOLERANCE_S = 60
+
+
+class StatementOfAnotherDay(ValueError):
+    """A statement none of whose rows is of the day asked for: not thousands of differences, one message."""
+
+    def __init__(self, day: date, dates: list[date]) -> None:
+        when = dates[0].isoformat() if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        super().__init__(f"the statement's rows are dated {when}, not {day}")
+
+
+class UnknownInstitution(LookupError):
+    def __init__(self, code: str) -> None:
+        super().__init__(f"{code} is not a registered institution")
 
 
 @dataclass(frozen=True)
@@ -81,8 +95,22 @@ class Reconciliation:
 
 def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
               institution: str | None = None) -> Reconciliation:
+    """Raises UnknownInstitution for an `institution` the registry does not know (it would match: nothing on
+    either side), StatementOfAnotherDay for a statement none of whose rows is of `day`."""
     with garbage_collector_paused():
-        return _reconcile(engine, day, statement, institution, ledger_rows(engine, day, institution))
+        if institution is not None:
+            _check_registered(engine, institution)
+        rows = statement if isinstance(statement, list) else list(statement)
+        dates = {row.setl_time.date() for row in rows}
+        if dates and day not in dates:
+            raise StatementOfAnotherDay(day, sorted(dates))
+        return _reconcile(engine, day, rows, institution, ledger_rows(engine, day, institution))
+
+
+def _check_registered(engine: Engine, institution: str) -> None:
+    with engine.connect() as conn:
+        if conn.scalar(select(INSTITUTIONS.c.code).where(INSTITUTIONS.c.code == institution)) is None:
+            raise UnknownInstitution(institution)
 
 
 def reconcile_file(engine: Engine, day: date, path: Path, institution: str | None = None) -> Reconciliation:
