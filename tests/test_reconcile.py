@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from gateway.cli.main import main
-from gateway.db.engine import make_engine
+from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import upgrade
 from gateway.demo.registry import write_demo_registry
 from gateway.finance.day_close import DayCloseRefused, close_day
-from gateway.finance.reconcile import StatementOfAnotherDay, UnknownInstitution, reconcile
+from gateway.finance.reconcile import (
+    TOTAL_FUNDS,
+    Reconciliation,
+    StatementOfAnotherDay,
+    UnknownInstitution,
+    reconcile,
+)
 from gateway.finance.report import render_html
 from gateway.finance.statement import StatementError, export_statement, read_statement
 from gateway.identity import mask_id
 from gateway.ledger.writer import InlineLedgerWriter
+from gateway.money import format_fen, parse_signed_yuan_to_fen
 from gateway.protocol.messages import pb
+from gateway.settlement.calendar import BEIJING
 from gateway.settlement.policy import load_builtin_policies
 from tests.ledger_support import NOW, TODAY, reverse, revoke, settle
 
@@ -295,3 +305,92 @@ def test_an_institution_the_registry_does_not_know_is_refused(day: tuple[Engine,
     [only] = {t.institution for t in reconcile(engine, TODAY, read_statement(io.StringIO(statement_of(engine))),
                                                "P33020300004").totals}
     assert only == "P33020300004"
+
+
+class _Cells(HTMLParser):
+    """The text of every table row of a page, cell by cell, and every paragraph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.paragraphs: list[str] = []
+        self._text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th", "p"):
+            self._text = []
+        elif tag == "br" and self._text is not None:
+            self._text.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._text is not None:
+            self.rows[-1].append("".join(self._text).strip())
+            self._text = None
+        elif tag == "p" and self._text is not None:
+            self.paragraphs.append("".join(self._text).strip())
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+def page_of(result: Reconciliation, command: str = "") -> _Cells:
+    parsed = _Cells()
+    parsed.feed(render_html(result, command))
+    return parsed
+
+
+def totals_rows(page: _Cells) -> list[list[str]]:
+    header = next(n for n, row in enumerate(page.rows) if row[:2] == ["institution", "fund"])
+    return [row for row in page.rows[header + 1:] if len(row) == len(page.rows[header])]
+
+
+def test_a_total_whose_difference_is_nil_says_that_its_count_differs(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    table = rows(statement_of(engine))
+    settled = next(row for row in table[1:] if row[-1] == "0" and row[0].startswith("S"))
+    revoked_column = table[0].index("medfee_sumamt")
+    # The settlement and its revoke both missing: every fund's difference is 0.00, the counts are not.
+    revoke_row = next(row for row in table[1:] if row[revoked_column] == "-" + settled[revoked_column])
+    result = reconcile(engine, TODAY, read_statement(io.StringIO(unrows(
+        [row for row in table if row not in (settled, revoke_row)]))))
+    hospital = [row for row in totals_rows(page_of(result)) if row[0].startswith("H33020300001")]
+    assert len(hospital) == 5 and all(row[6] == "0.00" for row in hospital)
+    assert all(row[7] == "NO: count differs (ledger 7, statement 5) · 笔数不一致" for row in hospital), hospital
+    amount = reconcile(engine, TODAY, read_statement(io.StringIO(tamper(statement_of(engine), 2, "psn_cash_pay",
+                                                                          "7.00"))))
+    cash = next(row for row in totals_rows(page_of(amount)) if row[1] == "cash" and row[6] != "0.00")
+    assert cash[7] == "NO: amount differs · 金额不一致"
+
+
+def test_the_page_names_the_institutions_and_gives_grand_totals(day: tuple[Engine, str]) -> None:
+    engine, _ = day
+    result = reconcile(engine, TODAY, read_statement(io.StringIO(statement_of(engine))))
+    by_fund = {(row[0], row[1]): row for row in totals_rows(page_of(result))}
+    assert by_fund["H33020300001 宁波演示第一医院", "total"][7] == "yes"
+    assert ("P33020300004 海曙演示大药房", "cash") in by_fund
+    ledger = rows(statement_of(engine))
+    column = ledger[0].index("medfee_sumamt")
+    day_total_fen = sum(parse_signed_yuan_to_fen(row[column]) for row in ledger[1:])
+    grand = by_fund["合计 · all institutions", "total"]
+    assert grand[2:8] == ["10", "10", format_fen(day_total_fen), format_fen(day_total_fen), "0.00", "yes"]
+    assert [fund for institution, fund in by_fund if institution.startswith("合计")] == list(TOTAL_FUNDS)
+
+
+def test_the_page_says_when_and_from_which_files_it_was_made(day: tuple[Engine, str], tmp_path: Path) -> None:
+    engine, url = day
+    statement = tmp_path / "statement-2026-11-24.csv"
+    statement.write_text(statement_of(engine), encoding="utf-8")
+    assert main(["reconcile", "--db", url, "--date", DAY, "--statement", str(statement), "--out",
+                 str(tmp_path / "a")]) == 0
+    parsed = _Cells()
+    parsed.feed((tmp_path / "a/summary.html").read_text(encoding="utf-8"))
+    made = {row[0]: row[1] for row in parsed.rows if len(row) == 2}
+    assert made["对账单 statement"] == (f"{statement} ({statement.stat().st_size} bytes, SHA-256 "
+                                        f"{hashlib.sha256(statement.read_bytes()).hexdigest()})")
+    assert made["网关账务 ledger"] == redact_url(url)
+    made_at = datetime.strptime(made["生成时间 made at"], "%Y-%m-%d %H:%M:%S Beijing time").replace(tzinfo=BEIJING)
+    assert abs(made_at - datetime.now(BEIJING)) < timedelta(minutes=5)

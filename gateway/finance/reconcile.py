@@ -8,10 +8,11 @@ id, the person, the settlement time).
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from gateway.ledger.export import of_the_day, status_of, undone_on
 from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
 from gateway.registry.tables import INSTITUTIONS
-from gateway.settlement.calendar import beijing_wall_clock
+from gateway.settlement.calendar import beijing_wall_clock, utc_now
 
 # (fund, national statement column, ledger column)
 FUNDS = (
@@ -36,6 +37,7 @@ TOTAL_FUNDS = ("total", "pooled fund", "current-year account", "prior-years acco
 # The center stamps setl_time with its own clock, to the second: a few seconds apart is the same settlement, a
 # minute is not (and another day never is).
 SETTLEMENT_TIME_TOLERANCE_S = 60
+HASH_CHUNK_BYTES = 1024 * 1024
 
 
 class StatementOfAnotherDay(ValueError):
@@ -74,7 +76,34 @@ class TotalsRow:
 
     @property
     def balanced(self) -> bool:
-        return self.ledger_count == self.statement_count and self.ledger_fen == self.statement_fen
+        return not (self.count_differs or self.amount_differs)
+
+    @property
+    def count_differs(self) -> bool:
+        return self.ledger_count != self.statement_count
+
+    @property
+    def amount_differs(self) -> bool:
+        return self.ledger_fen != self.statement_fen
+
+
+@dataclass(frozen=True)
+class StatementFile:
+    """Which file a reconciliation read, so that its report can be traced to it."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+def describe_file(path: Path) -> StatementFile:
+    digest = hashlib.sha256()
+    size_bytes = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            size_bytes += len(chunk)
+    return StatementFile(str(path), size_bytes, digest.hexdigest())
 
 
 @dataclass
@@ -87,10 +116,26 @@ class Reconciliation:
     totals: list[TotalsRow] = field(default_factory=list)
     late_undoings: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
+    institution_names: dict[str, str] = field(default_factory=dict)   # by code, as the registry has them
+    made_at: datetime = field(default_factory=utc_now)
+    ledger_database: str = ""    # its URL, without a password
+    statement_file: StatementFile | None = None
 
     @property
     def matches(self) -> bool:
         return not self.differences and all(t.balanced for t in self.totals)
+
+    @property
+    def grand_totals(self) -> list[TotalsRow]:
+        """Every institution's totals added up, one row per fund of TOTAL_FUNDS."""
+        grand = {fund: TotalsRow("", fund) for fund in TOTAL_FUNDS}
+        for row in self.totals:
+            sums = grand[row.fund]
+            sums.ledger_count += row.ledger_count
+            sums.statement_count += row.statement_count
+            sums.ledger_fen += row.ledger_fen
+            sums.statement_fen += row.statement_fen
+        return list(grand.values())
 
 
 def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
@@ -122,12 +167,14 @@ def reconcile_file(engine: Engine, day: date, path: Path, institution: str | Non
     with garbage_collector_paused():
         with path.open(encoding="utf-8") as handle:
             rows = read_statement(handle, str(path))
-        return reconcile(engine, day, rows, institution)
+        result = reconcile(engine, day, rows, institution)
+    result.statement_file = describe_file(path)
+    return result
 
 
 def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
                institution: str | None, ledger: list[dict[str, Any]]) -> Reconciliation:
-    result = Reconciliation(day, institution)
+    result = Reconciliation(day, institution, ledger_database=engine.url.render_as_string(hide_password=True))
     rows = [r for r in statement if institution is None or r.fixmedins_code == institution]
     result.ledger_rows, result.statement_rows = len(ledger), len(rows)
     closed = closed_days(engine)
@@ -157,7 +204,14 @@ def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
                                                  statement_value=format_fen(only.amounts["medfee_sumamt"]),
                                                  statement_line=only.line))
     result.totals = _totals(ledger, list(first.values()))
+    result.institution_names = institution_names(engine)
     return result
+
+
+def institution_names(engine: Engine) -> dict[str, str]:
+    """Every registered institution's name by code: a city has thousands, fewer than a day has rows."""
+    with engine.connect() as conn:
+        return {code: name for code, name in conn.execute(select(INSTITUTIONS.c.code, INSTITUTIONS.c.name))}
 
 
 def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict[str, Any]]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import functools
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
 
-from gateway.finance.reconcile import Reconciliation
+from gateway.finance.reconcile import Reconciliation, TotalsRow
 from gateway.money import format_fen
+from gateway.settlement.calendar import BEIJING
 
 MAX_HTML_DIFFERENCES = 2_000
 KIND_TEXT = {
@@ -58,6 +60,20 @@ def _kind_text(kind: str) -> tuple[str, str]:
     return KIND_TEXT.get(kind, (kind, kind))
 
 
+def _why_unbalanced(row: TotalsRow) -> str:
+    """What differs in a totals row that is not balanced: a difference of 0.00 may still be a count that differs."""
+    counts = f"ledger {row.ledger_count}, statement {row.statement_count}"
+    if row.count_differs and row.amount_differs:
+        return f"count ({counts}) and amount differ · 笔数、金额不一致"
+    if row.count_differs:
+        return f"count differs ({counts}) · 笔数不一致"
+    return "amount differs · 金额不一致"
+
+
+def _beijing(moment: datetime) -> str:
+    return f"{moment.astimezone(BEIJING):%Y-%m-%d %H:%M:%S} Beijing time"
+
+
 @functools.cache
 def _template() -> jinja2.Template:
     # StrictUndefined: a name the template misspells fails the tests instead of printing nothing.
@@ -65,5 +81,6 @@ def _template() -> jinja2.Template:
                                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
                                      undefined=jinja2.StrictUndefined)
     environment.filters["yuan"] = format_fen
-    environment.globals["kind_text"] = _kind_text
+    environment.filters["beijing"] = _beijing
+    environment.globals.update(kind_text=_kind_text, why_unbalanced=_why_unbalanced)
     return environment.get_template("summary.html")
