@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
+import gateway.finance.models
 import gateway.ledger.models
 import gateway.registry.models  # noqa: F401  (and the registry's)
 from gateway.db import migrate

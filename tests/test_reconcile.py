@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -12,7 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from gateway.cli.main import main
 from gateway.db.engine import make_engine, redact_url
@@ -25,10 +26,12 @@ from gateway.finance.reconcile import (
     StatementOfAnotherDay,
     UnknownInstitution,
     reconcile,
+    record_reconciliation,
 )
 from gateway.finance.report import render_html
 from gateway.finance.statement import StatementError, export_statement, read_statement
 from gateway.identity import mask_id
+from gateway.ledger.tables import CLOSED_DAYS
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.money import format_fen, parse_signed_yuan_to_fen
 from gateway.protocol.messages import pb
@@ -182,6 +185,7 @@ def test_a_closed_day_with_a_late_revoke(db_url: str, tmp_path: Path) -> None:
     yesterday = NOW - timedelta(days=1)
     settled = writer.write([settle(engine, "N00000001", "old-1", 50_000, at=yesterday)])[0]
     before = statement_of(engine, TODAY - timedelta(days=1))
+    record_reconciliation(engine, reconcile(engine, TODAY - timedelta(days=1), read_statement(io.StringIO(before))))
     figures = close_day(engine, TODAY - timedelta(days=1), today=TODAY, by="test")
     assert figures.transactions == 1 and figures.total_fen == 50_000
     with pytest.raises(DayCloseRefused, match="closed already"):
@@ -394,3 +398,116 @@ def test_the_page_says_when_and_from_which_files_it_was_made(day: tuple[Engine, 
     assert made["网关账务 ledger"] == redact_url(url)
     made_at = datetime.strptime(made["生成时间 made at"], "%Y-%m-%d %H:%M:%S Beijing time").replace(tzinfo=BEIJING)
     assert abs(made_at - datetime.now(BEIJING)) < timedelta(minutes=5)
+
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """The exit status and what the command said (out and err)."""
+    status = main(list(argv))
+    said = capsys.readouterr()
+    return status, said.out + said.err
+
+
+def test_a_day_closes_only_on_a_whole_day_reconciliation_that_matched(day: tuple[Engine, str], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    engine, url = day
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text(statement_of(engine), encoding="utf-8")
+    bad.write_text(tamper(statement_of(engine), 2, "hifp_pay", "7.00"), encoding="utf-8")
+    reconciling = ["reconcile", "--db", url, "--date", DAY, "--out", str(tmp_path / "out"), "--statement"]
+    # (the reconciliation run first and its exit status, then what closing the day answers)
+    steps = [
+        ([], None, 1, "2026-11-24 has not been reconciled: run `gateway reconcile --date 2026-11-24` for the whole "
+                      "day"),
+        ([str(bad)], 1, 1, "2026-11-24's last reconciliation"),
+        ([str(good), "--institution", "H33020300001"], 0, 1, "found 1 difference(s): reconcile it again"),
+        ([str(good)], 0, 0, "closed 2026-11-24: 10 settlements, revokes and reversals, 520.38 yuan in all; "
+                            "on the reconciliation of"),
+        ([], None, 1, "2026-11-24 is closed already"),
+    ]
+    for reconciliation, reconciled, closed, said in steps:
+        if reconciliation:
+            assert cli(capsys, *reconciling, *reconciliation)[0] == reconciled
+        status, text = cli(capsys, "day", "close", "--db", url, "--date", DAY)
+        assert (status, said in text) == (closed, True), text
+
+
+def test_a_day_that_changed_since_it_matched_must_be_reconciled_again(db_url: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, load_builtin_policies())
+    writer.write([settle(engine, "N00000001", "early", 10_000)])
+    statement = tmp_path / "statement.csv"
+    statement.write_text(statement_of(engine), encoding="utf-8")
+    reconciling = ["reconcile", "--db", db_url, "--date", DAY, "--statement", str(statement), "--out", str(tmp_path)]
+    assert cli(capsys, *reconciling)[0] == 0
+    writer.write([settle(engine, "N00000001", "late", 20_000, at=NOW + timedelta(hours=8))])  # still the same day
+    status, text = cli(capsys, "day", "close", "--db", db_url, "--date", DAY)
+    assert status == 1 and "changed since its reconciliation" in text and "(1 rows, 100.00 yuan then; 2 rows, " \
+        "300.00 yuan now)" in text, text
+    statement.write_text(statement_of(engine), encoding="utf-8")
+    assert cli(capsys, *reconciling)[0] == 0
+    assert cli(capsys, "day", "close", "--db", db_url, "--date", DAY)[0] == 0
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("options", "status", "said"),
+    [(["--force"], 2, "--force and --reason go together"),
+     (["--reason", "late statement"], 2, "--force and --reason go together"),
+     (["--force", "--reason", "  "], 1, "--reason must say why"),
+     (["--force", "--reason", "x" * 501], 1, "at most 500"),
+     (["--force", "--reason", "the center's statement is late; totals agreed by phone"], 0,
+      "by force: the center's statement is late; totals agreed by phone")],
+    ids=["force without a reason", "a reason without force", "a blank reason", "a reason too long", "forced"],
+)
+def test_a_day_closed_by_force_records_why(day: tuple[Engine, str], options: list[str], status: int, said: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    engine, url = day
+    answered, text = cli(capsys, "day", "close", "--db", url, "--date", DAY, *options)
+    assert (answered, said in text) == (status, True), text
+    with engine.connect() as conn:
+        recorded = conn.execute(select(CLOSED_DAYS.c.forced_reason, CLOSED_DAYS.c.reconciliation_id)).all()
+    assert recorded == ([(said.removeprefix("by force: "), None)] if status == 0 else [])
+
+
+def test_the_days_are_listed_with_their_settlements_reconciliation_and_close(
+        db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, load_builtin_policies())
+    yesterday = TODAY - timedelta(days=1)
+    writer.write([settle(engine, "N00000001", "old-1", 50_000, at=NOW - timedelta(days=1))])
+    responses = writer.write([settle(engine, "N00000001", f"h-{i}", 12_345 + i * 1_000) for i in range(3)])
+    writer.write([revoke(responses[0].settle.settlement_id, "rk-1")])
+    for on, text in ((yesterday, statement_of(engine, yesterday)),
+                     (TODAY, tamper(statement_of(engine), 2, "hifp_pay", "7.00"))):
+        path = tmp_path / f"{on}.csv"
+        path.write_text(text, encoding="utf-8")
+        cli(capsys, "reconcile", "--db", db_url, "--date", on.isoformat(), "--statement", str(path), "--out",
+            str(tmp_path / on.isoformat()))
+    assert cli(capsys, "day", "close", "--db", db_url, "--date", yesterday.isoformat())[0] == 0
+    run = r"\(\d{4}-\d\d-\d\d \d\d:\d\d Beijing time by [^)]+\)"
+    lines = {
+        "header": r"day +settlements +revokes/reversals +net yuan +reconciliation +close",
+        "2026-11-23": rf"2026-11-23 +1 +0 +500\.00 +matched {run} +closed {run}",
+        "2026-11-24": rf"2026-11-24 +3 +1 +276\.90 +1 difference\(s\) {run} +open",
+    }
+    for options, expected in ((), ["header", "2026-11-23", "2026-11-24"]),\
+                             (("--from", "2026-11-24"), ["header", "2026-11-24"]),\
+                             (("--to", "2026-11-23"), ["header", "2026-11-23"]),\
+                             (("--from", "2026-11-20", "--to", "2026-11-22"), []):
+        status, text = cli(capsys, "day", "list", "--db", db_url, *options)
+        assert status == 0
+        if expected:
+            assert len(text.splitlines()) == len(expected), text
+            for line, name in zip(text.splitlines(), expected, strict=True):
+                assert re.fullmatch(lines[name], line.rstrip()), (line, lines[name])
+        else:
+            assert text.startswith("no business day"), text
+    status, text = cli(capsys, "day", "list", "--db", db_url, "--from", "2026-11-24", "--to", "2026-11-23")
+    assert status == 2 and "--from 2026-11-24 is after --to 2026-11-23" in text
+    engine.dispose()

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from gateway.finance.day_close import closed_days
+from gateway.finance.day_close import closed_days, user_name
+from gateway.finance.models import MAX_STATEMENT_PATH_CHARS, RECONCILIATIONS
 from gateway.finance.statement import StatementRow, garbage_collector_paused, read_statement
 from gateway.identity import mask_id
 from gateway.ledger.export import of_the_day, status_of, undone_on
@@ -111,6 +112,7 @@ class Reconciliation:
     day: date
     institution: str | None
     ledger_rows: int = 0
+    ledger_total_fen: int = 0
     statement_rows: int = 0
     differences: list[Difference] = field(default_factory=list)
     totals: list[TotalsRow] = field(default_factory=list)
@@ -177,6 +179,7 @@ def _reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
     result = Reconciliation(day, institution, ledger_database=engine.url.render_as_string(hide_password=True))
     rows = [r for r in statement if institution is None or r.fixmedins_code == institution]
     result.ledger_rows, result.statement_rows = len(ledger), len(rows)
+    result.ledger_total_fen = sum(entry["total_fen"] for entry in ledger)
     closed = closed_days(engine)
     result.closed = day in closed
     _late_undoings(engine, day, ledger, closed, result)
@@ -325,3 +328,18 @@ def _late_undoings(engine: Engine, day: date, ledger: list[dict[str, Any]], clos
                                          "original_settlement_id": ref, "original_date": original_day.isoformat(),
                                          "original_day_closed": original_day in closed,
                                          "total_yuan": format_fen(entry["total_fen"])})
+
+
+def record_reconciliation(engine: Engine, result: Reconciliation, by: str | None = None) -> int:
+    """Record a completed reconciliation, which `gateway day close` and `gateway day list` read; its id."""
+    statement = result.statement_file
+    with engine.begin() as conn:
+        inserted = conn.execute(RECONCILIATIONS.insert().returning(RECONCILIATIONS.c.id).values(
+            business_date=result.day, institution_code=result.institution, reconciled_at=result.made_at,
+            reconciled_by=user_name(by), matched=result.matches, differences=len(result.differences),
+            ledger_rows=result.ledger_rows, ledger_total_fen=result.ledger_total_fen,
+            statement_rows=result.statement_rows,
+            # The path's end names the file; the hash tells it apart.
+            statement_path=statement.path[-MAX_STATEMENT_PATH_CHARS:] if statement else "",
+            statement_sha256=statement.sha256 if statement else ""))
+        return int(inserted.scalar_one())

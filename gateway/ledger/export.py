@@ -28,8 +28,17 @@ UNDONE_STATUS = {TransactionKind.REVOKE.value: "revoked", TransactionKind.REVERS
 def of_the_day(day: date) -> list[ColumnElement[bool]]:
     """A business day's settlements, revokes and reversals: what the day's export, reconciliation and day close
     count. They carry an institution; a payout's reversal (finance's own) does not."""
+    return [TRANSACTIONS.c.business_date == day, *_counted()]
+
+
+def of_the_days(first: date, last: date) -> list[ColumnElement[bool]]:
+    """What of_the_day counts, of every day from `first` to `last`."""
+    return [TRANSACTIONS.c.business_date.between(first, last), *_counted()]
+
+
+def _counted() -> list[ColumnElement[bool]]:
     t = TRANSACTIONS.c
-    return [t.business_date == day, t.kind.in_(KINDS), t.institution_code.is_not(None)]
+    return [t.kind.in_(KINDS), t.institution_code.is_not(None)]
 
 
 def undone_on(conn: Connection, day: date) -> dict[str, str]:

@@ -25,6 +25,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.base import Base
 
+MAX_FORCED_REASON_CHARS = 500
+MAX_USER_NAME_CHARS = 64   # who closed a day (and who reconciled it: gateway.finance.models)
+
 
 class AccountKind(enum.StrEnum):
     PERSON_CURRENT_YEAR = "person_current_year"
@@ -142,4 +145,9 @@ class ClosedDay(Base):
     # What the day held when it was closed, so that a later change would be evident.
     transactions: Mapped[int] = mapped_column(Integer)
     total_fen: Mapped[int] = mapped_column(BigInteger)
-    closed_by: Mapped[str] = mapped_column(String(64))
+    closed_by: Mapped[str] = mapped_column(String(MAX_USER_NAME_CHARS))
+    # Why it may close: the reconciliation that matched (finance's reconciliations.id; no foreign key, so that the
+    # ledger's tables stand without finance's), or the reason given for closing it without one. Both NULL only
+    # for days closed before closing required either (migration 0008).
+    reconciliation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    forced_reason: Mapped[str | None] = mapped_column(String(MAX_FORCED_REASON_CHARS), nullable=True)

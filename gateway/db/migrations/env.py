@@ -1,8 +1,9 @@
 """Alembic environment: runs on the connection `gateway.db.migrate` hands it.
 
 The migrations are written by hand and need no metadata to run. Autogenerate and the schema test compare the
-models with the migrations: they import the models (gateway.ledger.models, gateway.registry.models), which
-register their tables on `Base.metadata`; the database layer itself imports none of them.
+models with the migrations: they import the models (gateway.ledger.models, gateway.registry.models,
+gateway.finance.models), which register their tables on `Base.metadata`; the database layer itself imports none
+of them.
 """
 
 from __future__ import annotations
