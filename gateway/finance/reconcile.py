@@ -12,7 +12,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from gateway.ledger.export import of_the_day, status_of, undone_on
 from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
 from gateway.registry.tables import INSTITUTIONS
-from gateway.settlement.calendar import beijing_wall_clock, utc_now
+from gateway.settlement.calendar import beijing_naive, utc_now
 
 # (fund, national statement column, ledger column)
 FUNDS = (
@@ -38,6 +38,7 @@ TOTAL_FUNDS = ("total", "pooled fund", "current-year account", "prior-years acco
 # The center stamps setl_time with its own clock, to the second: a few seconds apart is the same settlement, a
 # minute is not (and another day never is).
 SETTLEMENT_TIME_TOLERANCE_S = 60
+SETTLEMENT_TIME_TOLERANCE = timedelta(seconds=SETTLEMENT_TIME_TOLERANCE_S)
 HASH_CHUNK_BYTES = 1024 * 1024
 
 
@@ -148,9 +149,9 @@ def reconcile(engine: Engine, day: date, statement: Iterable[StatementRow],
         if institution is not None:
             _check_registered(engine, institution)
         rows = statement if isinstance(statement, list) else list(statement)
-        dates = {row.setl_time.date() for row in rows}
-        if dates and day not in dates:
-            raise StatementOfAnotherDay(day, sorted(dates))
+        # A statement of the day says so on its first row: the dates are gathered only to say which they are.
+        if rows and not any(row.setl_time.date() == day for row in rows):
+            raise StatementOfAnotherDay(day, sorted({row.setl_time.date() for row in rows}))
         return _reconcile(engine, day, rows, institution, ledger_rows(engine, day, institution))
 
 
@@ -236,7 +237,7 @@ def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict
                          "message_id": message_id or "", "original_settlement_id": original or "",
                          "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
                          "prior_years_fen": prior, "cash_fen": cash, "status": status, "psn_no": person or "",
-                         "setl_time": beijing_wall_clock(at)})
+                         "setl_time": beijing_naive(at)})
         return rows
 
 
@@ -249,7 +250,8 @@ def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Differe
             and entry["pooled_fund_fen"] == amounts["hifp_pay"] == amounts["fund_pay_sumamt"]
             and entry["current_year_fen"] == amounts["acct_pay_current"]
             and entry["prior_years_fen"] == amounts["acct_pay_prior"] and entry["cash_fen"] == amounts["psn_cash_pay"]
-            and entry["psn_no"] == row.psn_no and entry["setl_time"] == row.setl_time):
+            and entry["psn_no"] == row.psn_no and -SETTLEMENT_TIME_TOLERANCE <= entry["setl_time"] - row.setl_time
+            <= SETTLEMENT_TIME_TOLERANCE and entry["setl_time"].day == row.setl_time.day):  # so within it, one date
         return  # the common case, decided without building anything
     if ledger_refund != row.refunded:
         differences.append(Difference("status_differs", ref, institution, "refd_setl_flag",
@@ -268,7 +270,7 @@ def _compare(entry: dict[str, Any], row: StatementRow, differences: list[Differe
                                       mask_id(row.psn_no), row.line, note=_where_ids_differ(entry["psn_no"],
                                                                                              row.psn_no)))
     ours_at, theirs_at = entry["setl_time"], row.setl_time
-    if ours_at.date() != theirs_at.date() or abs((theirs_at - ours_at).total_seconds()) > SETTLEMENT_TIME_TOLERANCE_S:
+    if ours_at.date() != theirs_at.date() or abs(theirs_at - ours_at) > SETTLEMENT_TIME_TOLERANCE:
         differences.append(Difference("field_differs", ref, institution, "setl_time", f"{ours_at:%Y-%m-%d %H:%M:%S}",
                                       f"{theirs_at:%Y-%m-%d %H:%M:%S}", row.line,
                                       note="another day" if ours_at.date() != theirs_at.date() else

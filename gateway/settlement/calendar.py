@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 
-BEIJING = timezone(timedelta(hours=8))
+BEIJING_OFFSET = timedelta(hours=8)
+BEIJING = timezone(BEIJING_OFFSET)
 # Insurance years accepted anywhere (policy files, registry balances, the year-end rollover): a typo such as
 # 226 or 20266 is refused, not stored.
 FIRST_INSURANCE_YEAR, LAST_INSURANCE_YEAR = 2000, 2100
@@ -23,9 +24,15 @@ def business_date(moment: datetime) -> date:
     return moment.astimezone(BEIJING).date()
 
 
+def beijing_naive(stored: datetime) -> datetime:
+    """A moment read from the database as Beijing wall-clock time without a zone. SQLite hands moments back without
+    their zone; they were stored in UTC (the writer's clock and CURRENT_TIMESTAMP are UTC), so a naive one is read
+    as UTC, not as the host's zone. The naive case, a million times a day in reconciliation, is one addition."""
+    if stored.tzinfo is None:
+        return stored + BEIJING_OFFSET
+    return stored.astimezone(BEIJING).replace(tzinfo=None)
+
+
 def beijing_wall_clock(stored: datetime) -> datetime:
-    """A moment read from the database as Beijing wall-clock time to the second, without a time zone: what the
-    center's statement writes as `setl_time`. SQLite hands moments back without their zone; they were stored in
-    UTC (the writer's clock and CURRENT_TIMESTAMP are UTC), so a naive one is read as UTC, not as the host's zone."""
-    aware = stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)
-    return aware.astimezone(BEIJING).replace(tzinfo=None, microsecond=0)
+    """beijing_naive to the second: what the center's statement writes as `setl_time`."""
+    return beijing_naive(stored).replace(microsecond=0)
