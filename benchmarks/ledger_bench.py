@@ -30,8 +30,8 @@ from gateway.db.migrate import upgrade
 from gateway.demo.population import Case, demo_population
 from gateway.demo.registry import write_demo_registry
 from gateway.ledger.intents import SettleIntent, business_date
+from gateway.ledger.outcomes import Settled
 from gateway.ledger.writer import InlineLedgerWriter
-from gateway.protocol.messages import pb
 from gateway.serve.reads import load_institution, load_registry_facts
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
 from gateway.settlement.policy import load_builtin_policies
@@ -73,8 +73,8 @@ def measure(engine: Engine, batch_size: int, count: int, profile: bool) -> dict[
         profiler.enable()
     ok = 0
     for start in range(0, count, batch_size):
-        responses = writer.write(intents[start : start + batch_size])
-        ok += sum(1 for r in responses if r.status == pb.STATUS_CODE_OK)
+        outcomes = writer.write(intents[start : start + batch_size])
+        ok += sum(1 for outcome in outcomes if isinstance(outcome, Settled))
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started

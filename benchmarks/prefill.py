@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.prefill --db sqlite:///var/big.db --settlements 10000000
 
 The rows are the gateway's own shape: one `ledger_transactions` row, its entries (pooled fund, persons' cash,
-the institution's receivable and cash) and one `request_records` row with a settlement answer of the real size
-per settlement, every index in place, spread over the 365 business days before today and over
+the institution's receivable and cash) and one `request_records` row with a recorded outcome of the real size per
+settlement, every index in place, spread over the 365 business days before today and over
 `--persons` holders registered in `persons` (a city's worth). Account balances and year totals are the sums
 of what was written, so the ledger's invariants hold. Holders of the demo population are left untouched: the
 benchmark that follows settles for them on a ledger that is merely large.
@@ -29,7 +29,7 @@ from pathlib import Path
 from gateway.identity import id_check_char
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
-from gateway.ledger.responses import settle_response
+from gateway.ledger.outcomes import HolderBalances, Settled, recorded_form
 from gateway.settlement.calendar import beijing_today
 from gateway.settlement.split import FundSplit
 
@@ -52,13 +52,11 @@ def synthetic_ssn(index: int) -> str:
     return first17 + id_check_char(first17)
 
 
-def _template_response() -> bytes:
+def _template_outcome() -> str:
     split = FundSplit(12_345, 8_000, 0, 0, 4_345, 1_000)
-    response = settle_response("T00000000000000000001", "S20260101000000000000", "N00000001", split,
-                               datetime(2026, 1, 1, tzinfo=UTC), "2026-illustrative", year=2026,
-                               current_year_fen=0, prior_years_fen=0, deductible_counted_ytd_fen=100_000,
-                               deductible_fen=100_000, pooled_paid_ytd_fen=500_000, pooled_cap_fen=40_000_000)
-    return response.SerializeToString()
+    return recorded_form(Settled("S20260101000000000000", "N00000001", split,
+                                 HolderBalances(2026, 0, 0, 100_000, 100_000, 500_000, 40_000_000),
+                                 datetime(2026, 1, 1, tzinfo=UTC), "2026-illustrative"))
 
 
 Rows = tuple[list[tuple[object, ...]], list[tuple[str, str, int]], list[tuple[object, ...]]]
@@ -66,7 +64,7 @@ Rows = tuple[list[tuple[object, ...]], list[tuple[str, str, int]], list[tuple[ob
 
 def _rows(settlements: int, ssns: list[str], today: date, seed: int) -> Iterator[Rows]:
     rng = random.Random(seed)
-    response = _template_response()
+    outcome = _template_outcome()
     per_day = max(1, settlements // 365)
     transactions: list[tuple[object, ...]] = []
     entries: list[tuple[str, str, int]] = []
@@ -89,7 +87,7 @@ def _rows(settlements: int, ssns: list[str], today: date, seed: int) -> Iterator
                              day.year, day.isoformat(), recorded, "prefill", total, pooled, 0, 0, cash, 0))
         entries.extend(((ref, fund, -pooled), (ref, accounts.PERSONS_CASH, -cash),
                         (ref, receivable[institution], pooled), (ref, cash_of[institution], cash)))
-        records.append((terminal, message_id, "settle", "0" * 64, "committed", ref, response, recorded))
+        records.append((terminal, message_id, "settle", "0" * 64, "committed", ref, outcome, recorded))
         if len(transactions) == CHUNK:
             yield transactions, entries, records
             transactions, entries, records = [], [], []
@@ -130,7 +128,7 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
         conn.executemany("INSERT INTO ledger_entries (transaction_ref, account_code, amount_fen) VALUES (?, ?, ?)",
                          entries)
         conn.executemany("INSERT INTO request_records (terminal_id, message_id, body, content_hash, outcome, "
-                         "transaction_ref, response, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
+                         "transaction_ref, recorded_outcome, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
         conn.execute("COMMIT")
         for _, code, amount in entries:
             deltas[code] += amount

@@ -8,8 +8,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from gateway.demo.population import demo_population
-from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, business_date, content_hash
+from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
+from gateway.ledger.writer import LedgerWriter
 from gateway.protocol.messages import pb
+from gateway.serve.answers import answer, content_hash
 from gateway.serve.reads import load_institution, load_registry_facts, load_state
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
 
@@ -54,6 +56,11 @@ def reverse(original: str, message_id: str, *, terminal: str = TERMINAL, at: dat
     request = pb.Request(terminal_id=terminal, message_id=message_id)
     request.reverse.original_message_id = original
     return ReverseIntent(terminal, message_id, content_hash(request), original, at)
+
+
+def write(writer: LedgerWriter, intents: list[Intent]) -> list[pb.Response]:
+    """The intents written in one batch, answered as the request path answers them."""
+    return [answer(intent.message_id, outcome) for intent, outcome in zip(intents, writer.write(intents), strict=True)]
 
 
 def balances_of(engine: Engine, card_number: str, year: int = 2026) -> tuple[int, int, int, int]:

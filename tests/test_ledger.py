@@ -17,12 +17,13 @@ from gateway.ledger.batch import Batch
 from gateway.ledger.check import check_ledger
 from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord
+from gateway.ledger.outcomes import Outcome
 from gateway.ledger.rollover import RolloverRefused, rollover
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
-from tests.ledger_support import CARDS, NOW, TODAY, balances_of, mark_closed, reverse, revoke, settle
+from tests.ledger_support import CARDS, NOW, TODAY, balances_of, mark_closed, reverse, revoke, settle, write
 
 OK = pb.STATUS_CODE_OK
 POLICIES = load_builtin_policies()
@@ -46,7 +47,7 @@ def writer(ledger_engine: Engine) -> InlineLedgerWriter:
 
 
 def one(writer: InlineLedgerWriter, intent: Any) -> pb.Response:
-    [response] = writer.write([intent])
+    [response] = write(writer, [intent])
     return response
 
 
@@ -168,8 +169,8 @@ def test_the_first_settlement_with_the_new_card_cancels_the_old_ic_card(
 def test_settlements_in_one_batch_see_each_other(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
     current, prior, _, _ = balances_of(ledger_engine, IN_CITY)
     everything = current + prior
-    responses = writer.write([settle(ledger_engine, IN_CITY, f"m-{i}", 41_000, medical_type=11)
-                              for i in range(12)])
+    responses = write(writer, [settle(ledger_engine, IN_CITY, f"m-{i}", 41_000, medical_type=11)
+                               for i in range(12)])
     assert all(r.status == OK for r in responses)
     paid = sum(r.settle.split.current_year_account_fen + r.settle.split.prior_years_account_fen for r in responses)
     assert paid <= everything
@@ -183,15 +184,15 @@ def test_one_failing_intent_never_fails_its_batch_mates(
 ) -> None:
     original = Batch._settle
 
-    def sometimes_broken(self: Batch, intent: Any) -> pb.Response:
+    def sometimes_broken(self: Batch, intent: Any) -> Outcome:
         if intent.message_id == "bad":
             raise RuntimeError("a bug in one request")
         return original(self, intent)
 
     monkeypatch.setattr(Batch, "_settle", sometimes_broken)
-    responses = writer.write([settle(ledger_engine, IN_CITY, "good-1", 1_000),
-                              settle(ledger_engine, IN_CITY, "bad", 1_000),
-                              settle(ledger_engine, IN_CITY, "good-2", 1_000)])
+    responses = write(writer, [settle(ledger_engine, IN_CITY, "good-1", 1_000),
+                               settle(ledger_engine, IN_CITY, "bad", 1_000),
+                               settle(ledger_engine, IN_CITY, "good-2", 1_000)])
     assert [r.status for r in responses] == [OK, pb.STATUS_CODE_INTERNAL_ERROR, OK]
     assert_consistent(ledger_engine)
 

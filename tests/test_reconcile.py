@@ -37,7 +37,7 @@ from gateway.money import format_fen, parse_signed_yuan_to_fen
 from gateway.protocol.messages import pb
 from gateway.settlement.calendar import BEIJING
 from gateway.settlement.policy import load_builtin_policies
-from tests.ledger_support import NOW, TODAY, reverse, revoke, settle
+from tests.ledger_support import NOW, TODAY, reverse, revoke, settle, write
 
 DAY = TODAY.isoformat()
 
@@ -52,8 +52,8 @@ def day(db_url: str) -> Iterator[tuple[Engine, str]]:
     intents = [settle(engine, "N00000001", f"h-{i}", 12_345 + i * 1_000) for i in range(5)]
     intents += [settle(engine, "N00000201", f"p-{i}", 2_000 + i, medical_type=41, terminal="P33020300004-01",
                        institution="P33020300004") for i in range(3)]
-    responses = writer.write(intents)
-    writer.write([revoke(responses[0].settle.settlement_id, "rk-1"), reverse("h-1", "rv-1")])
+    responses = write(writer, intents)
+    write(writer, [revoke(responses[0].settle.settlement_id, "rk-1"), reverse("h-1", "rv-1")])
     yield engine, db_url
     engine.dispose()
 
@@ -183,7 +183,7 @@ def test_a_closed_day_with_a_late_revoke(db_url: str, tmp_path: Path) -> None:
     write_demo_registry(engine, persons=40)
     writer = InlineLedgerWriter(engine, load_builtin_policies())
     yesterday = NOW - timedelta(days=1)
-    settled = writer.write([settle(engine, "N00000001", "old-1", 50_000, at=yesterday)])[0]
+    settled = write(writer, [settle(engine, "N00000001", "old-1", 50_000, at=yesterday)])[0]
     before = statement_of(engine, TODAY - timedelta(days=1))
     record_reconciliation(engine, reconcile(engine, TODAY - timedelta(days=1), read_statement(io.StringIO(before))))
     figures = close_day(engine, TODAY - timedelta(days=1), today=TODAY, by="test")
@@ -192,7 +192,7 @@ def test_a_closed_day_with_a_late_revoke(db_url: str, tmp_path: Path) -> None:
         close_day(engine, TODAY - timedelta(days=1), today=TODAY)
     with pytest.raises(DayCloseRefused, match="not over yet"):
         close_day(engine, TODAY, today=TODAY)
-    revoked = writer.write([revoke(settled.settle.settlement_id, "rk-late", at=NOW)])[0]
+    revoked = write(writer, [revoke(settled.settle.settlement_id, "rk-late", at=NOW)])[0]
     assert revoked.status == pb.STATUS_CODE_OK
     # The closed day is unchanged: its statement still matches, nothing was booked on it.
     closed = reconcile(engine, TODAY - timedelta(days=1), read_statement(io.StringIO(before)))

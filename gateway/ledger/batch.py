@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, or_, select, update
 
@@ -23,14 +23,18 @@ from gateway.ledger.models import (
     RequestOutcome,
     TransactionKind,
 )
-from gateway.ledger.postings import Posting, compensation_postings, opening_postings, settlement_postings
-from gateway.ledger.responses import (
-    refusal_response,
-    repeated_response,
-    reverse_response,
-    revoke_response,
-    settle_response,
+from gateway.ledger.outcomes import (
+    HolderBalances,
+    Outcome,
+    Refused,
+    Reversed,
+    ReverseResult,
+    Revoked,
+    Settled,
+    recorded_form,
 )
+from gateway.ledger.postings import Posting, compensation_postings, opening_postings, settlement_postings
+from gateway.ledger.records import Recorded, repeated
 from gateway.ledger.sql import (
     add_to_balances,
     insert_or_add,
@@ -41,7 +45,7 @@ from gateway.ledger.sql import (
     transaction_rows,
 )
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
-from gateway.protocol.messages import pb
+from gateway.protocol.status import StatusCode
 from gateway.registry.tables import CARDS, OPENING_BALANCES
 from gateway.settlement.calendar import beijing_today
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
@@ -50,6 +54,7 @@ from gateway.settlement.rules import Decision, Refusal, decide
 from gateway.settlement.split import FundSplit
 
 COMPENSATIONS = (TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
+CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
 
 # The batch's reads, built once (see gateway.ledger.sql): an IN list of any length is one expanding parameter.
 _PERSONS_WITH_ACCOUNTS = select(ACCOUNTS.c.owner).where(
@@ -147,11 +152,11 @@ class Batch:
 
     # The whole batch -------------------------------------------------------------------------
 
-    def run(self, intents: Sequence[Intent]) -> list[pb.Response]:
+    def run(self, intents: Sequence[Intent]) -> list[Outcome]:
         self._load(intents)
-        responses = [self._decide(intent) for intent in intents]
+        outcomes = [self._decide(intent) for intent in intents]
         self._write()
-        return responses
+        return outcomes
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -221,27 +226,22 @@ class Batch:
 
     # Deciding ----------------------------------------------------------------------------------
 
-    def _decide(self, intent: Intent) -> pb.Response:
+    def _decide(self, intent: Intent) -> Outcome:
         record = self.records.get((intent.terminal_id, intent.message_id))
         if record is not None:
-            return self._repeat(intent, record)
+            return repeated(intent.message_id, Recorded.from_row(record), intent.content_hash)
         if isinstance(intent, SettleIntent):
             return self._settle(intent)
         if isinstance(intent, RevokeIntent):
             return self._revoke(intent)
         return self._reverse(intent)
 
-    def _repeat(self, intent: Intent, record: dict[str, Any]) -> pb.Response:
-        """A message id seen before: its one outcome again, or a refusal."""
-        return repeated_response(intent.message_id, record["outcome"], record["content_hash"], intent.content_hash,
-                                 record["response"])
-
-    def _settle(self, intent: SettleIntent) -> pb.Response:
+    def _settle(self, intent: SettleIntent) -> Outcome:
         facts = intent.facts
         person = facts.registry.person
         card = facts.registry.card
         if person is None or card is None:  # the rules refused these before the ledger was asked
-            return refusal_response(intent.message_id, pb.STATUS_CODE_PERSON_NOT_FOUND, "no person", "查无此人")
+            return Refused(StatusCode.STATUS_CODE_PERSON_NOT_FOUND, "no person", "查无此人")
         ssn = person.social_security_number
         year = facts.request.on.year
         # The facts that may have changed since the reactor decided, as this transaction sees them.
@@ -260,7 +260,7 @@ class Batch:
                         year_to_date=YearToDate(totals[0], totals[1]))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
-            return refusal_response(intent.message_id, outcome.status, outcome.detail_en, outcome.detail_zh)
+            return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
         assert isinstance(outcome, Decision) and outcome.split is not None
         split = outcome.split
         day = business_date(intent.recorded_at)
@@ -287,14 +287,11 @@ class Batch:
         assert policy is not None
         deductible, cap = policy.limits_for(person.insurance_type)
         totals = self.year_totals[(ssn, year)]
-        response = settle_response(
-            intent.message_id, ref, card.card_number, split, intent.recorded_at, outcome.policy_version or "",
-            year=year, current_year_fen=self.balances.get(current_code, 0),
-            prior_years_fen=self.balances.get(prior_code, 0), deductible_counted_ytd_fen=totals[0],
-            deductible_fen=deductible, pooled_paid_ytd_fen=totals[1], pooled_cap_fen=cap,
-        )
-        self._record(intent, "settle", ref, response)
-        return response
+        settled = Settled(ref, card.card_number, split, HolderBalances(
+            year, self.balances.get(current_code, 0), self.balances.get(prior_code, 0), totals[0], deductible,
+            totals[1], cap), intent.recorded_at, outcome.policy_version or "")
+        self._record(intent, "settle", ref, settled)
+        return settled
 
     def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> str:
         assert original.ssn is not None and original.split is not None
@@ -317,70 +314,62 @@ class Batch:
         original.compensated_by = kind.value
         return ref
 
-    def _revoke(self, intent: RevokeIntent) -> pb.Response:
+    def _revoke(self, intent: RevokeIntent) -> Outcome:
         original = self.transactions.get(intent.settlement_ref)
         if original is None or original.kind != TransactionKind.SETTLEMENT.value:
-            return refusal_response(intent.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND,
-                                    f"no settlement {intent.settlement_ref}", f"无结算{intent.settlement_ref}")
+            return Refused(StatusCode.STATUS_CODE_ORIGINAL_NOT_FOUND, f"no settlement {intent.settlement_ref}",
+                           f"无结算{intent.settlement_ref}")
         if original.institution_code != intent.institution_code:
             # Checked first: another institution learns nothing about the settlement.
-            return refusal_response(intent.message_id, pb.STATUS_CODE_REVOKE_NOT_ALLOWED,
-                                    f"{original.ref} was settled at another institution", "非本机构结算的交易")
+            return Refused(StatusCode.STATUS_CODE_REVOKE_NOT_ALLOWED,
+                           f"{original.ref} was settled at another institution", "非本机构结算的交易")
         if original.compensated_by == TransactionKind.REVOKE.value:
-            return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
-                                    f"{original.ref}已撤销")
+            return Refused(StatusCode.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
+                           f"{original.ref}已撤销")
         if original.compensated_by == TransactionKind.REVERSAL.value:
-            return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVERSED,
-                                    f"{original.ref} was reversed", f"{original.ref}已冲正")
+            return Refused(StatusCode.STATUS_CODE_ALREADY_REVERSED, f"{original.ref} was reversed",
+                           f"{original.ref}已冲正")
         policy = self.policies.for_date(original.business_date)
         window_days = policy.revoke_window_days if policy else 0
         today = business_date(intent.recorded_at)
         if today > original.business_date + timedelta(days=window_days):
-            return refusal_response(
-                intent.message_id, pb.STATUS_CODE_REVOKE_NOT_ALLOWED,
+            return Refused(
+                StatusCode.STATUS_CODE_REVOKE_NOT_ALLOWED,
                 f"settled on {original.business_date:%Y-%m-%d}; revoking is allowed for {window_days} days",
                 f"结算日期{original.business_date:%Y-%m-%d}，已超过{window_days}天撤销期限")
         ref = self._compensate(original, TransactionKind.REVOKE, intent)
         assert original.split is not None
-        response = revoke_response(intent.message_id, original.ref, ref, original.split)
-        self._record(intent, "revoke", ref, response)
-        return response
+        revoked = Revoked(original.ref, ref, original.split)
+        self._record(intent, "revoke", ref, revoked)
+        return revoked
 
-    def _reverse(self, intent: ReverseIntent) -> pb.Response:
+    def _reverse(self, intent: ReverseIntent) -> Outcome:
         target = self.records.get((intent.terminal_id, intent.original_message_id))
         if target is None:
             # It never arrived: a tombstone refuses it should it arrive late.
             tombstone = {"terminal_id": intent.terminal_id, "message_id": intent.original_message_id,
                          "body": "settle", "content_hash": None, "outcome": RequestOutcome.TOMBSTONE.value,
-                         "transaction_ref": None, "response": None, "recorded_at": intent.recorded_at}
+                         "transaction_ref": None, "recorded_outcome": None, "recorded_at": intent.recorded_at}
             self.records[(intent.terminal_id, intent.original_message_id)] = tombstone
             self.writes.records.append(tombstone)
-            response = reverse_response(intent.message_id, intent.original_message_id,
-                                        pb.REVERSE_OUTCOME_NEVER_ARRIVED, None)
-            self._record(intent, "reverse", None, response)
-            return response
+            return self._record(intent, "reverse", None, Reversed(intent.original_message_id,
+                                                                  ReverseResult.NEVER_ARRIVED, None))
         if target["outcome"] == RequestOutcome.TOMBSTONE.value:
-            response = reverse_response(intent.message_id, intent.original_message_id,
-                                        pb.REVERSE_OUTCOME_ALREADY_REVERSED, None)
-            self._record(intent, "reverse", None, response)
-            return response
+            return self._record(intent, "reverse", None, Reversed(intent.original_message_id,
+                                                                  ReverseResult.ALREADY_REVERSED, None))
         original = self.transactions.get(target["transaction_ref"] or "")
         if original is None or original.kind != TransactionKind.SETTLEMENT.value or original.split is None:
-            return refusal_response(intent.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND,
-                                    "only a settlement can be reversed", "只能冲正结算交易")
+            return Refused(StatusCode.STATUS_CODE_ORIGINAL_NOT_FOUND, "only a settlement can be reversed",
+                           "只能冲正结算交易")
         if original.compensated_by == TransactionKind.REVOKE.value:
-            return refusal_response(intent.message_id, pb.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
-                                    f"{original.ref}已撤销")
+            return Refused(StatusCode.STATUS_CODE_ALREADY_REVOKED, f"{original.ref} was revoked",
+                           f"{original.ref}已撤销")
         if original.compensated_by == TransactionKind.REVERSAL.value:
-            response = reverse_response(intent.message_id, intent.original_message_id,
-                                        pb.REVERSE_OUTCOME_ALREADY_REVERSED, None)
-            self._record(intent, "reverse", None, response)
-            return response
+            return self._record(intent, "reverse", None, Reversed(intent.original_message_id,
+                                                                  ReverseResult.ALREADY_REVERSED, None))
         ref = self._compensate(original, TransactionKind.REVERSAL, intent)
-        response = reverse_response(intent.message_id, intent.original_message_id, pb.REVERSE_OUTCOME_REVERSED,
-                                    original.split)
-        self._record(intent, "reverse", ref, response)
-        return response
+        return self._record(intent, "reverse", ref, Reversed(intent.original_message_id, ReverseResult.REVERSED,
+                                                             original.split))
 
     # Bookkeeping in memory ---------------------------------------------------------------------
 
@@ -412,12 +401,15 @@ class Batch:
         delta[0] += deductible
         delta[1] += pooled
 
-    def _record(self, intent: Intent, body: str, ref: str | None, response: pb.Response) -> None:
+    def _record(self, intent: Intent, body: str, ref: str | None, outcome: CommittedT) -> CommittedT:
+        """Record `outcome` under the intent's key, as what a retry gets; `outcome` back."""
         record = {"terminal_id": intent.terminal_id, "message_id": intent.message_id, "body": body,
                   "content_hash": intent.content_hash, "outcome": RequestOutcome.COMMITTED.value,
-                  "transaction_ref": ref, "response": response.SerializeToString(), "recorded_at": intent.recorded_at}
+                  "transaction_ref": ref, "recorded_outcome": recorded_form(outcome),
+                  "recorded_at": intent.recorded_at}
         self.records[(intent.terminal_id, intent.message_id)] = record
         self.writes.records.append(record)
+        return outcome
 
     def accounts_opened(self) -> set[str]:
         """The codes of every account this batch found or created: after its commit, known to exist."""

@@ -17,8 +17,8 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
-    LargeBinary,
     String,
+    Text,
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -51,7 +51,7 @@ class TransactionKind(enum.StrEnum):
 
 
 class RequestOutcome(enum.StrEnum):
-    COMMITTED = "committed"    # the request's effect is in the ledger; `response` is its answer
+    COMMITTED = "committed"    # the request's effect is in the ledger; `recorded_outcome` is its answer
     TOMBSTONE = "tombstone"    # reversed before it arrived: a late original is refused
 
 
@@ -120,7 +120,8 @@ class RequestRecord(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     outcome: Mapped[str] = mapped_column(String(16))
     transaction_ref: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The committed request's outcome as canonical JSON (gateway.ledger.outcomes.recorded_form): a retry's answer.
+    recorded_outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -1,9 +1,9 @@
 """The ledger's one writer: group commit on a thread of its own.
 
 Intents queue up while a batch commits and go together in the next one, so durable settlements per
-second are not bounded by one fsync each. Each intent's answer is released only after its batch's
-commit returned: an OK never precedes durability. A batch that fails as a whole is split up, so one bad
-intent never fails its batch-mates.
+second are not bounded by one fsync each. Each intent's outcome (gateway.ledger.outcomes) is released
+only after its batch's commit returned: a settlement is never answered before it is durable. A batch
+that fails as a whole is split up, so one bad intent never fails its batch-mates.
 """
 
 from __future__ import annotations
@@ -23,15 +23,20 @@ from twisted.logger import Logger
 from gateway.db.engine import IMMEDIATE_OPTION
 from gateway.ledger.batch import Batch
 from gateway.ledger.intents import Intent
-from gateway.ledger.responses import refusal_response
+from gateway.ledger.outcomes import Outcome, Refused
 from gateway.ops.logs import error_line
-from gateway.protocol.messages import pb
+from gateway.protocol.status import StatusCode
 from gateway.settlement.policy import PolicyBook
 
 log = Logger(namespace="gateway.ledger")
 
 # PostgreSQL: deadlock_detected, serialization_failure — the batch is simply run again.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+_BUSY = Refused(StatusCode.STATUS_CODE_TEMPORARILY_UNAVAILABLE, "the ledger is busy", "账务处理繁忙")
+_UNAVAILABLE = Refused(StatusCode.STATUS_CODE_TEMPORARILY_UNAVAILABLE, "the ledger database cannot be reached",
+                       "账务数据库暂时不可用")
+_INTERNAL = Refused(StatusCode.STATUS_CODE_INTERNAL_ERROR, "the ledger could not record this", "账务记录失败")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class LedgerWriter:
         self._policies = policies
         self._call_from_thread = call_from_thread
         self.limits = limits
-        self._queue: queue.Queue[tuple[Intent, Deferred[pb.Response]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Intent, Deferred[Outcome]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._known_accounts: set[str] = set()  # committed; touched only by the thread that writes
         # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
@@ -65,11 +70,11 @@ class LedgerWriter:
             self._queue.put(None)
             self._thread.join(timeout_s)
 
-    def submit(self, intent: Intent) -> Deferred[pb.Response]:
-        answer: Deferred[pb.Response] = Deferred()
+    def submit(self, intent: Intent) -> Deferred[Outcome]:
+        """The intent's outcome, fired on the reactor's thread once its batch committed."""
+        answer: Deferred[Outcome] = Deferred()
         if self._queue.qsize() >= self.limits.max_queue:
-            answer.callback(refusal_response(intent.message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
-                                             "the ledger is busy", "账务处理繁忙"))
+            answer.callback(_BUSY)
             return answer
         self._queue.put((intent, answer))
         return answer
@@ -92,23 +97,23 @@ class LedgerWriter:
                     stopping = True
                     break
                 batch.append(item)
-            responses = self.write([intent for intent, _ in batch])
-            for (_, answer), response in zip(batch, responses, strict=True):
-                self._call_from_thread(answer.callback, response)
+            outcomes = self.write([intent for intent, _ in batch])
+            for (_, answer), outcome in zip(batch, outcomes, strict=True):
+                self._call_from_thread(answer.callback, outcome)
 
-    def write(self, intents: Sequence[Intent]) -> list[pb.Response]:
-        """Decide and commit `intents` in one transaction (blocking); their answers, in order."""
+    def write(self, intents: Sequence[Intent]) -> list[Outcome]:
+        """Decide and commit `intents` in one transaction (blocking); their outcomes, in order."""
         for attempt in range(1, self.limits.retry_attempts + 1):
             try:
                 with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
                     batch = Batch(conn, self._policies, self._known_accounts)
-                    responses = batch.run(intents)
+                    outcomes = batch.run(intents)
                 if batch.forgot_accounts or len(self._known_accounts) > self.limits.known_accounts:
                     self._known_accounts.clear()
                 self._known_accounts |= batch.accounts_opened()
                 if batch.writes.first_used and self.on_registry_write is not None:
                     self._call_from_thread(self.on_registry_write)
-                return responses
+                return outcomes
             except DBAPIError as exc:
                 # Only a cache: should the database have lost committed rows (a failover, a restore), forget it.
                 self._known_accounts.clear()
@@ -121,36 +126,26 @@ class LedgerWriter:
                 if not again and (isinstance(exc, OperationalError) or exc.connection_invalidated):
                     log.warn("ledger database unavailable ({error}); {count} requests answered 'retry'",
                              error=error_line(exc), count=len(intents))
-                    return [_unavailable(i) for i in intents]
+                    return [_UNAVAILABLE] * len(intents)
                 failure: BaseException = exc
                 break
             except Exception as exc:
                 failure = exc
                 break
         else:
-            return [_unavailable(i) for i in intents]
+            return [_UNAVAILABLE] * len(intents)
         if len(intents) > 1:
             # Find the one that fails: alone, each intent gets its own outcome.
             log.info("ledger batch of {count} failed ({cause}); writing each alone", count=len(intents),
                      cause=error_line(failure))
-            return [response for intent in intents for response in self.write([intent])]
+            return [outcome for intent in intents for outcome in self.write([intent])]
         log.error("ledger write failed for {message_id}: {cause}", message_id=intents[0].message_id,
                   cause=error_line(failure))
-        return [_internal(intents[0])]
+        return [_INTERNAL]
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "diag", None), "sqlstate", None)
-
-
-def _unavailable(intent: Intent) -> pb.Response:
-    return refusal_response(intent.message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
-                            "the ledger database cannot be reached", "账务数据库暂时不可用")
-
-
-def _internal(intent: Intent) -> pb.Response:
-    return refusal_response(intent.message_id, pb.STATUS_CODE_INTERNAL_ERROR, "the ledger could not record this",
-                            "账务记录失败")
 
 
 class InlineLedgerWriter(LedgerWriter):
@@ -160,7 +155,7 @@ class InlineLedgerWriter(LedgerWriter):
     def __init__(self, engine: Engine, policies: PolicyBook, limits: WriterLimits = WriterLimits()) -> None:
         super().__init__(engine, policies, lambda f, *a: f(*a), limits)
 
-    def submit(self, intent: Intent) -> Deferred[pb.Response]:
-        answer: Deferred[pb.Response] = Deferred()
+    def submit(self, intent: Intent) -> Deferred[Outcome]:
+        answer: Deferred[Outcome] = Deferred()
         answer.callback(self.write([intent])[0])
         return answer

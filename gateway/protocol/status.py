@@ -18,7 +18,10 @@ class StatusText:
     en: str
 
 
-S = pb.StatusCode
+# The status codes by name (`StatusCode.STATUS_CODE_OK`): what the layers that decide outcomes without building
+# messages (the ledger, the rules) import, instead of the generated messages.
+StatusCode = pb.StatusCode
+S = StatusCode
 
 STATUS_TEXTS: dict[int, StatusText] = {
     S.STATUS_CODE_OK: StatusText("成功", "OK"),

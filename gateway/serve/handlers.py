@@ -15,9 +15,10 @@ from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
 
 from gateway.identity import mask_id
-from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent, content_hash
+from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent
+from gateway.ledger.outcomes import HolderBalances, Outcome, Settled
 from gateway.ledger.reads import LedgerReader
-from gateway.ledger.responses import fill_balances, fill_split, refusal_response, repeated_response
+from gateway.ledger.records import repeated
 from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import debug_enabled, error_line
 from gateway.protocol.messages import pb
@@ -27,6 +28,7 @@ from gateway.reader.card import CardData
 from gateway.reader.driver import SocialSecurityCardDriver
 from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
 from gateway.registry.directory import TerminalRecord
+from gateway.serve.answers import answer, content_hash, fill_balances, fill_split, refusal, transaction_result
 from gateway.serve.readers import ReaderAssignments
 from gateway.serve.reads import load_state
 from gateway.serve.registry_cache import RegistryCache
@@ -118,8 +120,8 @@ class SettlementHandlers:
                 response.pin_tries_left = problem.tries_left
             return response
         except Unavailable:
-            return refusal_response(message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
-                                    "the database cannot be reached", "数据库暂时不可用")
+            return refusal(message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE, "the database cannot be reached",
+                           "数据库暂时不可用")
 
     # The card and the facts --------------------------------------------------------------------
 
@@ -211,9 +213,9 @@ class SettlementHandlers:
         person = facts.registry.person
         assert person is not None
         deductible, cap = policy.limits_for(person.insurance_type) if policy is not None else (0, 0)
-        fill_balances(message, year=facts.request.on.year, current_year_fen=balances.current_year_fen,
-                      prior_years_fen=balances.prior_years_fen, deductible_counted_ytd_fen=ytd.deductible_counted_fen,
-                      deductible_fen=deductible, pooled_paid_ytd_fen=ytd.pooled_fund_paid_fen, pooled_cap_fen=cap)
+        fill_balances(message, HolderBalances(facts.request.on.year, balances.current_year_fen,
+                                              balances.prior_years_fen, ytd.deductible_counted_fen, deductible,
+                                              ytd.pooled_fund_paid_fen, cap))
 
     # PreSettle and Settle --------------------------------------------------------------------------
 
@@ -225,9 +227,9 @@ class SettlementHandlers:
         digest = content_hash(request) if write else ""  # PreSettle records nothing: no hash to compare
         if write and key not in self._cards:
             # A retry gets its one outcome again without touching the card: look before reading it.
-            stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
-            if stored is not None:
-                return repeated_response(message_id, stored.outcome, stored.content_hash, digest, stored.response)
+            recorded = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
+            if recorded is not None:
+                return answer(message_id, repeated(message_id, recorded, digest))
         card = await self._card(terminal, relay, event.token, key)
         settle_request = SettlementRequest(
             Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
@@ -241,10 +243,9 @@ class SettlementHandlers:
             if write:
                 # A retry of a settlement that went through may now be refused (its own first use of the card
                 # cancelled the old one): its one outcome is what it gets.
-                stored = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
-                if stored is not None:
-                    return repeated_response(message_id, stored.outcome, stored.content_hash, digest,
-                                             stored.response)
+                recorded = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
+                if recorded is not None:
+                    return answer(message_id, repeated(message_id, recorded, digest))
             return _refusal(message_id, outcome)
         if outcome.pin_required:
             # Verified on the card itself, before anything is written.
@@ -252,12 +253,12 @@ class SettlementHandlers:
         if not write:
             return self._pre_settlement(message_id, card, facts, outcome)
         intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())
-        response: pb.Response = await self.writer.submit(intent)
-        if response.status == pb.STATUS_CODE_OK and debug_enabled():
+        settled: Outcome = await self.writer.submit(intent)
+        if isinstance(settled, Settled) and debug_enabled():
             log.debug("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",
-                     settlement_id=response.settle.settlement_id, terminal_id=terminal.terminal_id,
-                     total=response.settle.split.total_fen, holder=mask_id(card.social_security_number))
-        return response
+                     settlement_id=settled.settlement_id, terminal_id=terminal.terminal_id,
+                     total=settled.split.total_fen, holder=mask_id(card.social_security_number))
+        return answer(message_id, settled)
 
     def _pre_settlement(self, message_id: str, card: CardData, facts: Facts, outcome: Decision) -> pb.Response:
         split = outcome.split
@@ -280,39 +281,37 @@ class SettlementHandlers:
         request = event.request
         settlement_id = request.revoke.settlement_id
         if not 0 < len(settlement_id) <= 32:
-            return refusal_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
-                                    "revoke.settlement_id is required", "缺少结算编号")
+            return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST, "revoke.settlement_id is required",
+                           "缺少结算编号")
         intent = RevokeIntent(terminal.terminal_id, request.message_id, content_hash(request),
                               terminal.institution_code, settlement_id, self._now())
-        response: pb.Response = await self.writer.submit(intent)
-        return response
+        return answer(request.message_id, await self.writer.submit(intent))
 
     async def _reverse(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
         request = event.request
         original = request.reverse.original_message_id
         if not 0 < len(original) <= MAX_MESSAGE_ID_CHARS or original == request.message_id:
-            return refusal_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
-                                    "reverse.original_message_id must name another message of this terminal",
-                                    "缺少或错误的原报文编号")
+            return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                           "reverse.original_message_id must name another message of this terminal",
+                           "缺少或错误的原报文编号")
         intent = ReverseIntent(terminal.terminal_id, request.message_id, content_hash(request), original, self._now())
-        response: pb.Response = await self.writer.submit(intent)
-        return response
+        return answer(request.message_id, await self.writer.submit(intent))
 
     async def _query_transaction(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
         request = event.request
         key = request.query_transaction.WhichOneof("key")
         if key is None:
-            return refusal_response(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
-                                    "query_transaction needs message_id or settlement_id", "缺少查询条件")
+            return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                           "query_transaction needs message_id or settlement_id", "缺少查询条件")
         value = getattr(request.query_transaction, key)
-        result = await self._blocking(
+        found = await self._blocking(
             self.ledger.query_transaction, terminal.terminal_id, terminal.institution_code,
             value if key == "message_id" else None, value if key == "settlement_id" else None)
-        if result is None:
-            return refusal_response(request.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND, f"nothing under {value}",
-                                    f"未找到{value}")
+        if found is None:
+            return refusal(request.message_id, pb.STATUS_CODE_ORIGINAL_NOT_FOUND, f"nothing under {value}",
+                           f"未找到{value}")
         response = make_response(request.message_id, pb.STATUS_CODE_OK)
-        response.query_transaction.CopyFrom(result)
+        response.query_transaction.CopyFrom(transaction_result(found))
         return response
 
 
@@ -329,8 +328,8 @@ def _chip(card: CardData) -> ChipFacts:
     return ChipFacts(card.card_number, card.social_security_number, card.issuing_region_code, card.expiry_date)
 
 
-def _refusal(message_id: str, refusal: Refusal) -> pb.Response:
-    return make_response(message_id, refusal.status, detail_en=refusal.detail_en, detail_zh=refusal.detail_zh)
+def _refusal(message_id: str, rule: Refusal) -> pb.Response:
+    return refusal(message_id, rule.status, rule.detail_en, rule.detail_zh)
 
 
 def fill_card(message: pb.Card, card: CardData) -> None:
