@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import date, timedelta
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -89,6 +90,36 @@ def test_a_retry_gets_the_original_answer_and_different_content_is_refused(
     with Session(ledger_engine) as db:
         assert db.scalar(select(func.count()).select_from(LedgerTransaction).where(
             LedgerTransaction.kind == "settlement")) == 1
+    assert_consistent(ledger_engine)
+
+
+def counting_refs() -> Callable[[str, date], str]:
+    """Transaction ids numbered in the order the ledger makes them."""
+    numbers = itertools.count(1)
+    return lambda kind, day: f"{kind}{day:%Y%m%d}{next(numbers):012d}"
+
+
+def test_the_writer_books_by_the_clock_and_the_ids_it_is_given(ledger_engine: Engine) -> None:
+    """A person's opening balances are booked at the writer's time; every transaction gets the next id from the
+    writer's maker of ids. (The requests carry the time they were received: NOW.)"""
+    clock = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)  # 04:30 on 24 November in Beijing
+    writer = InlineLedgerWriter(ledger_engine, POLICIES, now=lambda: clock, make_ref=counting_refs())
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000))
+    revoked = one(writer, revoke(settled.settle.settlement_id, "rk-1"))
+    one(writer, settle(ledger_engine, IN_CITY, "m-2", 2_000))
+    reversed_ = one(writer, reverse("m-2", "rv-1"))
+    assert (settled.settle.settlement_id, revoked.revoke.revoke_id) == ("S20261124000000000002",
+                                                                        "R20261124000000000003")
+    assert reversed_.reverse.outcome == pb.REVERSE_OUTCOME_REVERSED
+    with Session(ledger_engine) as db:
+        booked = db.execute(select(LedgerTransaction.ref, LedgerTransaction.kind, LedgerTransaction.recorded_at)
+                            .order_by(LedgerTransaction.id)).all()
+    assert [(ref, kind) for ref, kind, _ in booked] == [
+        ("O20261124000000000001", "opening"), ("S20261124000000000002", "settlement"),
+        ("R20261124000000000003", "revoke"), ("S20261124000000000004", "settlement"),
+        ("V20261124000000000005", "reversal")]
+    assert [moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC) for _, _, moment in booked] == [
+        clock, NOW, NOW, NOW, NOW]
     assert_consistent(ledger_engine)
 
 

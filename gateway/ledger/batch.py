@@ -9,9 +9,9 @@ bulk statements. An intent that is refused writes nothing and does not disturb i
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, or_, select, update
@@ -47,7 +47,7 @@ from gateway.ledger.sql import (
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.protocol.status import StatusCode
 from gateway.registry.tables import CARDS, OPENING_BALANCES
-from gateway.settlement.calendar import beijing_today
+from gateway.settlement.calendar import utc_now
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
 from gateway.settlement.rules import Decision, Refusal, decide
@@ -74,9 +74,14 @@ def new_ref(prefix: str, day: date) -> str:
     return f"{prefix}{day:%Y%m%d}{secrets.token_hex(6).upper()}"
 
 
-def open_persons(conn: Connection, ssns: Sequence[str], known_accounts: frozenset[str] | set[str] = frozenset()
-                 ) -> None:
-    """Give each person met for the first time their two accounts and post their opening balances."""
+# Makes a transaction's public id from its kind letter and business day: new_ref, or a test's deterministic one.
+RefMaker = Callable[[str, date], str]
+
+
+def open_persons(conn: Connection, ssns: Sequence[str], known_accounts: frozenset[str] | set[str] = frozenset(),
+                 *, now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref) -> None:
+    """Give each person met for the first time their two accounts and post their opening balances, booked at
+    `now()` on its business day."""
     unknown = [ssn for ssn in ssns if accounts.person_current_year(ssn).code not in known_accounts]
     if not unknown:
         return
@@ -90,15 +95,16 @@ def open_persons(conn: Connection, ssns: Sequence[str], known_accounts: frozense
     specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
     specs.append(accounts.opening())
     open_accounts(conn, specs)
-    today = beijing_today()
+    moment = now()
+    today = business_date(moment)
     openings_to_post: list[tuple[dict[str, Any], list[Posting]]] = []
     for ssn in new:
         current, prior = openings.get(ssn, (0, 0))
         if current == 0 and prior == 0:
             continue
         openings_to_post.append(({
-            "ref": new_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
-            "social_security_number": ssn, "business_date": today, "total_fen": current + prior,
+            "ref": make_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
+            "social_security_number": ssn, "business_date": today, "recorded_at": moment, "total_fen": current + prior,
             "current_year_fen": current, "prior_years_fen": prior,
         }, opening_postings(ssn, current, prior)))
     post_once(conn, openings_to_post)  # another gateway may have opened some first: those stay as they are
@@ -134,13 +140,17 @@ class _Writes:
 
 
 class Batch:
-    def __init__(self, conn: Connection, policies: PolicyBook, known_accounts: frozenset[str] | set[str] = frozenset()
-                 ) -> None:
+    def __init__(self, conn: Connection, policies: PolicyBook, known_accounts: frozenset[str] | set[str] = frozenset(),
+                 *, now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref) -> None:
         """`known_accounts`: codes of accounts committed earlier (accounts are never removed), which the batch
-        neither looks for nor creates again."""
+        neither looks for nor creates again. `now` is the clock of what the batch books on its own (a person's
+        opening balances; a request's transactions carry the time it was received), `make_ref` the maker of
+        transaction ids."""
         self.conn = conn
         self.policies = policies
         self.known_accounts = known_accounts
+        self.now = now
+        self.make_ref = make_ref
         self.forgot_accounts = False  # set when the database lacked accounts remembered as committed
         self.writes = _Writes()
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
@@ -198,7 +208,7 @@ class Batch:
     def _load_persons(self, ssns: list[str], years: set[int]) -> None:
         if not ssns:
             return
-        open_persons(self.conn, ssns, self.known_accounts)
+        open_persons(self.conn, ssns, self.known_accounts, now=self.now, make_ref=self.make_ref)
         codes = [spec.code for ssn in ssns for spec in (accounts.person_current_year(ssn),
                                                           accounts.person_prior_years(ssn))]
         self.balances = locked_balances(self.conn, codes)
@@ -207,7 +217,7 @@ class Batch:
             # failover to a replica that lagged). Trust nothing remembered, and open them as for a newcomer.
             self.known_accounts = frozenset()
             self.forgot_accounts = True
-            open_persons(self.conn, ssns, self.known_accounts)
+            open_persons(self.conn, ssns, self.known_accounts, now=self.now, make_ref=self.make_ref)
             self.balances = locked_balances(self.conn, codes)
         pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
         totals = select_by_keys(self.conn, YEAR_TOTALS, ("social_security_number", "insurance_year"), pairs,
@@ -264,7 +274,7 @@ class Batch:
         assert isinstance(outcome, Decision) and outcome.split is not None
         split = outcome.split
         day = business_date(intent.recorded_at)
-        ref = new_ref("S", day)
+        ref = self.make_ref("S", day)
         postings = settlement_postings(ssn, person.insured_region_code, facts.institution.code, split)
         self._post(ref, postings)
         self.writes.transactions.append({
@@ -296,7 +306,7 @@ class Batch:
     def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> str:
         assert original.ssn is not None and original.split is not None
         day = business_date(intent.recorded_at)
-        ref = new_ref("R" if kind is TransactionKind.REVOKE else "V", day)
+        ref = self.make_ref("R" if kind is TransactionKind.REVOKE else "V", day)
         specs = self._specs_for(original)
         postings = compensation_postings(original.entries, specs)
         self._post(ref, postings)
@@ -449,4 +459,4 @@ def _split_columns(split: FundSplit, sign: int = 1) -> dict[str, int]:
             "deductible_counted_fen": sign * split.deductible_counted_fen}
 
 
-__all__ = ["Batch", "new_ref", "open_persons"]
+__all__ = ["Batch", "RefMaker", "new_ref", "open_persons"]

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -21,11 +22,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gateway.db.engine import IMMEDIATE_OPTION
-from gateway.ledger.batch import Batch
+from gateway.ledger.batch import Batch, RefMaker, new_ref
 from gateway.ledger.intents import Intent
 from gateway.ledger.outcomes import Outcome, Refused
 from gateway.ops.logs import error_line
 from gateway.protocol.status import StatusCode
+from gateway.settlement.calendar import utc_now
 from gateway.settlement.policy import PolicyBook
 
 log = Logger(namespace="gateway.ledger")
@@ -49,9 +51,14 @@ class WriterLimits:
 
 class LedgerWriter:
     def __init__(self, engine: Engine, policies: PolicyBook, call_from_thread: Callable[..., Any],
-                 limits: WriterLimits = WriterLimits()) -> None:
+                 limits: WriterLimits = WriterLimits(), *, now: Callable[[], datetime] = utc_now,
+                 make_ref: RefMaker = new_ref) -> None:
+        """`now` and `make_ref` go to every batch: the clock of what the ledger books on its own and the maker of
+        transaction ids (real by default; a test's fixed time and deterministic ids)."""
         self._engine = engine
         self._policies = policies
+        self._now = now
+        self._make_ref = make_ref
         self._call_from_thread = call_from_thread
         self.limits = limits
         self._queue: queue.Queue[tuple[Intent, Deferred[Outcome]] | None] = queue.Queue()
@@ -106,7 +113,8 @@ class LedgerWriter:
         for attempt in range(1, self.limits.retry_attempts + 1):
             try:
                 with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
-                    batch = Batch(conn, self._policies, self._known_accounts)
+                    batch = Batch(conn, self._policies, self._known_accounts, now=self._now,
+                                  make_ref=self._make_ref)
                     outcomes = batch.run(intents)
                 if batch.forgot_accounts or len(self._known_accounts) > self.limits.known_accounts:
                     self._known_accounts.clear()
@@ -152,8 +160,9 @@ class InlineLedgerWriter(LedgerWriter):
     """Writes each intent at once on the calling thread: for tools and in-memory tests, where no reactor
     runs. The server always uses the threaded, group-committing writer."""
 
-    def __init__(self, engine: Engine, policies: PolicyBook, limits: WriterLimits = WriterLimits()) -> None:
-        super().__init__(engine, policies, lambda f, *a: f(*a), limits)
+    def __init__(self, engine: Engine, policies: PolicyBook, limits: WriterLimits = WriterLimits(), *,
+                 now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref) -> None:
+        super().__init__(engine, policies, lambda f, *a: f(*a), limits, now=now, make_ref=make_ref)
 
     def submit(self, intent: Intent) -> Deferred[Outcome]:
         answer: Deferred[Outcome] = Deferred()
