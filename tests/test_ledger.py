@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
@@ -20,10 +22,12 @@ from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord
 from gateway.ledger.outcomes import Outcome
 from gateway.ledger.rollover import RolloverRefused, rollover
+from gateway.ledger.transactions import negated_columns, split_columns, split_of
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
+from gateway.settlement.split import FundSplit
 from tests.ledger_support import CARDS, NOW, TODAY, balances_of, mark_closed, reverse, revoke, settle, write
 
 OK = pb.STATUS_CODE_OK
@@ -424,3 +428,18 @@ def test_the_ledger_commands(ledger_engine: Engine, writer: InlineLedgerWriter, 
                      .values(balance_fen=LedgerAccount.balance_fen + 1))
     assert main(["ledger", "check", "--db", url]) == 1
     assert "FAIL cached balances equal the sum of their entries" in capsys.readouterr().out
+
+
+_fen = st.integers(min_value=0, max_value=10**13)
+_splits = st.builds(lambda parts, deductible: FundSplit(sum(parts), *parts, deductible),
+                    st.tuples(_fen, _fen, _fen, _fen), _fen)
+
+
+@given(_splits)
+def test_a_split_is_recorded_in_its_columns_and_read_back_from_a_settlement_and_its_undoing(split: FundSplit) -> None:
+    settlement = split_columns(split)
+    undoing = split_columns(split, sign=-1)
+    assert split_of(settlement) == split_of(undoing) == split
+    assert negated_columns(settlement) == undoing and negated_columns(undoing) == settlement
+    assert settlement["current_year_fen"] == split.current_year_account_fen
+    assert settlement["prior_years_fen"] == split.prior_years_account_fen

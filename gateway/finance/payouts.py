@@ -42,6 +42,7 @@ from gateway.ledger.models import (
 from gateway.ledger.postings import Posting, compensation_postings
 from gateway.ledger.sql import add_to_balances, for_update, insert_ignore, locked_balances, open_accounts, post_once
 from gateway.ledger.tables import ACCOUNTS, CLOSED_DAYS, ENTRIES, TRANSACTIONS
+from gateway.ledger.transactions import negated_columns, undone_by
 from gateway.money import format_fen
 from gateway.registry.cells import RowError
 from gateway.registry.tables import CARDS, PERSONS
@@ -370,13 +371,10 @@ def bank_lines(engine: Engine, batch_id: str) -> list[BankLine]:
                             .where(t.kind == TransactionKind.PAYOUT.value, t.total_fen > 0,
                                    t.dedupe_key.startswith(f"payout:{batch_id}:", autoescape=True))
                             .order_by(t.id)).all()
-        refs = [row.ref for row in rows]
-        reversed_by: dict[str, str] = {}
-        for start in range(0, len(refs), CHUNK_PERSONS):
-            reversed_by.update((original, ref) for original, ref in conn.execute(select(t.original_ref, t.ref).where(
-                t.kind == TransactionKind.REVERSAL.value, t.original_ref.in_(refs[start : start + CHUNK_PERSONS]))))
+        reversed_by = undone_by(conn, [row.ref for row in rows])
     return [BankLine(batch_id, number, row.card_number or "", row.name or "", row.total_fen, row.ref,
-                     row.social_security_number or "", reversed_by.get(row.ref))
+                     row.social_security_number or "",
+                     reversed_by[row.ref].ref if row.ref in reversed_by else None)
             for number, row in enumerate(rows, start=1)]
 
 
@@ -451,10 +449,7 @@ def _book_reversals(engine: Engine, failed: Sequence[BankLine], day: date) -> li
                 "ref": new_ref(REVERSAL_PREFIX, day), "kind": TransactionKind.REVERSAL.value,
                 "dedupe_key": f"compensates:{line.ref}", "original_ref": line.ref,
                 "social_security_number": original.social_security_number, "card_number": original.card_number,
-                "business_date": day, "recorded_at": now,
-                **{name: -getattr(original, name) for name in ("total_fen", "pooled_fund_fen", "current_year_fen",
-                                                               "prior_years_fen", "cash_fen",
-                                                               "deductible_counted_fen")},
+                "business_date": day, "recorded_at": now, **negated_columns(original._mapping),
             }, compensation_postings(postings_of[line.ref], specs)))
         written = post_once(conn, keyed)  # one reversed meanwhile by another run is left as it is
     return [(row["original_ref"], row["ref"]) for row, _ in keyed if row["dedupe_key"] in written]

@@ -45,6 +45,7 @@ from gateway.ledger.sql import (
     transaction_rows,
 )
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
+from gateway.ledger.transactions import split_columns, split_of, undone_by
 from gateway.protocol.status import StatusCode
 from gateway.registry.tables import CARDS, OPENING_BALANCES
 from gateway.settlement.calendar import utc_now
@@ -53,7 +54,6 @@ from gateway.settlement.policy import PolicyBook
 from gateway.settlement.rules import Decision, Refusal, decide
 from gateway.settlement.split import FundSplit
 
-COMPENSATIONS = (TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value)
 CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
 
 # The batch's reads, built once (see gateway.ledger.sql): an IN list of any length is one expanding parameter.
@@ -191,19 +191,15 @@ class Batch:
             return
         rows = self.conn.execute(select(TRANSACTIONS).where(TRANSACTIONS.c.ref.in_(sorted(refs)))).mappings()
         for row in rows:
-            split = FundSplit(row["total_fen"], row["pooled_fund_fen"], row["current_year_fen"], row["prior_years_fen"],
-                              row["cash_fen"], row["deductible_counted_fen"]) if row["total_fen"] >= 0 else None
+            split = split_of(row) if row["total_fen"] >= 0 else None
             self.transactions[row["ref"]] = _Transaction(
                 row["ref"], row["kind"], row["terminal_id"], row["institution_code"], row["social_security_number"],
                 row["card_number"], row["business_date"], row["insurance_year"], split, [])
         for entry in self.conn.execute(select(ENTRIES.c.transaction_ref, ENTRIES.c.account_code, ENTRIES.c.amount_fen)
                                        .where(ENTRIES.c.transaction_ref.in_(sorted(refs))).order_by(ENTRIES.c.id)):
             self.transactions[entry.transaction_ref].entries.append((entry.account_code, entry.amount_fen))
-        compensations = self.conn.execute(
-            select(TRANSACTIONS.c.original_ref, TRANSACTIONS.c.kind)
-            .where(TRANSACTIONS.c.original_ref.in_(sorted(refs)), TRANSACTIONS.c.kind.in_(COMPENSATIONS)))
-        for original_ref, kind in compensations:
-            self.transactions[original_ref].compensated_by = kind
+        for original_ref, undoing in undone_by(self.conn, sorted(refs)).items():
+            self.transactions[original_ref].compensated_by = undoing.kind
 
     def _load_persons(self, ssns: list[str], years: set[int]) -> None:
         if not ssns:
@@ -282,7 +278,7 @@ class Batch:
             "message_id": intent.message_id, "institution_code": facts.institution.code,
             "social_security_number": ssn, "card_number": card.card_number,
             "medical_type": facts.request.medical_type, "insurance_year": year, "business_date": day,
-            "recorded_at": intent.recorded_at, "policy_version": outcome.policy_version, **_split_columns(split),
+            "recorded_at": intent.recorded_at, "policy_version": outcome.policy_version, **split_columns(split),
         })
         self._add_year(ssn, year, split.deductible_counted_fen, split.pooled_fund_fen)
         if outcome.first_use_of_card:
@@ -316,7 +312,7 @@ class Batch:
             "terminal_id": intent.terminal_id, "message_id": intent.message_id,
             "institution_code": original.institution_code, "social_security_number": original.ssn,
             "card_number": original.card_number, "insurance_year": original.insurance_year, "business_date": day,
-            "recorded_at": intent.recorded_at, **_split_columns(split, sign=-1),
+            "recorded_at": intent.recorded_at, **split_columns(split, sign=-1),
         })
         if original.insurance_year is not None:
             self._add_year(original.ssn, original.insurance_year, -split.deductible_counted_fen,
@@ -450,13 +446,6 @@ class Batch:
                 CARDS.c.kind == CardKind.OLD_MEDICAL_IC.value,
                 or_(CARDS.c.status == CardStatus.ACTIVE.value, CARDS.c.status == CardStatus.LOST_REPORTED.value),
             ).values(status=CardStatus.CANCELLED.value))
-
-
-def _split_columns(split: FundSplit, sign: int = 1) -> dict[str, int]:
-    return {"total_fen": sign * split.total_fen, "pooled_fund_fen": sign * split.pooled_fund_fen,
-            "current_year_fen": sign * split.current_year_account_fen,
-            "prior_years_fen": sign * split.prior_years_account_fen, "cash_fen": sign * split.cash_fen,
-            "deductible_counted_fen": sign * split.deductible_counted_fen}
 
 
 __all__ = ["Batch", "RefMaker", "new_ref", "open_persons"]

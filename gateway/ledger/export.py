@@ -13,11 +13,11 @@ from sqlalchemy import ColumnElement, Connection, Engine, select
 
 from gateway.ledger.models import TransactionKind
 from gateway.ledger.tables import TRANSACTIONS
+from gateway.ledger.transactions import AMOUNT_COLUMNS, undone_by
 from gateway.money import format_fen
 from gateway.settlement.calendar import beijing_wall_clock
 
-AMOUNTS = ("total_fen", "pooled_fund_fen", "current_year_fen", "prior_years_fen", "cash_fen",
-           "deductible_counted_fen")
+AMOUNTS = AMOUNT_COLUMNS
 COLUMNS = ("business_date", "recorded_at", "kind", "status", "settlement_id", "original_settlement_id",
            "terminal_id", "message_id", "institution_code", "card_number", "medical_type", "policy_version",
            *AMOUNTS, "total_yuan")
@@ -44,8 +44,7 @@ def _counted() -> list[ColumnElement[bool]]:
 def undone_on(conn: Connection, day: date) -> dict[str, str]:
     """The day's settlements that were undone (at any date since): their ref -> "revoke" or "reversal"."""
     t = TRANSACTIONS.c
-    return dict(conn.execute(select(t.original_ref, t.kind).where(   # type: ignore[arg-type]
-        t.kind.in_(KINDS[1:]), t.original_ref.in_(select(t.ref).where(t.business_date == day)))).all())
+    return {ref: undoing.kind for ref, undoing in undone_by(conn, select(t.ref).where(t.business_date == day)).items()}
 
 
 def status_of(kind: str, undone_by: str | None) -> str:

@@ -10,8 +10,8 @@ from gateway.ledger.models import RequestOutcome, TransactionKind
 from gateway.ledger.outcomes import TransactionFound, TransactionState
 from gateway.ledger.records import Recorded
 from gateway.ledger.tables import RECORDS, TRANSACTIONS
+from gateway.ledger.transactions import split_of, undone_by
 from gateway.protocol.status import StatusCode
-from gateway.settlement.split import FundSplit
 
 _RECORD = select(RECORDS.c.outcome, RECORDS.c.content_hash, RECORDS.c.recorded_outcome)
 _STATES = {TransactionKind.REVOKE.value: TransactionState.REVOKED,
@@ -49,10 +49,8 @@ class LedgerReader:
             row = conn.execute(select(TRANSACTIONS).where(TRANSACTIONS.c.ref == ref)).mappings().first()
             if row is None or (settlement_id is not None and row["institution_code"] != institution_code):
                 return None
-            undone = conn.execute(select(TRANSACTIONS.c.kind).where(
-                TRANSACTIONS.c.original_ref == row["ref"],
-                TRANSACTIONS.c.kind.in_([TransactionKind.REVOKE.value, TransactionKind.REVERSAL.value]))).scalar()
-        return _found(row, undone, record)
+            undoing = undone_by(conn, [row["ref"]]).get(row["ref"])
+        return _found(row, undoing.kind if undoing is not None else None, record)
 
 
 def _found(row: Any, undone: str | None, record: Any) -> TransactionFound:
@@ -63,8 +61,6 @@ def _found(row: Any, undone: str | None, record: Any) -> TransactionFound:
         state = TransactionState.REVOKED
     else:
         state = TransactionState.REVERSED
-    sign = -1 if row["total_fen"] < 0 else 1
-    split = FundSplit(sign * row["total_fen"], sign * row["pooled_fund_fen"], sign * row["current_year_fen"],
-                      sign * row["prior_years_fen"], sign * row["cash_fen"], sign * row["deductible_counted_fen"])
+    split = split_of(row)
     message_id = record["message_id"] if record is not None else row["message_id"] or ""
     return TransactionFound(message_id, state, StatusCode.STATUS_CODE_OK, row["ref"], split, row["recorded_at"])
