@@ -443,3 +443,18 @@ def test_a_split_is_recorded_in_its_columns_and_read_back_from_a_settlement_and_
     assert negated_columns(settlement) == undoing and negated_columns(undoing) == settlement
     assert settlement["current_year_fen"] == split.current_year_account_fen
     assert settlement["prior_years_fen"] == split.prior_years_account_fen
+
+
+def test_revoking_what_is_no_settlement_is_refused_not_an_internal_error(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    """A rollover records only its total (so does a subsidy payout): no split to read, and nothing a terminal may
+    revoke."""
+    one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000))
+    mark_closed(ledger_engine, date(2026, 12, 31))
+    rollover(ledger_engine, 2026, today=date(2027, 1, 1))
+    with Session(ledger_engine) as db:
+        rolled = db.scalars(select(LedgerTransaction.ref).where(LedgerTransaction.kind == "rollover")).first()
+    assert rolled is not None
+    assert one(writer, revoke(rolled, "rk-1")).status == pb.STATUS_CODE_ORIGINAL_NOT_FOUND
+    assert_consistent(ledger_engine)

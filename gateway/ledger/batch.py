@@ -191,7 +191,9 @@ class Batch:
             return
         rows = self.conn.execute(select(TRANSACTIONS).where(TRANSACTIONS.c.ref.in_(sorted(refs)))).mappings()
         for row in rows:
-            split = split_of(row) if row["total_fen"] >= 0 else None
+            # Only a settlement's split is read: it is what a revoke or a reversal gives back. (A rollover's or a
+            # subsidy's row records its total alone, which no FundSplit holds.)
+            split = split_of(row) if row["kind"] == TransactionKind.SETTLEMENT.value else None
             self.transactions[row["ref"]] = _Transaction(
                 row["ref"], row["kind"], row["terminal_id"], row["institution_code"], row["social_security_number"],
                 row["card_number"], row["business_date"], row["insurance_year"], split, [])
