@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ from sqlalchemy.orm import Session
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.demo.registry import write_demo_registry
+from gateway.ledger import batch as batch_module
 from gateway.ledger.batch import Batch
 from gateway.ledger.check import check_ledger
+from gateway.ledger.errors import LedgerInvariantBroken
 from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord
 from gateway.ledger.outcomes import Outcome
@@ -27,6 +30,7 @@ from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
+from gateway.settlement.rules import Decision
 from gateway.settlement.split import FundSplit
 from tests.ledger_support import CARDS, NOW, TODAY, balances_of, mark_closed, reverse, revoke, settle, write
 
@@ -458,3 +462,22 @@ def test_revoking_what_is_no_settlement_is_refused_not_an_internal_error(
     assert rolled is not None
     assert one(writer, revoke(rolled, "rk-1")).status == pb.STATUS_CODE_ORIGINAL_NOT_FOUND
     assert_consistent(ledger_engine)
+
+
+def test_a_settlement_the_rules_left_without_a_split_is_never_booked(
+    ledger_engine: Engine, writer: InlineLedgerWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explicit check, not an assert (`python -O` strips those): the batch raises LedgerInvariantBroken
+    before anything is written, and the writer answers that intent INTERNAL_ERROR."""
+    decide = batch_module.decide
+
+    def without_a_split(facts: Any, policies: Any) -> Any:
+        decision = decide(facts, policies)
+        return replace(decision, split=None) if isinstance(decision, Decision) else decision
+
+    monkeypatch.setattr(batch_module, "decide", without_a_split)
+    with ledger_engine.connect() as conn, conn.begin(), pytest.raises(LedgerInvariantBroken, match="without a split"):
+        Batch(conn, POLICIES).run([settle(ledger_engine, IN_CITY, "m-1", 1_000)])
+    assert one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000)).status == pb.STATUS_CODE_INTERNAL_ERROR
+    with Session(ledger_engine) as db:
+        assert db.scalar(select(func.count()).select_from(RequestRecord)) == 0

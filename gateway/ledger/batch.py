@@ -18,6 +18,7 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
+from gateway.ledger.errors import LedgerInvariantBroken
 from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
 from gateway.ledger.models import (
     RequestOutcome,
@@ -51,7 +52,7 @@ from gateway.registry.tables import CARDS, OPENING_BALANCES
 from gateway.settlement.calendar import utc_now
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
-from gateway.settlement.rules import Decision, Refusal, decide
+from gateway.settlement.rules import Refusal, decide
 from gateway.settlement.split import FundSplit
 
 CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
@@ -269,8 +270,9 @@ class Batch:
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
-        assert isinstance(outcome, Decision) and outcome.split is not None
         split = outcome.split
+        if split is None:
+            raise LedgerInvariantBroken(f"the rules settled {intent.message_id} without a split")
         day = business_date(intent.recorded_at)
         ref = self.make_ref("S", day)
         postings = settlement_postings(ssn, person.insured_region_code, facts.institution.code, split)
@@ -292,7 +294,8 @@ class Batch:
                                               facts.institution.code, ssn, card.card_number, day, year, split,
                                               [(spec.code, amount) for spec, amount in postings])
         policy = self.policies.for_date(facts.request.on)
-        assert policy is not None
+        if policy is None:  # the rules refuse a day no policy covers (S0)
+            raise LedgerInvariantBroken(f"{intent.message_id} was settled on a day no policy covers")
         deductible, cap = policy.limits_for(person.insurance_type)
         totals = self.year_totals[(ssn, year)]
         settled = Settled(ref, card.card_number, split, HolderBalances(
@@ -301,26 +304,24 @@ class Batch:
         self._record(intent, "settle", ref, settled)
         return settled
 
-    def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> str:
-        assert original.ssn is not None and original.split is not None
+    def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> tuple[str, FundSplit]:
+        """Book the undoing of the settlement `original`: its ref, and the split given back."""
+        ssn, institution_code, split = _undoable(original)
         day = business_date(intent.recorded_at)
         ref = self.make_ref("R" if kind is TransactionKind.REVOKE else "V", day)
-        specs = self._specs_for(original)
-        postings = compensation_postings(original.entries, specs)
+        postings = compensation_postings(original.entries, _specs_for(original, ssn, institution_code))
         self._post(ref, postings)
-        split = original.split
         self.writes.transactions.append({
             "ref": ref, "kind": kind.value, "dedupe_key": f"compensates:{original.ref}", "original_ref": original.ref,
             "terminal_id": intent.terminal_id, "message_id": intent.message_id,
-            "institution_code": original.institution_code, "social_security_number": original.ssn,
+            "institution_code": institution_code, "social_security_number": ssn,
             "card_number": original.card_number, "insurance_year": original.insurance_year, "business_date": day,
             "recorded_at": intent.recorded_at, **split_columns(split, sign=-1),
         })
         if original.insurance_year is not None:
-            self._add_year(original.ssn, original.insurance_year, -split.deductible_counted_fen,
-                           -split.pooled_fund_fen)
+            self._add_year(ssn, original.insurance_year, -split.deductible_counted_fen, -split.pooled_fund_fen)
         original.compensated_by = kind.value
-        return ref
+        return ref, split
 
     def _revoke(self, intent: RevokeIntent) -> Outcome:
         original = self.transactions.get(intent.settlement_ref)
@@ -345,9 +346,8 @@ class Batch:
                 StatusCode.STATUS_CODE_REVOKE_NOT_ALLOWED,
                 f"settled on {original.business_date:%Y-%m-%d}; revoking is allowed for {window_days} days",
                 f"结算日期{original.business_date:%Y-%m-%d}，已超过{window_days}天撤销期限")
-        ref = self._compensate(original, TransactionKind.REVOKE, intent)
-        assert original.split is not None
-        revoked = Revoked(original.ref, ref, original.split)
+        ref, refunded = self._compensate(original, TransactionKind.REVOKE, intent)
+        revoked = Revoked(original.ref, ref, refunded)
         self._record(intent, "revoke", ref, revoked)
         return revoked
 
@@ -375,20 +375,11 @@ class Batch:
         if original.compensated_by == TransactionKind.REVERSAL.value:
             return self._record(intent, "reverse", None, Reversed(intent.original_message_id,
                                                                   ReverseResult.ALREADY_REVERSED, None))
-        ref = self._compensate(original, TransactionKind.REVERSAL, intent)
+        ref, given_back = self._compensate(original, TransactionKind.REVERSAL, intent)
         return self._record(intent, "reverse", ref, Reversed(intent.original_message_id, ReverseResult.REVERSED,
-                                                             original.split))
+                                                             given_back))
 
     # Bookkeeping in memory ---------------------------------------------------------------------
-
-    def _specs_for(self, original: _Transaction) -> dict[str, AccountSpec]:
-        assert original.ssn is not None and original.institution_code is not None
-        region = next((code.split(":")[1] for code, _ in original.entries if code.startswith("fund:")), "0000")
-        candidates = [accounts.person_current_year(original.ssn), accounts.person_prior_years(original.ssn),
-                      accounts.pooled_fund(region + "00"), accounts.persons_cash(),
-                      accounts.institution_receivable(original.institution_code),
-                      accounts.institution_cash(original.institution_code)]
-        return {spec.code: spec for spec in candidates}
 
     def _post(self, ref: str, postings: list[Posting]) -> None:
         for spec, amount in postings:
@@ -397,8 +388,8 @@ class Batch:
             self.writes.specs[spec.code] = spec
             if spec.code in self.balances or spec.must_not_go_negative:
                 new_balance = self.balances.get(spec.code, 0) + amount
-                if spec.must_not_go_negative and new_balance < 0:
-                    raise AssertionError(f"{spec.code} would go negative")  # the split never allows it
+                if spec.must_not_go_negative and new_balance < 0:  # the split never allows it
+                    raise LedgerInvariantBroken(f"{spec.code} would go negative")
                 self.balances[spec.code] = new_balance
 
     def _add_year(self, ssn: str, year: int, deductible: int, pooled: int) -> None:
@@ -448,6 +439,22 @@ class Batch:
                 CARDS.c.kind == CardKind.OLD_MEDICAL_IC.value,
                 or_(CARDS.c.status == CardStatus.ACTIVE.value, CARDS.c.status == CardStatus.LOST_REPORTED.value),
             ).values(status=CardStatus.CANCELLED.value))
+
+
+def _undoable(original: _Transaction) -> tuple[str, str, FundSplit]:
+    """What undoing a settlement needs, which every settlement row has: its holder, institution and split."""
+    if original.ssn is None or original.institution_code is None or original.split is None:
+        raise LedgerInvariantBroken(f"settlement {original.ref} lacks its holder, institution or split")
+    return original.ssn, original.institution_code, original.split
+
+
+def _specs_for(original: _Transaction, ssn: str, institution_code: str) -> dict[str, AccountSpec]:
+    """The accounts a settlement may have moved, by code: those its undoing moves back."""
+    region = next((code.split(":")[1] for code, _ in original.entries if code.startswith("fund:")), "0000")
+    candidates = [accounts.person_current_year(ssn), accounts.person_prior_years(ssn),
+                  accounts.pooled_fund(region + "00"), accounts.persons_cash(),
+                  accounts.institution_receivable(institution_code), accounts.institution_cash(institution_code)]
+    return {spec.code: spec for spec in candidates}
 
 
 __all__ = ["Batch", "RefMaker", "new_ref", "open_persons"]

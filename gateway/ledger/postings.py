@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.ledger import accounts
 from gateway.ledger.accounts import AccountSpec
+from gateway.ledger.errors import LedgerInvariantBroken
 from gateway.settlement.split import FundSplit
 
 Posting = tuple[AccountSpec, int]
@@ -45,5 +46,5 @@ def rollover_postings(ssn: str, amount_fen: int) -> list[Posting]:
 
 def _balanced(postings: list[Posting]) -> list[Posting]:
     if sum(amount for _, amount in postings) != 0:
-        raise AssertionError(f"unbalanced postings {postings}")
+        raise LedgerInvariantBroken(f"unbalanced postings {postings}")
     return postings

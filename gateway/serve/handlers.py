@@ -62,6 +62,11 @@ class Unavailable(Exception):
     """The database could not be reached: the terminal is told to retry."""
 
 
+class DecisionIncomplete(RuntimeError):
+    """The rules accepted a request without what accepting it promises (a holder, a registered card, a split): a
+    bug in the rules. The request is answered INTERNAL_ERROR (gateway.serve.dispatch)."""
+
+
 class SettlementHandlers:
     def __init__(
         self,
@@ -180,7 +185,8 @@ class SettlementHandlers:
         fill_card(response.read_card.card, card)
         person = facts.registry.person
         registered = facts.registry.card
-        assert person is not None and registered is not None
+        if person is None or registered is None:
+            raise DecisionIncomplete("the rules accepted a card without a registered card and holder")
         response.read_card.card.kind = (pb.CARD_KIND_OLD_MEDICAL_IC if registered.kind.value == "old_medical_ic"
                                         else pb.CARD_KIND_SOCIAL_SECURITY)
         insured = response.read_card.insured
@@ -211,7 +217,8 @@ class SettlementHandlers:
     def _fill_balances(self, message: pb.Balances, facts: Facts, balances: Balances, ytd: YearToDate) -> None:
         policy = self.policies.for_date(facts.request.on)
         person = facts.registry.person
-        assert person is not None
+        if person is None:
+            raise DecisionIncomplete("the rules accepted a request without a holder")
         deductible, cap = policy.limits_for(person.insurance_type) if policy is not None else (0, 0)
         fill_balances(message, HolderBalances(facts.request.on.year, balances.current_year_fen,
                                               balances.prior_years_fen, ytd.deductible_counted_fen, deductible,
@@ -262,7 +269,8 @@ class SettlementHandlers:
 
     def _pre_settlement(self, message_id: str, card: CardData, facts: Facts, outcome: Decision) -> pb.Response:
         split = outcome.split
-        assert split is not None
+        if split is None:
+            raise DecisionIncomplete("the rules accepted a pre-settlement without a split")
         response = make_response(message_id, pb.STATUS_CODE_OK)
         result = response.pre_settle
         result.card_number = card.card_number
