@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 
 from gateway.ledger.models import RequestOutcome, TransactionKind
 from gateway.ledger.outcomes import TransactionFound, TransactionState
@@ -13,7 +13,9 @@ from gateway.ledger.tables import RECORDS, TRANSACTIONS
 from gateway.ledger.transactions import split_of, undone_by
 from gateway.protocol.status import StatusCode
 
-_RECORD = select(RECORDS.c.outcome, RECORDS.c.content_hash, RECORDS.c.recorded_outcome)
+# Built once: the request path runs it before a card read or a VERIFY (gateway.serve.handlers).
+_RECORD = select(RECORDS.c.outcome, RECORDS.c.content_hash, RECORDS.c.recorded_outcome).where(
+    RECORDS.c.terminal_id == bindparam("terminal_id"), RECORDS.c.message_id == bindparam("message_id"))
 _STATES = {TransactionKind.REVOKE.value: TransactionState.REVOKED,
            TransactionKind.REVERSAL.value: TransactionState.REVERSED}
 
@@ -25,8 +27,7 @@ class LedgerReader:
     def find_request(self, terminal_id: str, message_id: str) -> Recorded | None:
         """What the ledger holds under the key, if anything."""
         with self._engine.connect() as conn:
-            row = conn.execute(_RECORD.where(RECORDS.c.terminal_id == terminal_id,
-                                             RECORDS.c.message_id == message_id)).mappings().first()
+            row = conn.execute(_RECORD, {"terminal_id": terminal_id, "message_id": message_id}).mappings().first()
         return Recorded.from_row(row) if row is not None else None
 
     def query_transaction(self, terminal_id: str, institution_code: str, message_id: str | None,

@@ -2,6 +2,11 @@
 
 read the card (the reader serving the terminal) -> registry facts -> rules -> the PIN on the card where
 the rules want it -> the ledger's writer -> the answer, sent only after the ledger's commit returned.
+
+A money message (PreSettle, Settle, Revoke, Reverse) under a key the ledger records is answered from the record
+(docs/protocol.md 2.6): the record is consulted before anything the record makes moot reaches the card or the
+terminal — before the card is read, before the PIN is verified, before a refusal is sent — and the writer
+consults it again, first, in the transaction that would write. What that costs is said where it is done.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from gateway.identity import mask_id
 from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent
 from gateway.ledger.outcomes import HolderBalances, Outcome, Settled
 from gateway.ledger.reads import LedgerReader
-from gateway.ledger.records import repeated
+from gateway.ledger.records import Recorded, repeated
 from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import debug_enabled, error_line
 from gateway.protocol.messages import pb
@@ -30,7 +35,7 @@ from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
 from gateway.registry.directory import TerminalRecord
 from gateway.serve.answers import answer, content_hash, fill_balances, fill_split, refusal, transaction_result
 from gateway.serve.readers import ReaderAssignments
-from gateway.serve.reads import load_state
+from gateway.serve.reads import load_state, load_state_and_record
 from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.facts import (
     Balances,
@@ -145,11 +150,25 @@ class SettlementHandlers:
 
     async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
         """The facts the rules decide on, with the balances and year-to-date totals as the database has them now
-        (what PreSettle and QueryBalance show)."""
+        (what QueryBalance shows)."""
         registry, institution, balances, year_to_date = await self._blocking(
             load_state, self._engine, terminal.institution_code, card.card_number, card.social_security_number,
             request.on.year)
         return Facts(request, _chip(card), registry, institution, balances, year_to_date)
+
+    async def _facts_and_record(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest,
+                                message_id: str) -> tuple[Facts, Recorded | None]:
+        """_facts, and what the ledger records under the request's key: one statement (PreSettle)."""
+        (registry, institution, balances, year_to_date), recorded = await self._blocking(
+            load_state_and_record, self._engine, terminal.institution_code, card.card_number,
+            card.social_security_number, request.on.year, terminal.terminal_id, message_id)
+        return Facts(request, _chip(card), registry, institution, balances, year_to_date), recorded
+
+    async def _recorded(self, terminal: TerminalRecord, message_id: str, digest: str) -> pb.Response | None:
+        """The answer the ledger's record under the request's key gives it, if the ledger holds the key: one
+        look-up by primary key in the database thread pool."""
+        recorded = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
+        return answer(message_id, repeated(message_id, recorded, digest)) if recorded is not None else None
 
     async def _registry_facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
         """The facts without balances, from the registry held in memory: for ReadCard and Settle, where whether
@@ -231,12 +250,13 @@ class SettlementHandlers:
         request = event.request
         message_id = request.message_id
         body = request.settle if write else request.pre_settle
-        digest = content_hash(request) if write else ""  # PreSettle records nothing: no hash to compare
-        if write and key not in self._cards:
-            # A retry gets its one outcome again without touching the card: look before reading it.
-            recorded = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
-            if recorded is not None:
-                return answer(message_id, repeated(message_id, recorded, digest))
+        # A PreSettle records nothing, but under a recorded key it is that key's other content (DUPLICATE_MESSAGE_ID)
+        # or a tombstoned key's late arrival (MESSAGE_ID_REVERSED), and is answered so.
+        digest = content_hash(request)
+        # No card read kept here: the record before the card is read (one look-up; the read it may spare is a round
+        # trip to the terminal's reader).
+        if key not in self._cards and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
+            return recorded
         card = await self._card(terminal, relay, event.token, key)
         settle_request = SettlementRequest(
             Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
@@ -244,19 +264,30 @@ class SettlementHandlers:
         if write:
             facts = await self._registry_facts(terminal, card, settle_request)
         else:
-            facts = await self._facts(terminal, card, settle_request)
+            # The record comes with the facts, in the statement PreSettle runs anyway (no extra round trip), after
+            # the card read and before the rules and the PIN.
+            facts, record = await self._facts_and_record(terminal, card, settle_request, message_id)
+            if record is not None:
+                return answer(message_id, repeated(message_id, record, digest))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
-            if write:
-                # A retry of a settlement that went through may now be refused (its own first use of the card
-                # cancelled the old one): its one outcome is what it gets.
-                recorded = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
-                if recorded is not None:
-                    return answer(message_id, repeated(message_id, recorded, digest))
+            # A refused Settle looks again, even after a look-up before the card read: the original of a retry may
+            # have gone through meanwhile and now be refused (its own first use of the card cancelled the old
+            # one), and its one outcome is what it gets. Refusals are rare; it costs them one look-up.
+            if write and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
+                return recorded
             return _refusal(message_id, outcome)
         if outcome.pin_required:
+            # The record right before VERIFY, which a wrong PIN would cost one of the card's six tries — also after
+            # a look-up before the card read, as the original of a retry may commit while the card is read. One
+            # look-up, on the PIN path only (a holder from another city), before a round trip to the card.
+            if write and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
+                return recorded
             # Verified on the card itself, before anything is written.
             await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
+        # An in-city Settle with its card read kept has not looked (and costs no look-up): the writer answers a
+        # recorded key from its record, first, in the transaction that would write (its batch reads the records
+        # of all its intents in one statement). Only the rules, pure and in memory, ran before.
         if not write:
             return self._pre_settlement(message_id, card, facts, outcome)
         intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())
@@ -288,21 +319,28 @@ class SettlementHandlers:
     async def _revoke(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
         request = event.request
         settlement_id = request.revoke.settlement_id
+        digest = content_hash(request)
         if not 0 < len(settlement_id) <= 32:
+            # Under a recorded key this is other content: the record answers (a look-up for malformed ones only).
+            if (recorded := await self._recorded(terminal, request.message_id, digest)) is not None:
+                return recorded
             return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST, "revoke.settlement_id is required",
                            "缺少结算编号")
-        intent = RevokeIntent(terminal.terminal_id, request.message_id, content_hash(request),
-                              terminal.institution_code, settlement_id, self._now())
+        intent = RevokeIntent(terminal.terminal_id, request.message_id, digest, terminal.institution_code,
+                              settlement_id, self._now())
         return answer(request.message_id, await self.writer.submit(intent))
 
     async def _reverse(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
         request = event.request
         original = request.reverse.original_message_id
+        digest = content_hash(request)
         if not 0 < len(original) <= MAX_MESSAGE_ID_CHARS or original == request.message_id:
+            if (recorded := await self._recorded(terminal, request.message_id, digest)) is not None:
+                return recorded
             return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
                            "reverse.original_message_id must name another message of this terminal",
                            "缺少或错误的原报文编号")
-        intent = ReverseIntent(terminal.terminal_id, request.message_id, content_hash(request), original, self._now())
+        intent = ReverseIntent(terminal.terminal_id, request.message_id, digest, original, self._now())
         return answer(request.message_id, await self.writer.submit(intent))
 
     async def _query_transaction(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:

@@ -1,9 +1,10 @@
 """Everything a request needs from the database, in one statement (two when the holder has filings to read).
 
-The registry's facts (card, holder, institution, opening balances) and the ledger's balances and year totals,
-as the plain values of gateway.settlement.facts, fetched as scalar subqueries of one SELECT: this runs for every
-settlement, and each statement costs the interpreter a fraction of a millisecond whatever it reads. The agency
-commands and the tests read the registry through the same statement (load_registry_facts and friends).
+The registry's facts (card, holder, institution, opening balances), the ledger's balances and year totals, as the
+plain values of gateway.settlement.facts, and what the ledger records under the request's key (so that a PreSettle
+under a recorded id is answered from the record before its rules and PIN at no extra cost), fetched as scalar
+subqueries of one SELECT: each statement costs the interpreter a fraction of a millisecond whatever it reads. The
+agency commands and the tests read the registry through the same statement (load_registry_facts and friends).
 
 Blocking: the server runs these in its database thread pool.
 """
@@ -17,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from gateway.identity import is_valid_id_number
 from gateway.ledger import accounts
-from gateway.ledger.tables import ACCOUNTS, YEAR_TOTALS
+from gateway.ledger.records import Recorded
+from gateway.ledger.tables import ACCOUNTS, RECORDS, YEAR_TOTALS
 from gateway.regions import city_prefix
 from gateway.registry.tables import (
     CARDS,
@@ -48,6 +50,7 @@ def _statement() -> Any:
     card_number, institution_code = bindparam("card_number", type_=String), bindparam("institution_code", type_=String)
     ssn, year = bindparam("ssn", type_=String), bindparam("year", type_=Integer)
     current, prior = bindparam("current", type_=String), bindparam("prior", type_=String)
+    terminal_id, message_id = bindparam("terminal_id", type_=String), bindparam("message_id", type_=String)
     return select(
         *(_one(CARDS, c, card_number=card_number) for c in ("social_security_number", "kind", "status", "issue_date",
                                                              "expiry_date", "first_used_on")),
@@ -64,16 +67,20 @@ def _statement() -> Any:
         _one(YEAR_TOTALS, "pooled_fund_paid_fen", social_security_number=ssn, insurance_year=year),
         exists().where(CARDS.c.social_security_number == ssn, CARDS.c.kind == facts.CardKind.SOCIAL_SECURITY.value,
                        CARDS.c.first_used_on.is_not(None)).label("used"),
+        *(_one(RECORDS, c, terminal_id=terminal_id, message_id=message_id)
+          for c in ("outcome", "content_hash", "recorded_outcome")),
     )
 
 
 STATEMENT = _statement()
 
 
-def _parameters(institution_code: str, card_number: str, ssn: str, year: int) -> dict[str, Any]:
+def _parameters(institution_code: str, card_number: str, ssn: str, year: int, terminal_id: str = "",
+                message_id: str = "") -> dict[str, Any]:
     return {"card_number": card_number,
             "institution_code": institution_code, "ssn": ssn, "year": year,
-            "current": accounts.person_current_year(ssn).code, "prior": accounts.person_prior_years(ssn).code}
+            "current": accounts.person_current_year(ssn).code, "prior": accounts.person_prior_years(ssn).code,
+            "terminal_id": terminal_id, "message_id": message_id}
 
 
 def _registry(conn: Connection, row: Any, card_number: str, ssn: str, city: str | None) -> facts.RegistryFacts:
@@ -136,10 +143,25 @@ def read_registry_version(conn: Connection) -> int:
 
 def load_state(engine: Engine, institution_code: str, card_number: str, ssn: str, year: int) -> State:
     """The facts the rules decide on, balances and year-to-date totals as the database has them now."""
+    state, _ = load_state_and_record(engine, institution_code, card_number, ssn, year, "", "")
+    return state
+
+
+def load_state_and_record(engine: Engine, institution_code: str, card_number: str, ssn: str, year: int,
+                          terminal_id: str, message_id: str) -> tuple[State, Recorded | None]:
+    """load_state's facts, and what the ledger records under (terminal_id, message_id), in the same statement."""
     with engine.connect() as conn:
-        row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, year)).mappings().one()
+        row = conn.execute(STATEMENT, _parameters(institution_code, card_number, ssn, year, terminal_id,
+                                                  message_id)).mappings().one()
         place = _institution(row, institution_code)
         registry = _registry(conn, row, card_number, ssn, city_prefix(place.region_code))
+    recorded = None if row["request_records_outcome"] is None else Recorded.from_row({
+        "outcome": row["request_records_outcome"], "content_hash": row["request_records_content_hash"],
+        "recorded_outcome": row["request_records_recorded_outcome"]})
+    return _state(row, registry, place), recorded
+
+
+def _state(row: Any, registry: facts.RegistryFacts, place: facts.Institution) -> State:
     if registry.lookup_problem is facts.LookupProblem.ID_MISTYPED:
         return registry, place, facts.Balances(), facts.YearToDate()
     if row["current"] is not None or row["prior"] is not None:
