@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,102 @@ def test_the_same_commands_work_on_postgresql(postgres_url: str, capsys: pytest.
     assert main(["db", "current", "--db", postgres_url]) == 0
     out = capsys.readouterr().out
     assert f"current: {head_revision()}; newest: {head_revision()}" in out
+
+
+# What goes wrong around a command is one line saying what, and the exit status of the README's convention.
+
+def gateway_process(*args: str, **run: object) -> subprocess.CompletedProcess[str]:
+    """The installed `gateway` command in a process of its own."""
+    return subprocess.run([Path(sys.executable).parent / "gateway", *args], text=True, timeout=120,
+                          **run)  # type: ignore[call-overload]
+
+
+def only_line(text: str) -> str:
+    """The one line of `text`; a traceback or a second message fails the test."""
+    assert "Traceback" not in text and text.count("\n") == 1, text
+    return text.strip()
+
+
+@pytest.fixture
+def migrated_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    assert main(["db", "upgrade", "--db", url]) == 0
+    return url
+
+
+UNWRITABLE_OUTPUTS = [
+    ["ledger", "export", "--date", "2026-11-24", "--output", "{missing}/day.csv"],
+    ["ledger", "export", "--date", "2026-11-24", "--format", "statement", "--output", "{missing}/day.csv"],
+    ["reconcile", "--date", "2026-11-24", "--statement", "{statement}", "--out", "{file}"],
+]
+
+
+@pytest.mark.parametrize("words", UNWRITABLE_OUTPUTS, ids=["export csv", "export statement", "reconcile --out"])
+def test_an_output_that_cannot_be_written_is_one_line_and_status_2(
+    words: list[str], migrated_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    statement, file = tmp_path / "statement.csv", tmp_path / "a-file"
+    assert main(["ledger", "export", "--date", "2026-11-24", "--format", "statement", "--output", str(statement),
+                 "--db", migrated_url]) == 0
+    file.write_text("not a directory\n")
+    capsys.readouterr()
+    command = [w.format(missing=tmp_path / "missing", statement=statement, file=file) for w in words]
+    assert main([*command, "--db", migrated_url]) == 2
+    line = only_line(capsys.readouterr().err)
+    assert line.startswith("gateway: cannot write ") and str(tmp_path) in line
+    assert not (tmp_path / "missing").exists()
+
+
+CLOSED_OUTPUT_COMMANDS = [
+    ["db", "current", "--db", "{url}"],
+    ["ledger", "export", "--date", "2026-11-24", "--db", "{url}"],
+    ["registry", "demo", "--persons", "5", "--db", "{url}"],
+    ["card", "read", "--reader", "virtual:N00000001", "--json"],
+]
+
+
+@pytest.mark.parametrize("words", CLOSED_OUTPUT_COMMANDS, ids=lambda words: " ".join(words[:2]))
+def test_a_reader_that_stops_reading_is_one_line_and_status_2(words: list[str], migrated_url: str) -> None:
+    # `gateway ... | head`: the reading end of standard output is gone before the command writes.
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        ran = gateway_process(*(w.format(url=migrated_url) for w in words), stdout=writing, stderr=subprocess.PIPE)
+    finally:
+        os.close(writing)
+    assert ran.returncode == 2
+    assert only_line(ran.stderr) == "gateway: standard output was closed before everything was written"
+
+
+@pytest.mark.parametrize("words", CLOSED_OUTPUT_COMMANDS, ids=lambda words: " ".join(words[:2]))
+def test_standard_output_on_a_full_disk_is_one_line_and_status_2(words: list[str], migrated_url: str) -> None:
+    with open("/dev/full", "w") as full:
+        ran = gateway_process(*(w.format(url=migrated_url) for w in words), stdout=full, stderr=subprocess.PIPE)
+    assert ran.returncode == 2
+    assert only_line(ran.stderr) == "gateway: input/output error: No space left on device"
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_simulate_where_nothing_listens_is_one_line_and_status_1(processes: str) -> None:
+    port = unused_port()
+    ran = gateway_process("simulate", "--target", f"127.0.0.1:{port}", "--terminals", "2", "--requests", "5",
+                          "--processes", processes, capture_output=True)
+    assert ran.returncode == 1 and ran.stdout == ""
+    assert only_line(ran.stderr) == f"gateway: cannot connect to 127.0.0.1:{port}: Connection refused"
+
+
+def test_simulate_refuses_an_outcomes_file_it_cannot_write_before_it_runs(tmp_path: Path) -> None:
+    with socket.socket() as listening:  # something listens, so that only the outcomes file is wrong
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        ran = gateway_process("simulate", "--target", f"127.0.0.1:{port}", "--terminals", "1", "--requests", "1",
+                              "--outcomes", str(tmp_path / "missing" / "outcomes.jsonl"), capture_output=True)
+    assert ran.returncode == 2 and ran.stdout == ""
+    assert only_line(ran.stderr).startswith(f"gateway: cannot write {tmp_path / 'missing'}")

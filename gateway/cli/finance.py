@@ -10,7 +10,16 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, on_database
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config,
+    add_db,
+    cannot_write,
+    on_database,
+)
 
 
 def add_commands(commands: Commands) -> None:
@@ -90,7 +99,10 @@ def _reconcile(args: argparse.Namespace, engine: Engine) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     command = "gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_report(result, args.out, command)
+    try:
+        write_report(result, args.out, command)
+    except OSError as exc:
+        return cannot_write(args.out, exc)
     record_reconciliation(engine, result)
     verdict = "everything matches" if result.matches else f"{len(result.differences)} difference(s)"
     print(f"reconciled {args.date}: {result.ledger_rows} ledger rows, {result.statement_rows} statement rows: "

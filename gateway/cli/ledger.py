@@ -10,7 +10,16 @@ from typing import IO
 
 from sqlalchemy import Engine
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, on_database
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config,
+    add_db,
+    cannot_write,
+    on_database,
+)
 
 
 def add_commands(commands: Commands) -> None:
@@ -54,8 +63,11 @@ def _check(_args: argparse.Namespace, engine: Engine) -> int:
 
 def _export_day(args: argparse.Namespace, engine: Engine) -> int:
     if args.output is not None:
-        with args.output.open("w", encoding="utf-8", newline="") as out:
-            count = _export(engine, args.date, out, args.format)
+        try:
+            with args.output.open("w", encoding="utf-8", newline="") as out:
+                count = _export(engine, args.date, out, args.format)
+        except OSError as exc:
+            return cannot_write(args.output, exc)
         print(f"{count} rows written to {args.output}", file=sys.stderr)
     else:
         _export(engine, args.date, sys.stdout, args.format)

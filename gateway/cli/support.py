@@ -87,6 +87,12 @@ def rejected(errors: Sequence[object], nothing_was: str) -> int:
     return EXIT_FAILED
 
 
+def cannot_write(path: object, exc: OSError) -> int:
+    """An output file (or directory) that cannot be written: which, and why, in one line."""
+    print(f"gateway: cannot write {exc.filename or path}: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _schema_is_current(engine: Engine) -> bool:
     """True, or False after telling the operator what to run."""
     if current_revision(engine) == head_revision():
