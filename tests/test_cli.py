@@ -181,3 +181,33 @@ def test_simulate_refuses_an_outcomes_file_it_cannot_write_before_it_runs(tmp_pa
                               "--outcomes", str(tmp_path / "missing" / "outcomes.jsonl"), capture_output=True)
     assert ran.returncode == 2 and ran.stdout == ""
     assert only_line(ran.stderr).startswith(f"gateway: cannot write {tmp_path / 'missing'}")
+
+
+MISSING_DATABASE_COMMANDS = [
+    ["db", "current"], ["serve", "--listen", "tcp:0:interface=127.0.0.1"], ["ledger", "check"],
+    ["registry", "demo"], ["agency", "report-lost", "N00000001"], ["day", "close", "--date", "2026-11-23"],
+]
+
+
+@pytest.mark.parametrize("words", MISSING_DATABASE_COMMANDS, ids=lambda words: " ".join(words[:2]))
+def test_only_db_upgrade_creates_a_database(words: list[str], tmp_path: Path) -> None:
+    mistyped = tmp_path / "varr" / "gateway.db"
+    url = f"sqlite:///{mistyped}"
+    ran = gateway_process(*words, "--db", url, capture_output=True)
+    assert ran.returncode == 1
+    assert only_line(ran.stderr).startswith(f"gateway: no database at {mistyped}: check --db")
+    assert not mistyped.parent.exists()
+    assert main(["db", "upgrade", "--db", url]) == 0 and mistyped.is_file()
+
+
+def test_a_database_server_that_does_not_answer_is_one_line_and_status_1(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql+psycopg://gateway@127.0.0.1:{unused_port()}/gateway"
+    assert main(["ledger", "check", "--db", url]) == 1
+    assert only_line(capsys.readouterr().err).startswith(f"gateway: database error on {url}: OperationalError: ")
+
+
+def test_serve_says_a_bad_database_url_in_one_line() -> None:
+    ran = gateway_process("serve", "--db", "mysql://x@y/z", "--listen", "tcp:0:interface=127.0.0.1",
+                          capture_output=True)
+    assert ran.returncode == 2
+    assert only_line(ran.stderr).startswith("gateway: unsupported database 'mysql'")

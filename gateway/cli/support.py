@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import GatewayConfig, load_config, validate_config
-from gateway.db.engine import DatabaseUrlError, make_engine, redact_url
+from gateway.db.engine import DatabaseMissing, DatabaseUrlError, make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -49,16 +49,19 @@ def resolve_config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def with_database(config: GatewayConfig, command: Callable[[Engine], int], *,
-                  needs_current_schema: bool = True) -> int:
+                  needs_current_schema: bool = True, creates: bool = False) -> int:
     """Run `command` on the configured database (every setting of [database] applied) and dispose of it after.
-    A malformed URL is a usage error; a schema that is not current, or a database error, a failure, said once
-    the same way for every command."""
+    A malformed URL is a usage error; an SQLite file that is not there (only `creates`, which is `gateway db
+    upgrade`, makes a new database), a schema that is not current, or a database error, a refusal, said once the
+    same way for every command."""
     try:
         engine = make_engine(config.database.url, busy_timeout_ms=config.database.busy_timeout_ms,
-                             sqlite_synchronous=config.database.sqlite_synchronous)
+                             sqlite_synchronous=config.database.sqlite_synchronous, create=creates)
     except DatabaseUrlError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DatabaseMissing as exc:
+        return no_database(exc)
     try:
         if needs_current_schema and not _schema_is_current(engine):
             return EXIT_FAILED
@@ -77,6 +80,14 @@ def on_database(action: DatabaseAction) -> Run:
         return with_database(config, lambda engine: action(args, engine))
 
     return run
+
+
+def no_database(missing: DatabaseMissing) -> int:
+    """A mistyped SQLite path must not become a new, empty ledger: say so, and who would create one. Refused like
+    a database whose schema is not current: neither is a ledger this command can work on."""
+    print(f"gateway: {missing}: check --db (or database.url in the config file); only `gateway db upgrade` "
+          "creates a database", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def rejected(errors: Sequence[object], nothing_was: str) -> int:
@@ -102,6 +113,7 @@ def _schema_is_current(engine: Engine) -> bool:
 
 
 def _database_error(url: str, exc: SQLAlchemyError) -> str:
-    """The message for a database failure: which database (without its password) and what the driver said."""
-    cause = getattr(exc, "orig", None) or exc
+    """The message for a database failure: which database (without its password) and what the driver said, on
+    one line (psycopg's messages carry a hint on a line of their own)."""
+    cause = " ".join(str(getattr(exc, "orig", None) or exc).split())
     return f"gateway: database error on {redact_url(url)}: {exc.__class__.__name__}: {cause}"

@@ -57,6 +57,7 @@ def serve(config: GatewayConfig) -> int:
         busy_timeout_ms=config.database.busy_timeout_ms,
         sqlite_synchronous=config.database.sqlite_synchronous,
         pool_size=config.database.worker_threads + 1,  # and the ledger's writer
+        create=False,  # only `gateway db upgrade` creates a database
     )
     try:
         revision = current_revision(engine)
