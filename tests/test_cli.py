@@ -46,7 +46,7 @@ def test_upgrade_demo_and_import_from_the_command_line(tmp_path: Path, capsys: p
     assert "24 new" in capsys.readouterr().out
     bad = tmp_path / "terminals.csv"
     bad.write_text("terminal_id,institution_code,credential\nT-1,H33020300001,short\nT-2,NOPE,long-enough\n")
-    assert main(["registry", "import", str(bad), "--db", db]) == 1
+    assert main(["registry", "import", str(bad), "--db", db]) == 2
     err = capsys.readouterr().err
     assert "line 2: credential must be" in err and "line 3: institution_code 'NOPE'" in err
     assert "nothing was imported" in err
@@ -211,3 +211,91 @@ def test_serve_says_a_bad_database_url_in_one_line() -> None:
                           capture_output=True)
     assert ran.returncode == 2
     assert only_line(ran.stderr).startswith("gateway: unsupported database 'mysql'")
+
+
+# One exit status for one situation, whichever command meets it (README, "Operating it"): 2 for a malformed
+# request or a file that cannot be read, whether it is missing or has bad rows.
+
+FILE_COMMANDS = {
+    "registry import": ["registry", "import", "{file}"],
+    "payout run": ["payout", "run", "--kind", "subsidy", "--batch", "B1", "--amounts", "{file}", "--out",
+                   "{tmp}/bank.csv"],
+    "payout reconcile": ["payout", "reconcile", "--batch", "B1", "--return", "{file}"],
+    "reconcile": ["reconcile", "--date", "2026-11-24", "--statement", "{file}", "--out", "{tmp}/recon"],
+    "simulate --verify": ["simulate", "--verify", "{file}"],
+}
+BAD_ROWS = {
+    "registry import": "terminal_id,institution_code,credential\nT-1,H33020300001,short\n",
+    "payout run": "social_security_number,amount\n330203198001010018,x\n",
+    "payout reconcile": "line,card_number,amount,status\n1,N00000001,1.00,lost\n",
+    "reconcile": ("setl_id,medins_setl_id,fixmedins_code,psn_no,setl_time,medfee_sumamt,fund_pay_sumamt,hifp_pay,"
+                  "acct_pay_current,acct_pay_prior,psn_cash_pay,refd_setl_flag\nx,y,z\n"),
+    "simulate --verify": "not json\n",
+}
+
+
+@pytest.mark.parametrize("command", FILE_COMMANDS)
+@pytest.mark.parametrize("problem", ["missing", "bad rows"])
+def test_an_input_file_that_cannot_be_read_is_status_2_in_every_command(
+    command: str, problem: str, migrated_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "input.csv"
+    if problem == "bad rows":
+        file.write_text(BAD_ROWS[command], encoding="utf-8")
+    words = [w.format(file=file, tmp=tmp_path) for w in FILE_COMMANDS[command]]
+    assert main([*words, "--db", migrated_url]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(file) in err
+
+
+def test_a_malformed_batch_id_is_status_2(migrated_url: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    amounts = tmp_path / "amounts.csv"
+    amounts.write_text("social_security_number,amount\n330203198001010018,1.00\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(["payout", "run", "--kind", "subsidy", "--batch", "no spaces", "--amounts", str(amounts), "--out",
+              str(tmp_path / "bank.csv"), "--db", migrated_url])
+    assert exited.value.code == 2
+    assert "argument --batch: batch id 'no spaces' must be 1 to 40 letters" in capsys.readouterr().err
+
+
+def test_serve_with_a_policy_directory_it_cannot_read_is_status_2(migrated_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[ledger]\npolicy_dir = "{tmp_path / "no-policies"}"\n', encoding="utf-8")
+    ran = gateway_process("serve", "--config", str(config), "--db", migrated_url, "--listen",
+                          "tcp:0:interface=127.0.0.1", capture_output=True)
+    assert ran.returncode == 2
+    assert str(tmp_path / "no-policies") in only_line(ran.stderr)
+
+
+DATE_OPTIONS = [
+    ["ledger", "export", "--date", "{date}"],
+    ["reconcile", "--date", "{date}", "--statement", "s.csv", "--out", "out"],
+    ["day", "close", "--date", "{date}"],
+    ["day", "list", "--from", "{date}"],
+    ["day", "list", "--to", "{date}"],
+    ["payout", "run", "--kind", "subsidy", "--batch", "B1", "--amounts", "a.csv", "--out", "b.csv", "--date",
+     "{date}"],
+    ["payout", "reconcile", "--batch", "B1", "--return", "r.csv", "--date", "{date}"],
+    ["agency", "replace-card", "N00000001", "--new-card", "N00000002", "--issue-date", "{date}", "--expiry-date",
+     "2036-11-25"],
+    ["agency", "register-filing", "330203198001010018", "--kind", "residence", "--region", "330100", "--from",
+     "2026-01-01", "--to", "{date}"],
+]
+BAD_DATES = {
+    "2026-13-01": "'2026-13-01' is not a calendar date (YYYY-MM-DD or YYYYMMDD): month must be in 1..12",
+    "2026-02-30": "'2026-02-30' is not a calendar date (YYYY-MM-DD or YYYYMMDD): day is out of range for month",
+    "24.11.2026": "'24.11.2026' is not a calendar date (YYYY-MM-DD or YYYYMMDD)",
+}
+
+
+@pytest.mark.parametrize("words", DATE_OPTIONS, ids=lambda words: " ".join(words[:3]))
+@pytest.mark.parametrize("bad", BAD_DATES)
+def test_every_command_says_a_bad_date_the_same_way(words: list[str], bad: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([w.format(date=bad) for w in words])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    option = words[words.index("{date}") - 1]
+    assert last.endswith(f": error: argument {option}: {BAD_DATES[bad]}")

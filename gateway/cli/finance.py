@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -18,6 +17,7 @@ from gateway.cli.support import (
     add_config,
     add_db,
     cannot_write,
+    date_argument,
     on_database,
 )
 
@@ -31,7 +31,7 @@ def add_commands(commands: Commands) -> None:
                     "--institution names no registered institution; 2 when the statement is malformed (every bad "
                     "line is listed) or none of its rows is of --date. Nothing is written unless it is reconciled. "
                     "Each reconciliation is recorded: `gateway day close` needs a whole-day one that matched.")
-    reconcile.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    reconcile.add_argument("--date", required=True, type=date_argument, metavar="YYYY-MM-DD")
     reconcile.add_argument("--statement", required=True, type=Path, metavar="FILE")
     reconcile.add_argument("--institution", metavar="CODE",
                            help="only this institution's rows (a code of the registry's institutions)")
@@ -49,7 +49,7 @@ def add_commands(commands: Commands) -> None:
                                            "reconciliation (`gateway reconcile` without --institution) must have "
                                            "matched the day as it still is, unless --force is given with a "
                                            "--reason, which is recorded. Exit status 1 when refused.")
-    close.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    close.add_argument("--date", required=True, type=date_argument, metavar="YYYY-MM-DD")
     close.add_argument("--force", action="store_true",
                        help="close it without a reconciliation that matched (needs --reason)")
     close.add_argument("--reason", metavar="TEXT", help="why it is closed by force: recorded with the close")
@@ -58,9 +58,9 @@ def add_commands(commands: Commands) -> None:
                                  description="One line per business day that has settlements, a reconciliation "
                                              "or a close: its settlements, revokes and reversals, their net total, "
                                              "its latest whole-day reconciliation and whether it is closed.")
-    listing.add_argument("--from", dest="first", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    listing.add_argument("--from", dest="first", type=date_argument, metavar="YYYY-MM-DD",
                          help="the first day (default: the first the ledger knows)")
-    listing.add_argument("--to", dest="last", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    listing.add_argument("--to", dest="last", type=date_argument, metavar="YYYY-MM-DD",
                          help="the last day (default: the last the ledger knows)")
     listing.set_defaults(run=on_database(_list))
     for parser in (close, listing):

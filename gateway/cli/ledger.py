@@ -18,6 +18,7 @@ from gateway.cli.support import (
     add_config,
     add_db,
     cannot_write,
+    date_argument,
     on_database,
 )
 
@@ -36,7 +37,7 @@ def add_commands(commands: Commands) -> None:
         "export", help="one row per settlement, revoke and reversal of a day",
         description="Write one row per settlement, revoke and reversal of a business day (Beijing time): terminal "
                     "id, message id, settlement id, institution, time, status and every fund amount in fen.")
-    export.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    export.add_argument("--date", required=True, type=date_argument, metavar="YYYY-MM-DD")
     export.add_argument("--format", choices=("csv", "jsonl", "statement"), default="csv",
                         help="csv (our columns), jsonl, or statement (the insurance center's 3202 detail format, "
                              "which `gateway reconcile` reads)")

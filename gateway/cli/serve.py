@@ -28,6 +28,7 @@ def add_commands(commands: Commands) -> None:
 
 def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.serve.app import StartupError, serve
+    from gateway.settlement.policy import PolicyError
 
     try:
         config = _with_serve_options(args, config)
@@ -41,6 +42,9 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
         return EXIT_USAGE
     except DatabaseMissing as exc:
         return no_database(exc)
+    except PolicyError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StartupError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_FAILED

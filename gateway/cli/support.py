@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import TypeAlias
 
@@ -16,8 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.config import GatewayConfig, load_config, validate_config
 from gateway.db.engine import DatabaseMissing, DatabaseUrlError, make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
+from gateway.registry.cells import RowProblem, parse_date
 
+# Every command's exit status (README, "Operating it"): 0 done (and everything matches); 1 refused (by the rules,
+# the card, or a database that is missing, not current or failing), or differences found; 2 the request is
+# malformed (an argument, the configuration, an input file's rows) or a file cannot be read or written.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DATE_FORMS = "YYYY-MM-DD or YYYYMMDD"
 
 # What each command group's add_commands() adds its parsers to (argparse's type is not subscriptable at run time).
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -37,6 +43,15 @@ def add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL",
                         help="database URL, e.g. sqlite:///var/gateway.db (the default) or "
                              "postgresql+psycopg://user@127.0.0.1:5432/gateway; overrides the config file")
+
+
+def date_argument(text: str) -> date:
+    """The type of every date option: one message for a date that is not one, whichever command it is."""
+    try:
+        return parse_date("date", text.strip())
+    except RowProblem as exc:
+        why = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date ({DATE_FORMS}){why}") from exc
 
 
 def resolve_config(args: argparse.Namespace) -> GatewayConfig:
@@ -91,11 +106,12 @@ def no_database(missing: DatabaseMissing) -> int:
 
 
 def rejected(errors: Sequence[object], nothing_was: str) -> int:
-    """A file refused as a whole: every problem, then how many and that nothing was done."""
+    """An input file refused as a whole: every problem (with its line), then how many and that nothing was done.
+    A malformed request, like a statement reconcile cannot read."""
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     print(f"gateway: {len(errors)} problem(s) found; nothing was {nothing_was}", file=sys.stderr)
-    return EXIT_FAILED
+    return EXIT_USAGE
 
 
 def cannot_write(path: object, exc: OSError) -> int:
