@@ -288,6 +288,13 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """One line for what stopped a run; gatherResults' FirstError (whose text is a traceback) by its cause."""
+    if isinstance(exc, defer.FirstError) and exc.subFailure.value is not None:
+        return describe_failure(exc.subFailure.value)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def run_in_process(options: Options) -> tuple[Figures, str | None]:
     from twisted.internet import reactor as _reactor
 
@@ -299,7 +306,7 @@ def run_in_process(options: Options) -> tuple[Figures, str | None]:
         try:
             result.append(await Simulator(options, reactor).run())
         except Exception as exc:
-            failure.append(f"{exc.__class__.__name__}: {exc}")
+            failure.append(describe_failure(exc))
 
     def start() -> None:
         defer.ensureDeferred(main()).addBoth(lambda _: reactor.stop())

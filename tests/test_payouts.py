@@ -324,7 +324,7 @@ def test_the_payout_commands(payout_engine: Engine, tmp_path: Path, capsys: pyte
     bad = tmp_path / "bad.csv"
     bad.write_text(f"social_security_number,amount\n{NOT_REGISTERED},1.00\n{ssn(IN_CITY)},0\n", encoding="utf-8")
     assert main(["payout", "run", "--kind", "subsidy", "--batch", "B9", "--amounts", str(bad), "--out",
-                 str(tmp_path / "b9.csv"), "--db", url]) == 1
+                 str(tmp_path / "b9.csv"), "--db", url]) == 2
     errors = capsys.readouterr().err
     assert "bad.csv line 3: amount '0' must be more than zero" in errors and "nothing was paid" in errors
     assert not (tmp_path / "b9.csv").exists()

@@ -5,22 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import date
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, Run, add_config, add_db, on_database
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    Run,
+    add_config,
+    add_db,
+    date_argument,
+    on_database,
+)
 from gateway.registry import agency
-from gateway.registry.cells import RowProblem, parse_date
 from gateway.settlement.facts import FilingKind
-
-
-def _date(text: str) -> date:
-    try:
-        return parse_date("date", text.strip())
-    except RowProblem as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_commands(commands: Commands) -> None:
@@ -48,8 +49,8 @@ def add_commands(commands: Commands) -> None:
     )
     replace.add_argument("card", metavar="CARD", help="the card being replaced")
     replace.add_argument("--new-card", required=True, metavar="NUMBER", help="the new card's number")
-    replace.add_argument("--issue-date", required=True, type=_date, metavar="DATE")
-    replace.add_argument("--expiry-date", required=True, type=_date, metavar="DATE")
+    replace.add_argument("--issue-date", required=True, type=date_argument, metavar="DATE")
+    replace.add_argument("--expiry-date", required=True, type=date_argument, metavar="DATE")
     replace.add_argument("--identification-code", metavar="CODE",
                          help="the new card's identification code (region + D156000005 + 16 hex digits)")
     replace.set_defaults(run=_in_one_transaction(lambda args, session: agency.replace_card(
@@ -62,8 +63,9 @@ def add_commands(commands: Commands) -> None:
     filing.add_argument("ssn", metavar="SSN", help="the person's social security number")
     filing.add_argument("--kind", required=True, choices=[k.value for k in FilingKind])
     filing.add_argument("--region", required=True, metavar="CODE", help="where care is filed for, e.g. 330200")
-    filing.add_argument("--from", dest="valid_from", required=True, type=_date, metavar="DATE")
-    filing.add_argument("--to", dest="valid_to", type=_date, metavar="DATE", help="last day (default: open-ended)")
+    filing.add_argument("--from", dest="valid_from", required=True, type=date_argument, metavar="DATE")
+    filing.add_argument("--to", dest="valid_to", type=date_argument, metavar="DATE",
+                        help="last day (default: open-ended)")
     filing.set_defaults(run=_in_one_transaction(lambda args, session: agency.register_filing(
         session, args.ssn, FilingKind(args.kind), args.region, args.valid_from, args.valid_to)))
     region = actions.add_parser(

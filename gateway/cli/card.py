@@ -74,15 +74,21 @@ def _on_the_reactor(action: CardAction) -> Run:
         from twisted.internet import task
 
         result: list[int] = []
+        raised: list[Exception] = []
 
         def main(reactor: Any) -> Any:
             async def act() -> None:
-                result.append(await _explained(action(args, config, reactor)))
+                try:
+                    result.append(await _explained(action(args, config, reactor)))
+                except Exception as exc:  # raised again off the reactor, to main(), not logged as a traceback
+                    raised.append(exc)
             return ensureDeferred(act())
 
         try:
             task.react(main)
         except SystemExit as exc:
+            if raised:
+                raise raised[0] from None
             if exc.code not in (0, None):
                 return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
         return result[0] if result else EXIT_FAILED

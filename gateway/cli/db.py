@@ -16,7 +16,8 @@ def add_commands(commands: Commands) -> None:
     db = commands.add_parser("db", help="database schema", description="Manage the database schema.")
     actions = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = actions.add_parser("upgrade", help="migrate the schema to the newest revision",
-                                 description="Create or migrate the schema (Alembic); safe to run again.")
+                                 description="Create or migrate the schema (Alembic); safe to run again. The only "
+                                             "command that creates a database (an SQLite file and its directory).")
     upgrade.set_defaults(run=_upgrade)
     current = actions.add_parser("current", help="print the schema revision",
                                  description="Print the database's schema revision and the newest one.")
@@ -32,7 +33,7 @@ def _upgrade(_args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"database {redact_url(config.database.url)} is at schema revision {current_revision(engine)}")
         return EXIT_OK
 
-    return with_database(config, command, needs_current_schema=False)
+    return with_database(config, command, needs_current_schema=False, creates=True)
 
 
 def _current(_args: argparse.Namespace, config: GatewayConfig) -> int:

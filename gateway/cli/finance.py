@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, on_database
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config,
+    add_db,
+    cannot_write,
+    date_argument,
+    on_database,
+)
 
 
 def add_commands(commands: Commands) -> None:
@@ -22,7 +31,7 @@ def add_commands(commands: Commands) -> None:
                     "--institution names no registered institution; 2 when the statement is malformed (every bad "
                     "line is listed) or none of its rows is of --date. Nothing is written unless it is reconciled. "
                     "Each reconciliation is recorded: `gateway day close` needs a whole-day one that matched.")
-    reconcile.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    reconcile.add_argument("--date", required=True, type=date_argument, metavar="YYYY-MM-DD")
     reconcile.add_argument("--statement", required=True, type=Path, metavar="FILE")
     reconcile.add_argument("--institution", metavar="CODE",
                            help="only this institution's rows (a code of the registry's institutions)")
@@ -40,7 +49,7 @@ def add_commands(commands: Commands) -> None:
                                            "reconciliation (`gateway reconcile` without --institution) must have "
                                            "matched the day as it still is, unless --force is given with a "
                                            "--reason, which is recorded. Exit status 1 when refused.")
-    close.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    close.add_argument("--date", required=True, type=date_argument, metavar="YYYY-MM-DD")
     close.add_argument("--force", action="store_true",
                        help="close it without a reconciliation that matched (needs --reason)")
     close.add_argument("--reason", metavar="TEXT", help="why it is closed by force: recorded with the close")
@@ -49,9 +58,9 @@ def add_commands(commands: Commands) -> None:
                                  description="One line per business day that has settlements, a reconciliation "
                                              "or a close: its settlements, revokes and reversals, their net total, "
                                              "its latest whole-day reconciliation and whether it is closed.")
-    listing.add_argument("--from", dest="first", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    listing.add_argument("--from", dest="first", type=date_argument, metavar="YYYY-MM-DD",
                          help="the first day (default: the first the ledger knows)")
-    listing.add_argument("--to", dest="last", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    listing.add_argument("--to", dest="last", type=date_argument, metavar="YYYY-MM-DD",
                          help="the last day (default: the last the ledger knows)")
     listing.set_defaults(run=on_database(_list))
     for parser in (close, listing):
@@ -90,7 +99,10 @@ def _reconcile(args: argparse.Namespace, engine: Engine) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     command = "gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_report(result, args.out, command)
+    try:
+        write_report(result, args.out, command)
+    except OSError as exc:
+        return cannot_write(args.out, exc)
     record_reconciliation(engine, result)
     verdict = "everything matches" if result.matches else f"{len(result.differences)} difference(s)"
     print(f"reconciled {args.date}: {result.ledger_rows} ledger rows, {result.statement_rows} statement rows: "

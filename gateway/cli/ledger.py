@@ -10,7 +10,17 @@ from typing import IO
 
 from sqlalchemy import Engine
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, on_database
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config,
+    add_db,
+    cannot_write,
+    date_argument,
+    on_database,
+)
 
 
 def add_commands(commands: Commands) -> None:
@@ -27,7 +37,7 @@ def add_commands(commands: Commands) -> None:
         "export", help="one row per settlement, revoke and reversal of a day",
         description="Write one row per settlement, revoke and reversal of a business day (Beijing time): terminal "
                     "id, message id, settlement id, institution, time, status and every fund amount in fen.")
-    export.add_argument("--date", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    export.add_argument("--date", required=True, type=date_argument, metavar="YYYY-MM-DD")
     export.add_argument("--format", choices=("csv", "jsonl", "statement"), default="csv",
                         help="csv (our columns), jsonl, or statement (the insurance center's 3202 detail format, "
                              "which `gateway reconcile` reads)")
@@ -54,8 +64,11 @@ def _check(_args: argparse.Namespace, engine: Engine) -> int:
 
 def _export_day(args: argparse.Namespace, engine: Engine) -> int:
     if args.output is not None:
-        with args.output.open("w", encoding="utf-8", newline="") as out:
-            count = _export(engine, args.date, out, args.format)
+        try:
+            with args.output.open("w", encoding="utf-8", newline="") as out:
+                count = _export(engine, args.date, out, args.format)
+        except OSError as exc:
+            return cannot_write(args.output, exc)
         print(f"{count} rows written to {args.output}", file=sys.stderr)
     else:
         _export(engine, args.date, sys.stdout, args.format)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -18,6 +17,7 @@ from gateway.cli.support import (
     DatabaseAction,
     add_config,
     add_db,
+    date_argument,
     on_database,
     rejected,
 )
@@ -41,10 +41,11 @@ def add_commands(commands: Commands) -> None:
                     "pays nothing twice. The payout file (batch_id,line,card_number,bank_account,name,amount,ref) "
                     "is written from the ledger: the whole batch, whenever it was paid.")
     run.add_argument("--kind", required=True, choices=KINDS)
-    run.add_argument("--batch", required=True, metavar="ID", help="the batch id, e.g. 2026-05-contribution")
+    run.add_argument("--batch", required=True, type=_batch_id, metavar="ID",
+                     help="the batch id, e.g. 2026-05-contribution")
     run.add_argument("--amounts", required=True, type=Path, metavar="FILE.csv", help="the insurance center's file")
     run.add_argument("--out", required=True, type=Path, metavar="FILE.csv", help="the bank's payout file to write")
-    run.add_argument("--date", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    run.add_argument("--date", type=date_argument, metavar="YYYY-MM-DD",
                      help="business day of the payouts (default: today in Beijing)")
     run.set_defaults(run=on_database(_explained(_run, "paid")))
     reconcile = actions.add_parser(
@@ -54,17 +55,29 @@ def add_commands(commands: Commands) -> None:
                     "another amount, failed at the bank. Exits 0 only when everything matches. With "
                     "--book-failures, each failed payout is taken back by a compensating reversal that restores "
                     "its source account (once: reconciling again books nothing twice).")
-    reconcile.add_argument("--batch", required=True, metavar="ID")
+    reconcile.add_argument("--batch", required=True, type=_batch_id, metavar="ID")
     reconcile.add_argument("--return", dest="return_file", required=True, type=Path, metavar="FILE.csv",
                            help="the bank's return file")
     reconcile.add_argument("--book-failures", action="store_true",
                            help="book a compensating reversal for each payout the bank could not pay")
-    reconcile.add_argument("--date", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    reconcile.add_argument("--date", type=date_argument, metavar="YYYY-MM-DD",
                            help="business day of booked reversals (default: today in Beijing)")
     reconcile.set_defaults(run=on_database(_explained(_reconcile, "booked")))
     for parser in (run, reconcile):
         add_config(parser)
         add_db(parser)
+
+
+def _batch_id(text: str) -> str:
+    """A batch id as the ledger keys it; a malformed one is a usage error, like any malformed argument."""
+    from gateway.finance.bank_files import PayoutError
+    from gateway.finance.payouts import check_batch_id
+
+    try:
+        check_batch_id(text)
+    except PayoutError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _explained(action: DatabaseAction, nothing_was: str) -> DatabaseAction:

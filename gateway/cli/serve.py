@@ -6,8 +6,9 @@ import argparse
 import sys
 from dataclasses import replace
 
-from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db
+from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db, no_database
 from gateway.config import ConfigError, GatewayConfig, validate_config
+from gateway.db.engine import DatabaseMissing, DatabaseUrlError
 from gateway.ops.logs import LEVELS, LOG_FORMATS
 
 
@@ -27,6 +28,7 @@ def add_commands(commands: Commands) -> None:
 
 def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.serve.app import StartupError, serve
+    from gateway.settlement.policy import PolicyError
 
     try:
         config = _with_serve_options(args, config)
@@ -35,6 +37,14 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
         return EXIT_USAGE
     try:
         return serve(config)
+    except DatabaseUrlError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatabaseMissing as exc:
+        return no_database(exc)
+    except PolicyError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StartupError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -5,14 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config, add_db, with_database
+from gateway.cli.support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config,
+    add_db,
+    cannot_write,
+    with_database,
+)
 from gateway.config import GatewayConfig
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
 from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
+
+CONNECT_CHECK_TIMEOUT_S = 5.0  # --target is checked before the run: a gateway answers a TCP connect at once
 
 
 def add_commands(commands: Commands) -> None:
@@ -66,8 +78,15 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     except (OSError, ValueError) as exc:
         print(f"gateway: --mix: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.outcomes is not None and args.outcomes.exists():
-        args.outcomes.unlink()
+    unreachable = _unreachable(host, int(port))
+    if unreachable is not None:
+        print(f"gateway: cannot connect to {args.target}: {unreachable}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.outcomes is not None:
+        try:
+            args.outcomes.open("w", encoding="utf-8").close()  # this run's record only, appended to as it runs
+        except OSError as exc:
+            return cannot_write(args.outcomes, exc)
     options = Options(host, int(port), args.terminals, args.duration, args.requests, args.rate, args.mix,
                       args.seed, args.persons, args.terminals_per_institution, args.outcomes,
                       progress=sys.stderr.isatty() and not os.environ.get("CI"))
@@ -82,9 +101,22 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
             return EXIT_FAILED
     print(render(summary))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        except OSError as exc:
+            return cannot_write(args.json, exc)
     return EXIT_OK if not summary["unexpected"] and not summary["errors"] and not failure else EXIT_FAILED
+
+
+def _unreachable(host: str, port: int) -> str | None:
+    """Why no gateway answers at host:port, or None when a connection opens (it is closed again at once). Checked
+    before anything runs, so that a wrong --target is one line, not a run of failed connections."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_CHECK_TIMEOUT_S).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or exc.__class__.__name__
+    return None
 
 
 def _verify(args: argparse.Namespace, config: GatewayConfig) -> int:

@@ -27,6 +27,15 @@ class DatabaseUrlError(ValueError):
     pass
 
 
+class DatabaseMissing(Exception):
+    """The URL names an SQLite file that does not exist, and the caller does not create databases."""
+
+    def __init__(self, path: Path) -> None:
+        where = str(path) if path.is_absolute() else f"{path} ({path.absolute()})"
+        super().__init__(f"no database at {where}")
+        self.path = path
+
+
 def normalise_url(url: str) -> str:
     """Accept `postgresql://` and `postgres://` as psycopg 3 URLs; check the backend is supported."""
     try:
@@ -50,18 +59,25 @@ def make_engine(
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS,
     pool_size: int = 5,
+    create: bool = True,
 ) -> Engine:
+    """An engine for `url`. create=False: a missing SQLite file is DatabaseMissing, and neither it nor its
+    directory is made (SQLite would otherwise create an empty database on the first connection)."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, busy_timeout_ms, sqlite_synchronous, pool_size)
+        return _sqlite_engine(url, busy_timeout_ms, sqlite_synchronous, pool_size, create)
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _sqlite_engine(url: str, busy_timeout_ms: int, synchronous: str, pool_size: int) -> Engine:
+def _sqlite_engine(url: str, busy_timeout_ms: int, synchronous: str, pool_size: int, create: bool) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise DatabaseMissing(path)
     connect_args: dict[str, Any] = {
         # Our worker threads share the pool; SQLAlchemy serialises use of each connection.
         "check_same_thread": False,

@@ -24,7 +24,7 @@ from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
 from gateway.serve.registry_cache import RegistryCache
-from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory
+from gateway.settlement.policy import load_builtin_policies, load_policy_directory
 
 log = Logger(namespace="gateway.serve.app")
 
@@ -57,6 +57,7 @@ def serve(config: GatewayConfig) -> int:
         busy_timeout_ms=config.database.busy_timeout_ms,
         sqlite_synchronous=config.database.sqlite_synchronous,
         pool_size=config.database.worker_threads + 1,  # and the ledger's writer
+        create=False,  # only `gateway db upgrade` creates a database
     )
     try:
         revision = current_revision(engine)
@@ -69,11 +70,9 @@ def serve(config: GatewayConfig) -> int:
             f"this gateway needs {expected}: run `gateway db upgrade --db URL` first"
         )
     open_files = raise_open_files_limit()
-    try:
-        policies = (load_policy_directory(Path(config.ledger.policy_dir)) if config.ledger.policy_dir
-                    else load_builtin_policies())
-    except PolicyError as exc:
-        raise StartupError(str(exc)) from exc
+    # A PolicyError (a policy file missing or malformed) goes to the caller as it is: a file it cannot read.
+    policies = (load_policy_directory(Path(config.ledger.policy_dir)) if config.ledger.policy_dir
+                else load_builtin_policies())
     writer = LedgerWriter(engine, policies, reactor.callFromThread, config.ledger.writer_limits())
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
