@@ -4,6 +4,9 @@ Demo terminals all share the credential DEMO_CREDENTIAL (documented in the READM
 registry gives every terminal its own secret. The insured persons and their cards come from
 gateway.demo.population with its fixed seed, so the registry knows every virtual card the simulators
 present, with the same number, holder and status.
+
+Writing it again (every `make run` does) adds what is missing and leaves every registered row as it is:
+what a card agency recorded since (a loss report, a replacement, a filing's end, a change of region) stays.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from gateway.demo.population import (
     make_id_number,
 )
 from gateway.money import format_fen
-from gateway.registry.importer import ImportReport, RowError, import_tables, read_table
+from gateway.registry.importer import ImportReport, OnRegistered, RowError, import_tables, read_table
 from gateway.settlement.facts import CardStatus, FilingKind, InsuranceType, LookupProblem
 
 DEMO_CREDENTIAL = "demo-secret"
@@ -182,4 +185,4 @@ def write_demo_registry(
     texts = {"institutions": institutions_csv, "terminals": terminals_csv, **demo_person_csv(persons)}
     errors: list[RowError] = []
     tables = [read_table(f"demo {name}", text, errors) for name, text in texts.items()]
-    return import_tables(engine, [t for t in tables if t is not None], errors)
+    return import_tables(engine, [t for t in tables if t is not None], errors, OnRegistered.KEEP)
