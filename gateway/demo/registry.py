@@ -44,6 +44,9 @@ DEMO_INSTITUTIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
     ("P33020300004", "海曙演示大药房", "330203", "pharmacy", "", True),
     ("P33028200005", "慈溪演示药店", "330282", "pharmacy", "", False),
     ("K33020300006", "宁波演示自助服务终端", "330203", "kiosk", "", True),
+    # Designated for cross-region settlement, so that its -03 terminal settles a filed holder from another
+    # Zhejiang city with the PIN (the other cities' cards sit where they are refused: not designated, not filed).
+    ("H33020600007", "北仑演示异地就医定点医院", "330206", "hospital", "secondary", True),
 )
 
 
@@ -57,6 +60,7 @@ DEMO_VIRTUAL_CARDS: tuple[str, ...] = (
     "Z00000401",  # another Zhejiang city, not filed
     "W00000701",  # outside the province
     "N00001101",  # reported lost
+    "Z00002001",  # another Zhejiang city (Lishui), filed (transfer), at a designated institution: PIN 000000
 )
 
 
