@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -11,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway.cli.main import main
 from gateway.demo.population import Case, DemoHolder, demo_population, make_id_number
-from gateway.demo.registry import write_demo_registry
+from gateway.demo.registry import demo_filings, write_demo_registry
 from gateway.registry.models import Card, Filing, Person
 from gateway.serve.reads import load_registry_facts
 from gateway.settlement.facts import CardKind, CardStatus, FilingKind
@@ -263,3 +265,53 @@ def test_an_unmigrated_database_is_refused(tmp_path: Path, capsys: pytest.Captur
 def test_a_bad_database_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["agency", "report-lost", "N00000001", "--db", "mysql://x@y/z"]) == 2
     assert "unsupported database" in capsys.readouterr().err
+
+
+# `gateway registry demo` again (every `make run`) after an agency operation: the operation stays --------
+
+FILED_KIND, FILED_REGION, FILED_FROM, _ = demo_filings(FILED)[0]
+OTHER_DISTRICT = "330212" if IN_CITY.person.insured_region_code != "330212" else "330205"
+AGENCY_RECORDS = [
+    # (the agency command, the registered row it changed, its column, the value the command left there)
+    (["report-lost", "N00000001"], (Card, "N00000001"), "status", "lost_reported"),
+    (["lift-report", LOST.card.card_number], (Card, LOST.card.card_number), "status", "active"),
+    (["replace-card", "N00000001", "--new-card", "N00000002", "--issue-date", "2026-11-25", "--expiry-date",
+      "2036-11-25"], (Card, "N00000001"), "replaced_by", "N00000002"),
+    (["register-filing", FILED.person.social_security_number, "--kind", FILED_KIND.value, "--region", FILED_REGION,
+      "--from", FILED_FROM.isoformat(), "--to", "2026-06-30"],
+     (Filing, (FILED.person.social_security_number, FILED_KIND.value, FILED_REGION, FILED_FROM)), "valid_to",
+     date(2026, 6, 30)),
+    (["change-region", IN_CITY.person.social_security_number, OTHER_DISTRICT],
+     (Person, IN_CITY.person.social_security_number), "insured_region_code", OTHER_DISTRICT),
+    # Insured in Ningbo now, the holder's demo filing for Ningbo is in their own city: kept, not refused.
+    (["change-region", FILED.person.social_security_number, "330203"],
+     (Person, FILED.person.social_security_number), "insured_region_code", "330203"),
+]
+
+
+def registered_value(engine: Engine, row: tuple[type[Any], Any], column: str) -> Any:
+    model, key = row
+    with Session(engine) as session:
+        if model is Filing:  # no key of its own: person, kind, region and start
+            number, kind, region, valid_from = key
+            found = session.scalars(select(Filing).where(
+                Filing.social_security_number == number, Filing.kind == kind, Filing.region_code == region,
+                Filing.valid_from == valid_from)).one()
+        else:
+            found = session.get(model, key)
+        assert found is not None
+        return getattr(found, column)
+
+
+@pytest.mark.parametrize(("words", "row", "column", "value"), AGENCY_RECORDS,
+                         ids=[" ".join(words[:2]) for words, *_ in AGENCY_RECORDS])
+def test_writing_the_demo_registry_again_keeps_what_the_agency_recorded(
+    db: str, migrated_engine: Engine, capsys: pytest.CaptureFixture[str], words: list[str],
+    row: tuple[type[Any], Any], column: str, value: Any,
+) -> None:
+    assert run(capsys, db, *words)[0] == 0
+    assert main(["registry", "demo", "--persons", str(PERSONS + 1), "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert registered_value(migrated_engine, row, column) == value
+    assert "1 kept as registered" in out and set(re.findall(r"(\d+) updated", out)) == {"0"}, out
+    assert "persons: 1 new" in out  # what is missing is still added

@@ -349,3 +349,36 @@ def test_a_reset_the_card_answers_short_is_a_card_problem() -> None:
 def test_a_malformed_new_pin_for_a_reset_is_a_bad_request() -> None:
     problem = problem_of(driver_for(holder_card("pin_locked")).reset_pin(DEMO_AGENCY_MASTER_KEY, "x", "12a456"))
     assert problem.status == pb.STATUS_CODE_BAD_REQUEST and "12a456" not in problem.detail_en
+
+
+# The record encodings docs/protocol.md 4.14 gives a card emulator ----------------------------------------
+
+SEX_COMMAND, ETHNICITY_COMMAND = RECORDS[7].command, RECORDS[8].command
+
+
+def record(tag: int, value: bytes) -> bytes:
+    return apdu.encode_tlv(tag, value) + b"\x90\x00"
+
+
+@pytest.mark.parametrize(
+    ("command", "answer_", "field", "expected"),
+    [
+        (ETHNICITY_COMMAND, record(0x0B, b"\x01"), "ethnicity", "01"),
+        (ETHNICITY_COMMAND, record(0x0B, b"\x0b"), "ethnicity", "11"),   # binary, not BCD
+        (SEX_COMMAND, record(0x0A, b"2"), "sex", "2"),                   # the ASCII digit
+        (SEX_COMMAND, record(0x0A, b"\x02"), "sex", "2"),                # or a binary number
+        (NAME_COMMAND, record(0x09, "张玲".encode("gbk").ljust(30, b"\x00")), "name", "张玲"),
+        (NAME_COMMAND, record(0x09, "张玲".encode("gbk").ljust(30, b"\xff")), "name", "张玲"),
+        (NAME_COMMAND, record(0x09, "张玲".encode("gbk").ljust(30, b" ")), "name", "张玲"),
+    ],
+)
+def test_record_encodings(command: bytes, answer_: bytes, field: str, expected: object) -> None:
+    assert getattr(read(ScriptedCard(answer(command, answer_))), field) == expected
+
+
+def test_a_card_is_valid_on_its_expiry_date_and_expired_the_day_after() -> None:
+    yesterday = TODAY.replace(day=TODAY.day - 1)
+    expired = ScriptedCard(answer(EXPIRY_COMMAND, record(0x06, bytes.fromhex(f"{yesterday:%Y%m%d}"))))
+    assert problem_of(driver_for(expired).read()).status == pb.STATUS_CODE_CARD_EXPIRED
+    last_day = ScriptedCard(answer(EXPIRY_COMMAND, record(0x06, bytes.fromhex(f"{TODAY:%Y%m%d}"))))
+    assert read(last_day).expiry_date == TODAY

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.db.migrate import head_revision
+from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION, DEMO_INSTITUTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def test_upgrade_demo_and_import_from_the_command_line(tmp_path: Path, capsys: p
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     assert main(["db", "upgrade", "--db", db]) == 0
     assert main(["registry", "demo", "--db", db]) == 0
-    assert "24 new" in capsys.readouterr().out
+    assert f"terminals: {len(DEMO_INSTITUTIONS) * DEFAULT_TERMINALS_PER_INSTITUTION} new" in capsys.readouterr().out
     bad = tmp_path / "terminals.csv"
     bad.write_text("terminal_id,institution_code,credential\nT-1,H33020300001,short\nT-2,NOPE,long-enough\n")
     assert main(["registry", "import", str(bad), "--db", db]) == 2

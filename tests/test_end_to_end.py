@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo.registry import DEMO_CREDENTIAL
+from gateway.demo.registry import DEMO_CREDENTIAL, DEMO_INSTITUTIONS, demo_reader
 from gateway.protocol.messages import pb
+from gateway.regions import NINGBO_CITY_PREFIX, city_prefix
 from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,6 +281,74 @@ def test_a_thousand_connections_opened_and_dropped_at_once(gateway: RunningGatew
     assert failures == []
     gateway.assert_alive_and_serving()
     steady.close()
+
+
+# The demo's -03 terminals, each reading a virtual card in the gateway, as the README's "try it" lists them ------
+
+CROSS_REGION_TERMINAL = "H33020600007-03"   # designated for cross-region settlement
+CROSS_REGION_CARD = "Z00002001"             # insured in Lishui, filed for care in Ningbo
+HOSPITAL_VISIT = pb.MEDICAL_TYPE_ORDINARY_OUTPATIENT
+PHARMACY_PURCHASE = pb.MEDICAL_TYPE_PHARMACY_PURCHASE
+
+
+def test_a_filed_holder_from_another_zhejiang_city_settles_with_the_pin_at_the_designated_demo_hospital(
+    gateway: RunningGateway,
+) -> None:
+    client = gateway.client()
+    assert client.call(sign_in(terminal_id=CROSS_REGION_TERMINAL)).status == OK
+    read = client.call(request("read_card", "x-read", CROSS_REGION_TERMINAL))
+    assert read.status == OK and read.read_card.card.card_number == CROSS_REGION_CARD
+    insured = read.read_card.insured
+    assert insured.insured_region_code[:2] == "33" and city_prefix(insured.insured_region_code) != NINGBO_CITY_PREFIX
+    assert insured.pin_required and insured.filed_for_care_elsewhere
+    bill = {"medical_type": HOSPITAL_VISIT, "total_fen": 12345}
+    asked = client.call(request("settle", "x-settle", CROSS_REGION_TERMINAL, **bill))
+    assert asked.status == pb.STATUS_CODE_PIN_REQUIRED
+    settled = client.call(request("settle", "x-settle", CROSS_REGION_TERMINAL, **bill, pin="000000"))
+    assert settled.status == OK, settled.message_en
+    result = settled.settle
+    assert result.settlement_id and result.card_number == CROSS_REGION_CARD and result.split.total_fen == 12345
+    query = request("query_transaction", "x-query", CROSS_REGION_TERMINAL)
+    query.query_transaction.message_id = "x-settle"
+    found = client.call(query)
+    assert found.status == OK and found.query_transaction.state == pb.TRANSACTION_STATE_SETTLED
+    assert found.query_transaction.settlement_id == result.settlement_id
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("terminal_id", "card_number", "medical_type", "without_pin", "with_pin"),
+    [
+        ("H33020300001-03", "N00000001", HOSPITAL_VISIT, OK, OK),
+        ("H33021200002-03", "Z00000101", HOSPITAL_VISIT, pb.STATUS_CODE_INSTITUTION_NOT_DESIGNATED,
+         pb.STATUS_CODE_INSTITUTION_NOT_DESIGNATED),
+        ("H33020500003-03", "N00000301", HOSPITAL_VISIT, OK, OK),
+        ("P33020300004-03", "Z00000401", PHARMACY_PURCHASE, pb.STATUS_CODE_FILING_REQUIRED,
+         pb.STATUS_CODE_FILING_REQUIRED),
+        ("P33028200005-03", "W00000701", PHARMACY_PURCHASE, pb.STATUS_CODE_OUTSIDE_PROVINCE,
+         pb.STATUS_CODE_OUTSIDE_PROVINCE),
+        ("K33020300006-03", "N00001101", HOSPITAL_VISIT, pb.STATUS_CODE_MEDICAL_TYPE_NOT_ALLOWED,
+         pb.STATUS_CODE_MEDICAL_TYPE_NOT_ALLOWED),
+        (CROSS_REGION_TERMINAL, CROSS_REGION_CARD, HOSPITAL_VISIT, pb.STATUS_CODE_PIN_REQUIRED, OK),
+    ],
+)
+def test_each_demo_virtual_card_terminal_answers_as_the_readme_says(
+    gateway: RunningGateway, terminal_id: str, card_number: str, medical_type: int, without_pin: int, with_pin: int,
+) -> None:
+    assert demo_reader_of(terminal_id) == f"virtual:{card_number}"
+    client = gateway.client()
+    assert client.call(sign_in(terminal_id=terminal_id)).status == OK
+    for pin, expected in (("", without_pin), ("000000", with_pin)):
+        answer = client.call(request("settle", f"readme-{pin or 'none'}", terminal_id, medical_type=medical_type,
+                                     total_fen=1000, pin=pin))
+        assert answer.status == expected, (pin, answer.message_en)
+    client.close()
+
+
+def demo_reader_of(terminal_id: str) -> str:
+    code, number = terminal_id.rsplit("-", 1)
+    index = [institution for institution, *_ in DEMO_INSTITUTIONS].index(code)
+    return demo_reader(index, int(number))
 
 
 class DebugLoggingGateway(RunningGateway):

@@ -9,7 +9,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway.demo.registry import DEMO_CREDENTIAL, write_demo_registry
+from gateway.demo.registry import (
+    DEFAULT_TERMINALS_PER_INSTITUTION,
+    DEMO_CREDENTIAL,
+    DEMO_INSTITUTIONS,
+    write_demo_registry,
+)
 from gateway.protocol.session import MAX_TERMINAL_ID_CHARS
 from gateway.reader.spec import MAX_SPEC_CHARS
 from gateway.registry.credentials import hash_credential, verify_credential
@@ -139,8 +144,9 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(migrated_engine: Engin
 def test_the_demo_registry_is_consistent_and_repeatable(migrated_engine: Engine) -> None:
     first = write_demo_registry(migrated_engine)
     second = write_demo_registry(migrated_engine)
-    assert first.tables["terminals"].inserted == count(migrated_engine, Terminal) == 24
-    assert second.tables["terminals"].unchanged == 24
+    terminals = len(DEMO_INSTITUTIONS) * DEFAULT_TERMINALS_PER_INSTITUTION
+    assert first.tables["terminals"].inserted == count(migrated_engine, Terminal) == terminals
+    assert second.tables["terminals"].unchanged == terminals
     with Session(migrated_engine) as db:
         terminal = db.get(Terminal, "H33020300001-01")
         assert terminal is not None and verify_credential(DEMO_CREDENTIAL, terminal.credential_hash)

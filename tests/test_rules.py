@@ -130,6 +130,8 @@ ACCEPTED = [
     ("balance at a kiosk with the PIN", facts(purpose=Purpose.QUERY_BALANCE, institution=KIOSK, pin=True),
      True, False),
     ("items that add up", facts(total_fen=1000, items=(400, 600)), False, False),
+    ("the registry's and the chip's expiry date is today: still valid",
+     facts(card={"expiry_date": TODAY}, chip={"expiry_date": TODAY}), False, False),
 ]
 
 

@@ -203,3 +203,75 @@ def test_a_card_swapped_without_a_card_event_is_noticed_before_the_pin(harness: 
     assert swapped.status == pb.STATUS_CODE_CARD_REMOVED and "read the card again" in swapped.message_en
     again = counter.run("settle", medical_type=11, total_fen=1_000, pin="000000")
     assert again.status == OK and again.settle.card_number == "Z00001701"
+
+
+# What docs/protocol.md (4.6, 4.13, 4.14) tells a vendor about scripts, connections and card reads ----------
+
+
+def test_an_interim_frame_says_ok_and_only_the_final_answer_is_the_outcome(harness: Harness) -> None:
+    connection = harness.connect()
+    assert connection.call(sign_in()).status == OK
+    connection.send(request("read_card", "r-1"))
+    [interim] = connection.responses()
+    assert (interim.message_id, interim.interim, interim.status) == ("r-1", True, OK)
+    assert interim.HasField("apdu_script") and interim.message_en == "OK"
+    outside = card("W00000701")  # insured outside Zhejiang
+    answers = [outside.transmit(command) for command in interim.apdu_script.commands]
+    final = connection.call(request("apdu_result", "ar-1", script_id=interim.apdu_script.script_id,
+                                    responses=answers))
+    assert (final.message_id, final.interim, final.status) == ("r-1", False, pb.STATUS_CODE_OUTSIDE_PROVINCE)
+
+
+def test_the_script_goes_to_the_connection_that_asked_and_is_answered_there_only(harness: Harness) -> None:
+    asking, other = harness.connect(), harness.connect()
+    assert asking.call(sign_in()).status == OK and other.call(sign_in()).status == OK
+    asking.send(request("read_card", "r-1"))
+    [interim] = asking.responses()
+    assert other.responses() == []
+    in_city = card("N00000001")
+    answers = [in_city.transmit(command) for command in interim.apdu_script.commands]
+    result = request("apdu_result", "ar-1", script_id=interim.apdu_script.script_id, responses=answers)
+    refused = other.call(result)
+    assert refused.status == pb.STATUS_CODE_BAD_REQUEST and "no APDU script" in refused.message_en
+    asking.send(request("apdu_result", "ar-2", script_id=interim.apdu_script.script_id, responses=answers))
+    [final] = asking.responses()
+    assert final.message_id == "r-1" and final.status == OK
+
+
+def test_a_gateway_reader_s_card_read_belongs_to_the_terminal_id(harness: Harness) -> None:
+    terminal = "H33020300001-03"  # virtual:N00000001
+    first, second = harness.connect(), harness.connect()
+    for connection in (first, second):
+        assert connection.call(sign_in(terminal_id=terminal)).status == OK
+    assert first.call(request("read_card", "r-1", terminal)).status == OK
+    reader = harness.service.readers.virtual_reader(terminal)
+    assert reader is not None and isinstance(reader.card, VirtualCard)
+    commands = reader.card.commands_seen
+
+    def settle(connection: Connection, message_id: str) -> None:
+        answer = connection.call(request("settle", message_id, terminal, medical_type=11, total_fen=100))
+        assert answer.status == OK, answer.message_en
+
+    settle(second, "s-1")
+    assert reader.card.commands_seen == commands  # the other connection's read served it
+    second.call(request("card_event", "ce-1", terminal, kind=pb.CARD_EVENT_KIND_INSERTED))
+    settle(first, "s-2")
+    assert reader.card.commands_seen > commands  # a CardEvent on any connection forgot it: read again
+    commands = reader.card.commands_seen
+    first.close()
+    settle(second, "s-3")
+    assert reader.card.commands_seen == commands  # a closing connection forgets nothing of it
+
+
+def test_no_card_event_is_needed_and_a_removal_does_not_stop_the_scripts(harness: Harness) -> None:
+    connection = harness.connect()
+    assert connection.call(sign_in()).status == OK
+    assert connection.call(request("card_event", "ce-1", kind=pb.CARD_EVENT_KIND_REMOVED)).status == OK
+    connection.send(request("read_card", "r-1"))
+    [interim] = connection.responses()
+    assert interim.interim  # the gateway asks the reader all the same
+    empty = connection.call(request("apdu_result", "ar-1", script_id=interim.apdu_script.script_id,
+                                    error=pb.READER_ERROR_NO_CARD))
+    assert empty.message_id == "r-1" and empty.status == pb.STATUS_CODE_CARD_NOT_PRESENT
+    counter = Counter(harness, "H33020300001-01", "N00000001")  # signed in, card already in, no CardEvent
+    assert counter.run("read_card").status == OK

@@ -36,7 +36,8 @@ def add_commands(commands: Commands) -> None:
         "demo", help="write the demo registry",
         description="Write the demo institutions and terminals (credential 'demo-secret') and the demo "
                     "population's persons, cards, filings and opening balances (the same people and cards as the "
-                    "virtual cards), plus one ID number per look-up problem. Safe to run again.",
+                    "virtual cards), plus one ID number per look-up problem. Safe to run again: it adds what is "
+                    "missing and keeps every registered row as it is (what a card agency recorded stays).",
     )
     demo.add_argument("--terminals-per-institution", type=int, default=DEFAULT_TERMINALS_PER_INSTITUTION,
                       metavar="N", help="terminals registered for each demo institution "

@@ -4,6 +4,9 @@ Demo terminals all share the credential DEMO_CREDENTIAL (documented in the READM
 registry gives every terminal its own secret. The insured persons and their cards come from
 gateway.demo.population with its fixed seed, so the registry knows every virtual card the simulators
 present, with the same number, holder and status.
+
+Writing it again (every `make run` does) adds what is missing and leaves every registered row as it is:
+what a card agency recorded since (a loss report, a replacement, a filing's end, a change of region) stays.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from gateway.demo.population import (
     make_id_number,
 )
 from gateway.money import format_fen
-from gateway.registry.importer import ImportReport, RowError, import_tables, read_table
+from gateway.registry.importer import ImportReport, OnRegistered, RowError, import_tables, read_table
 from gateway.settlement.facts import CardStatus, FilingKind, InsuranceType, LookupProblem
 
 DEMO_CREDENTIAL = "demo-secret"
@@ -41,6 +44,9 @@ DEMO_INSTITUTIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
     ("P33020300004", "海曙演示大药房", "330203", "pharmacy", "", True),
     ("P33028200005", "慈溪演示药店", "330282", "pharmacy", "", False),
     ("K33020300006", "宁波演示自助服务终端", "330203", "kiosk", "", True),
+    # Designated for cross-region settlement, so that its -03 terminal settles a filed holder from another
+    # Zhejiang city with the PIN (the other cities' cards sit where they are refused: not designated, not filed).
+    ("H33020600007", "北仑演示异地就医定点医院", "330206", "hospital", "secondary", True),
 )
 
 
@@ -54,6 +60,7 @@ DEMO_VIRTUAL_CARDS: tuple[str, ...] = (
     "Z00000401",  # another Zhejiang city, not filed
     "W00000701",  # outside the province
     "N00001101",  # reported lost
+    "Z00002001",  # another Zhejiang city (Lishui), filed (transfer), at a designated institution: PIN 000000
 )
 
 
@@ -182,4 +189,4 @@ def write_demo_registry(
     texts = {"institutions": institutions_csv, "terminals": terminals_csv, **demo_person_csv(persons)}
     errors: list[RowError] = []
     tables = [read_table(f"demo {name}", text, errors) for name, text in texts.items()]
-    return import_tables(engine, [t for t in tables if t is not None], errors)
+    return import_tables(engine, [t for t in tables if t is not None], errors, OnRegistered.KEEP)

@@ -4,6 +4,7 @@ and rows written (gateway.registry.importer puts them together).
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,11 +44,23 @@ class RowError:
         return f"{self.file} line {self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
 
 
+class OnRegistered(enum.Enum):
+    """What a row of the files does to the same row (same key) already in the registry."""
+
+    # The files are the registry's source (`gateway registry import`): their values replace the registered ones.
+    UPDATE = "update"
+    # The files only fill gaps (`gateway registry demo`): a registered row stays as it is, since an agency
+    # operation (a loss report, a replacement, a filing's end, a change of region) may have changed it since.
+    KEEP = "keep"
+
+
 @dataclass
 class TableCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Registered rows that differ from the files and were left as registered (OnRegistered.KEEP).
+    kept: int = 0
 
 
 @dataclass
@@ -57,6 +70,7 @@ class ImportReport:
     def summary(self) -> str:
         return "; ".join(
             f"{name}: {c.inserted} new, {c.updated} updated, {c.unchanged} unchanged"
+            + (f", {c.kept} kept as registered" if c.kept else "")
             for name, c in self.tables.items()
         )
 
@@ -70,7 +84,7 @@ class TableSpec:
     # row already in the registry is updated rather than inserted.
     key_columns: tuple[str, ...]
     parse_row: Callable[[dict[str, str]], dict[str, Any]]
-    write: Callable[[Session, ParsedTable, TableCounts], None]
+    write: Callable[[Session, ParsedTable, TableCounts, OnRegistered], None]
     # Lower numbers are written first (institutions before the terminals that reference them).
     order: int
 
@@ -182,33 +196,34 @@ def rows_with_keys(
     return found
 
 
-def upsert(session: Session, model: type[Any], key: Any, values: dict[str, Any], counts: TableCounts) -> None:
+def upsert(session: Session, model: type[Any], key: Any, values: dict[str, Any], counts: TableCounts,
+           on_registered: OnRegistered) -> None:
     existing = session.get(model, key)
     if existing is None:
         session.add(model(**values))
         counts.inserted += 1
         return
-    update_existing(existing, values, counts)
+    update_existing(existing, values, counts, on_registered)
 
 
-def update_existing(existing: Any, values: dict[str, Any], counts: TableCounts) -> None:
+def update_existing(existing: Any, values: dict[str, Any], counts: TableCounts, on_registered: OnRegistered) -> None:
     """Set only what differs, so that an unchanged row is not written (and its updated_at stays)."""
-    changed = False
-    for name, value in values.items():
-        if getattr(existing, name) != value:
-            setattr(existing, name, value)
-            changed = True
-    if changed:
-        counts.updated += 1
-    else:
+    differing = {name: value for name, value in values.items() if getattr(existing, name) != value}
+    if not differing:
         counts.unchanged += 1
+    elif on_registered is OnRegistered.KEEP:
+        counts.kept += 1
+    else:
+        for name, value in differing.items():
+            setattr(existing, name, value)
+        counts.updated += 1
 
 
 def row_by_row(
-    write_record: Callable[[Session, dict[str, Any], TableCounts], None],
-) -> Callable[[Session, ParsedTable, TableCounts], None]:
-    def write(session: Session, table: ParsedTable, counts: TableCounts) -> None:
+    write_record: Callable[[Session, dict[str, Any], TableCounts, OnRegistered], None],
+) -> Callable[[Session, ParsedTable, TableCounts, OnRegistered], None]:
+    def write(session: Session, table: ParsedTable, counts: TableCounts, on_registered: OnRegistered) -> None:
         for record in table.records():
-            write_record(session, record, counts)
+            write_record(session, record, counts, on_registered)
 
     return write

@@ -22,6 +22,7 @@ from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
 from gateway.registry.cells import (
     ImportReport,
+    OnRegistered,
     ParsedTable,
     RowError,
     RowProblem,
@@ -40,8 +41,8 @@ from gateway.settlement.facts import InstitutionKind, InstitutionLevel
 
 # Re-exported: callers import these from the importer.
 __all__ = [
-    "ImportFailed", "ImportReport", "ParsedTable", "RowError", "RowProblem", "TableCounts", "TableSpec",
-    "detect_spec", "import_files", "import_tables", "read_files", "read_table",
+    "ImportFailed", "ImportReport", "OnRegistered", "ParsedTable", "RowError", "RowProblem", "TableCounts",
+    "TableSpec", "detect_spec", "import_files", "import_tables", "read_files", "read_table",
 ]
 
 # Files larger than this are refused before parsing: the registry is thousands of rows, not GBs.
@@ -114,11 +115,13 @@ def _parse_terminal(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _write_institution(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
-    upsert(session, Institution, record["code"], record, counts)
+def _write_institution(session: Session, record: dict[str, Any], counts: TableCounts,
+                       on_registered: OnRegistered) -> None:
+    upsert(session, Institution, record["code"], record, counts, on_registered)
 
 
-def _write_terminal(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
+def _write_terminal(session: Session, record: dict[str, Any], counts: TableCounts,
+                    on_registered: OnRegistered) -> None:
     values = dict(record)
     credential = values.pop("credential")
     existing = session.get(Terminal, values["terminal_id"])
@@ -126,7 +129,7 @@ def _write_terminal(session: Session, record: dict[str, Any], counts: TableCount
         values["credential_hash"] = existing.credential_hash  # same secret: keep its salt
     else:
         values["credential_hash"] = hash_credential(credential)
-    upsert(session, Terminal, values["terminal_id"], values, counts)
+    upsert(session, Terminal, values["terminal_id"], values, counts, on_registered)
 
 
 INSTITUTIONS = TableSpec(
@@ -243,7 +246,10 @@ def text_line_of(data: bytes, offset: int) -> int:
 
 
 def import_tables(
-    engine: Engine, tables: Sequence[ParsedTable], earlier_errors: Sequence[RowError] = ()
+    engine: Engine,
+    tables: Sequence[ParsedTable],
+    earlier_errors: Sequence[RowError] = (),
+    on_registered: OnRegistered = OnRegistered.UPDATE,
 ) -> ImportReport:
     """Check cross-references against the files and the database, then write in one transaction.
 
@@ -251,12 +257,12 @@ def import_tables(
     """
     report = ImportReport()
     with Session(engine) as session, session.begin():
-        errors = [*earlier_errors, *_check_references(session, tables)]
+        errors = [*earlier_errors, *_check_references(session, tables, on_registered)]
         if errors:
             raise ImportFailed(errors)
         for table in sorted(tables, key=lambda t: t.spec.order):
             counts = report.tables.setdefault(table.spec.name, TableCounts())
-            table.spec.write(session, table, counts)
+            table.spec.write(session, table, counts, on_registered)
             session.flush()  # a table's rows exist before the next table's rows reference them
     return report
 
@@ -267,9 +273,9 @@ def import_files(engine: Engine, paths: Sequence[Path]) -> ImportReport:
     return import_tables(engine, tables, errors)
 
 
-def _check_references(session: Session, tables: Sequence[ParsedTable]) -> list[RowError]:
+def _check_references(session: Session, tables: Sequence[ParsedTable], on_registered: OnRegistered) -> list[RowError]:
     by_name = {t.spec.name: t for t in tables}
-    return [*_check_terminal_references(session, by_name), *check_person_references(session, by_name)]
+    return [*_check_terminal_references(session, by_name), *check_person_references(session, by_name, on_registered)]
 
 
 def _check_terminal_references(session: Session, by_name: dict[str, ParsedTable]) -> list[RowError]:

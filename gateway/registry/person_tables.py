@@ -18,6 +18,7 @@ from gateway.money import AmountError, parse_yuan_to_fen
 from gateway.reader.card import IDENTIFICATION_CODE_FORM, is_identification_code
 from gateway.regions import city_prefix
 from gateway.registry.cells import (
+    OnRegistered,
     ParsedTable,
     RowError,
     RowProblem,
@@ -154,19 +155,23 @@ def _parse_balance(row: dict[str, str]) -> dict[str, Any]:
 # Writers --------------------------------------------------------------------------------------
 
 
-def _write_person(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
-    upsert(session, Person, record["social_security_number"], record, counts)
+def _write_person(session: Session, record: dict[str, Any], counts: TableCounts,
+                  on_registered: OnRegistered) -> None:
+    upsert(session, Person, record["social_security_number"], record, counts, on_registered)
 
 
-def _write_lookup_problem(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
-    upsert(session, LookupProblemEntry, record["id_number"], record, counts)
+def _write_lookup_problem(session: Session, record: dict[str, Any], counts: TableCounts,
+                          on_registered: OnRegistered) -> None:
+    upsert(session, LookupProblemEntry, record["id_number"], record, counts, on_registered)
 
 
-def _write_balance(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
-    upsert(session, OpeningBalance, record["social_security_number"], record, counts)
+def _write_balance(session: Session, record: dict[str, Any], counts: TableCounts,
+                   on_registered: OnRegistered) -> None:
+    upsert(session, OpeningBalance, record["social_security_number"], record, counts, on_registered)
 
 
-def _write_filing(session: Session, record: dict[str, Any], counts: TableCounts) -> None:
+def _write_filing(session: Session, record: dict[str, Any], counts: TableCounts,
+                  on_registered: OnRegistered) -> None:
     existing = session.scalars(select(Filing).where(
         Filing.social_security_number == record["social_security_number"], Filing.kind == record["kind"],
         Filing.region_code == record["region_code"], Filing.valid_from == record["valid_from"],
@@ -175,10 +180,10 @@ def _write_filing(session: Session, record: dict[str, Any], counts: TableCounts)
         session.add(Filing(**record))
         counts.inserted += 1
     else:
-        update_existing(existing, record, counts)
+        update_existing(existing, record, counts, on_registered)
 
 
-def _write_cards(session: Session, table: ParsedTable, counts: TableCounts) -> None:
+def _write_cards(session: Session, table: ParsedTable, counts: TableCounts, on_registered: OnRegistered) -> None:
     """Write a replacement card before the card it replaced names it (replaced_by is a foreign key).
 
     Within one flush SQLAlchemy emits UPDATEs before INSERTs, so the cards go in rounds: first those
@@ -195,7 +200,7 @@ def _write_cards(session: Session, table: ParsedTable, counts: TableCounts) -> N
     # Depth 0 names no card of this file (the newest of its chain): its round goes first.
     for depth in sorted(rounds):
         for record in rounds[depth]:
-            upsert(session, Card, record["card_number"], record, counts)
+            upsert(session, Card, record["card_number"], record, counts, on_registered)
         session.flush()
 
 
@@ -252,25 +257,38 @@ PERSON_TABLE_SPECS: tuple[TableSpec, ...] = (PERSONS, CARDS, FILINGS, LOOKUP_PRO
 # Cross-references -----------------------------------------------------------------------------
 
 
-def check_person_references(session: Session, by_name: dict[str, ParsedTable]) -> list[RowError]:
+def check_person_references(
+    session: Session, by_name: dict[str, ParsedTable], on_registered: OnRegistered = OnRegistered.UPDATE
+) -> list[RowError]:
     """Every card, filing and balance names a person in the files or the registry; replacement cards exist
-    and belong to the same person; a filing is for care outside the person's own city."""
+    and belong to the same person; a filing is for care outside the person's own city.
+
+    The person's city is the one they are insured in after the import: the registry's where it keeps its
+    registered rows (OnRegistered.KEEP), else the files'. A filing that is kept as registered is not checked
+    again: the import does not write it.
+    """
     errors: list[RowError] = []
     persons = by_name.get("persons")
     insured_region = {r["social_security_number"]: r["insured_region_code"] for r in persons.records()} \
         if persons else {}
     referencing = [t for t in (by_name.get(n) for n in ("cards", "filings", "balances")) if t is not None]
-    wanted = {r["social_security_number"] for t in referencing for r in t.records()} - insured_region.keys()
+    wanted = {r["social_security_number"] for t in referencing for r in t.records()}
+    if on_registered is OnRegistered.UPDATE:
+        wanted -= insured_region.keys()
     for number, region in rows_with_keys(session, (Person.social_security_number, Person.insured_region_code),
                                          Person.social_security_number, wanted):
         insured_region[number] = region
+    filings = by_name.get("filings")
+    kept_filings = _registered_filings(session, filings) if filings and on_registered is OnRegistered.KEEP \
+        else set()
     for table in referencing:
         for line, record in table.rows:
             number = record["social_security_number"]
             if number not in insured_region:
                 errors.append(RowError(table.source, line, f"social_security_number {mask_id(number)} is in "
                                                            "neither the persons file nor the registry"))
-            elif table.spec is FILINGS and city_prefix(record["region_code"]) == city_prefix(insured_region[number]):
+            elif table.spec is FILINGS and FILINGS.key_of(record) not in kept_filings \
+                    and city_prefix(record["region_code"]) == city_prefix(insured_region[number]):
                 errors.append(RowError(table.source, line, f"region_code {record['region_code']!r} is in the "
                                        f"person's own insured city ({insured_region[number]}): a filing is for "
                                        "care elsewhere"))
@@ -278,6 +296,13 @@ def check_person_references(session: Session, by_name: dict[str, ParsedTable]) -
     if cards is not None:
         errors.extend(_check_replacements(session, cards))
     return errors
+
+
+def _registered_filings(session: Session, filings: ParsedTable) -> set[tuple[Any, ...]]:
+    """The keys (FILINGS.key_columns) of the registered filings of the file's persons."""
+    key = (Filing.social_security_number, Filing.kind, Filing.region_code, Filing.valid_from)
+    return set(rows_with_keys(session, key, Filing.social_security_number,
+                              {r["social_security_number"] for r in filings.records()}))
 
 
 def _check_replacements(session: Session, cards: ParsedTable) -> list[RowError]:
