@@ -94,9 +94,6 @@ def issue_server(layout: PkiLayout, hosts: Sequence[str], *, days: int = LEAF_DA
     """The gateway's certificate for `hosts` (DNS names or IP addresses, as terminals dial it)."""
     if not hosts:
         raise PkiError("issue-server needs at least one HOST (a DNS name or an IP address terminals connect to)")
-    if layout.server_certificate.exists() and not replace:
-        raise PkiError(f"{layout.server_certificate} exists; pass --replace for a new one (the old one stays valid "
-                       "until revoked)")
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -106,6 +103,9 @@ def issue_server(layout: PkiLayout, hosts: Sequence[str], *, days: int = LEAF_DA
                                    for part in host.rstrip(".").split(".")):
                 raise PkiError(f"{host!r} is neither an IP address nor a DNS name") from None
             names.append(x509.DNSName(host))
+    if layout.server_certificate.exists() and not replace:
+        raise PkiError(f"{layout.server_certificate} exists; pass --replace for a new one (the old one stays valid "
+                       "until revoked)")
     certificate = _issue(layout, hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, x509.SubjectAlternativeName(names),
                          layout.server_certificate, layout.server_key, days, now)
     return certificate
