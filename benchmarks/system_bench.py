@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             heartbeat = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
                                  str(args.seconds), "--mix", "heartbeat")
-            assert gateway.tls_port is not None
+            if gateway.tls_port is None:
+                raise RuntimeError("the gateway printed no TLS address")
             heartbeat_tls = simulate(gateway.tls_port, per_institution, "--terminals", str(args.terminals),
                                      "--duration", str(args.seconds), "--mix", "heartbeat", *gateway.tls_options())
             settle = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",

@@ -200,3 +200,25 @@ def _presenting(pki: TerminalPki, certificate: Path, key: Path) -> ssl.SSLContex
     context = ssl.create_default_context(cafile=str(pki.layout.ca_certificate))
     context.load_cert_chain(certificate, key)
     return context
+
+
+def test_the_crl_is_reloaded_when_it_changes_and_a_bad_one_keeps_the_last_good_list(tmp_path: Path) -> None:
+    from gateway.config import TlsConfig
+    from gateway.serve.tls import TerminalTls
+
+    made = make_pki(tmp_path, [SIGNER, NEIGHBOUR])
+    layout = made.layout
+    policy = TerminalTls(TlsConfig(listen=("tcp:0",), certificate=str(layout.server_certificate),
+                                   private_key=str(layout.server_key), client_ca=str(layout.ca_certificate),
+                                   crl=str(layout.crl)))
+    assert policy.revoked_count == 0
+    revoke(layout, SIGNER)
+    policy.serverConnectionForTLS(None)  # what every new connection does first
+    assert policy.revoked_count == 1
+    for bad in (b"not a CRL", made.stranger.crl.read_bytes()):  # garbage; another CA's list
+        layout.crl.write_bytes(bad)
+        policy.serverConnectionForTLS(None)
+        assert policy.revoked_count == 1
+    layout.crl.unlink()
+    policy.serverConnectionForTLS(None)
+    assert policy.revoked_count == 1

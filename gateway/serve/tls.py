@@ -131,9 +131,10 @@ class TerminalTls:
 
     def _load(self) -> _Loaded:
         options = CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(self._key),
-            certificate=crypto.X509.from_cryptography(self._certificates[0]),
-            extraCertChain=[crypto.X509.from_cryptography(c) for c in self._certificates[1:]],
+            # pyOpenSSL takes cryptography's objects (its own X509 and PKey are deprecated).
+            privateKey=self._key,
+            certificate=self._certificates[0],  # type: ignore[arg-type]  # Twisted's hints predate that
+            extraCertChain=self._certificates[1:],  # type: ignore[arg-type]
             trustRoot=trustRootFromCertificates(  # type: ignore[no-untyped-call]
                 [Certificate(crypto.X509.from_cryptography(self._client_ca))]),  # type: ignore[no-untyped-call]
             raiseMinimumTo=MINIMUM_VERSION,
@@ -146,7 +147,8 @@ class TerminalTls:
         if self._crl_path is not None:
             crl = read_crl(self._crl_path, self._client_ca)
             store = context.get_cert_store()
-            assert store is not None  # a context always has one
+            if store is None:  # pyOpenSSL types it optional; a context made by CertificateOptions has one
+                raise TlsSetupError("the TLS context has no certificate store to hold the CRL")
             store.add_crl(crl)
             store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
             revoked = len(crl)
@@ -174,7 +176,7 @@ class TerminalTls:
             return
         try:
             self._loaded = self._load()
-        except PkiError as exc:
+        except (PkiError, TlsSetupError) as exc:
             log.error("certificate revocation list not reloaded, the last one read stays in force: {reason}",
                       reason=str(exc))
             return
