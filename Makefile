@@ -8,6 +8,12 @@ INSTALLED := $(VENV)/.installed
 DB_URL ?=
 LISTEN ?=
 DB_OPTION = $(if $(DB_URL),--db '$(DB_URL)')
+# make run's TLS listener (tls.listen is empty by default), with the demo PKI below.
+TLS_LISTEN ?= tcp:9543:interface=127.0.0.1:backlog=1024
+# The demo PKI: a CA, the gateway's certificate and one per demo terminal. Empty: `gateway pki`'s default
+# directory, var/pki, where the config's default [tls] files are.
+PKI_DIR ?=
+PKI_OPTION = $(if $(PKI_DIR),--dir '$(PKI_DIR)')
 PYTEST_ARGS ?=
 PROTO := proto/ningbo/gateway/v1/gateway.proto
 GENERATED_DIR := gateway/protocol/generated
@@ -16,13 +22,13 @@ GENERATED := $(GENERATED_DIR)/ningbo/gateway/v1/gateway_pb2.py
 # a real reader whose card is one of our simulators.
 APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd
 
-.PHONY: run test lint setup system-packages proto db bench clean
+.PHONY: run test lint setup system-packages proto db pki bench clean
 
 # Benchmarks print ratios measured in one run (these machines are noisy) and write var/bench/*.json.
 BENCH_SETTLEMENTS ?= 2000
 
-run: setup db
-	$(VENV)/bin/gateway serve $(if $(LISTEN),--listen '$(LISTEN)') $(DB_OPTION)
+run: setup db pki
+	$(VENV)/bin/gateway serve $(if $(TLS_LISTEN),--tls-listen '$(TLS_LISTEN)') $(if $(LISTEN),--listen '$(LISTEN)') $(DB_OPTION)
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -66,6 +72,12 @@ db: setup
 	mkdir -p var
 	$(VENV)/bin/gateway db upgrade $(DB_OPTION)
 	$(VENV)/bin/gateway registry demo $(DB_OPTION)
+
+# Created once; run again it issues only what is missing (a terminal added to the demo registry, say).
+pki: setup
+	$(VENV)/bin/gateway pki init-ca --skip-existing --name "Ningbo gateway demo CA" $(PKI_OPTION)
+	$(VENV)/bin/gateway pki issue-server --skip-existing localhost 127.0.0.1 ::1 $(PKI_OPTION)
+	set -o pipefail; $(VENV)/bin/gateway pki issue-terminal --demo --skip-existing $(PKI_OPTION) | tail -1
 
 bench: setup
 	$(PY) -m benchmarks.system_bench --json bench/results.json

@@ -21,6 +21,7 @@ RATIO_TARGET = 0.3
 P99_TARGET_MS = 20.0
 IDLE_KB_TARGET = 20.0
 LARGE_LEDGER_SLOWDOWN_LIMIT = 0.10
+TLS_HEARTBEAT_RATIO_TARGET = 0.7
 
 
 def _met(ok: bool) -> str:
@@ -42,6 +43,11 @@ def render(results: dict[str, Any]) -> str:
          _met(settlements >= SETTLEMENTS_TARGET_PER_S)),
         ("settlements/s ÷ heartbeat requests/s", f"{ratio:.3f}", f"≥ {RATIO_TARGET}", _met(ratio >= RATIO_TARGET)),
     ]
+    tls = results.get("heartbeat_tls")
+    if tls:
+        rows.append(("heartbeat requests/s over TLS (terminal certificates) ÷ over plain TCP, same run",
+                     f"{_n(tls['requests_per_s'])} ÷ {_n(heartbeat)}: {tls['to_plain_tcp_ratio']:.3f}",
+                     f"≥ {TLS_HEARTBEAT_RATIO_TARGET}", _met(tls["to_plain_tcp_ratio"] >= TLS_HEARTBEAT_RATIO_TARGET)))
     only = results.get("settle_exchange_only")
     if only:
         rows.append(("settlements/s, the Settle exchange alone (mix `settle_only`: the card left in the reader)",

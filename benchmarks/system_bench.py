@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.system_bench [--seconds S] [--terminals N] [--idle N] [--json OUT]
 
-1. heartbeat requests/s (the floor cost of server and simulator) and settlements/s with the same simulator;
+1. heartbeat requests/s (the floor cost of server and simulator), the same over TLS with terminal certificates, and
+   settlements/s with the same simulator;
 2. latency at many connected terminals at half the settlement peak (open loop);
 3. the gateway's resident memory per idle signed-in connection;
 4. settlements/s on a ledger pre-filled with --prefill settlements (benchmarks.prefill) vs the empty one.
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ from simulators.load import SESSIONS_PER_TERMINAL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = [sys.executable, "-m", "gateway"]
+TLS_ADDRESS = re.compile(r":(\d+) \(TLS\)")
 
 
 def rss_kb(pid: int) -> int:
@@ -39,8 +42,24 @@ def rss_kb(pid: int) -> int:
 
 
 class Gateway:
-    def __init__(self, tmp: Path, per_institution: int, name: str = "bench.db", prefill_settlements: int = 0) -> None:
+    """`gateway serve` on a fresh ledger: plain TCP, and TLS with a PKI of its own (certificates for the first
+    `tls_terminals` terminals of each demo institution)."""
+
+    def __init__(self, tmp: Path, per_institution: int, name: str = "bench.db", prefill_settlements: int = 0,
+                 tls_terminals: int = 0) -> None:
         self.db = f"sqlite:///{tmp / name}"
+        self.pki = tmp / f"{name}.pki"
+        tls_options: list[str] = []
+        if tls_terminals:
+            for command in (["init-ca"], ["issue-server", "localhost", "127.0.0.1"],
+                            ["issue-terminal", "--demo", "--terminals-per-institution", str(tls_terminals)]):
+                subprocess.run([*GATEWAY, "pki", *command, "--dir", str(self.pki)], check=True, capture_output=True,
+                               cwd=ROOT)
+            config = tmp / f"{name}.toml"
+            config.write_text(f'[tls]\ncertificate = "{self.pki}/server.crt"\n'
+                              f'private_key = "{self.pki}/server.key"\nclient_ca = "{self.pki}/ca.crt"\n'
+                              f'crl = "{self.pki}/crl.pem"\n', encoding="utf-8")
+            tls_options = ["--config", str(config), "--tls-listen", "tcp:0:interface=127.0.0.1:backlog=4096"]
         subprocess.run([*GATEWAY, "db", "upgrade", "--db", self.db], check=True, capture_output=True, cwd=ROOT)
         subprocess.run([*GATEWAY, "registry", "demo", "--db", self.db, "--terminals-per-institution",
                         str(per_institution)], check=True, capture_output=True, cwd=ROOT)
@@ -48,12 +67,15 @@ class Gateway:
         if prefill_settlements:
             self.prefill = prefill(tmp / name, prefill_settlements, persons=persons_for(prefill_settlements))
         self.process = subprocess.Popen([*GATEWAY, "serve", "--db", self.db, "--listen",
-                                         "tcp:0:interface=127.0.0.1:backlog=4096", "--log-level", "warn"],
+                                         "tcp:0:interface=127.0.0.1:backlog=4096", "--log-level", "warn",
+                                         *tls_options],
                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.process.stdout is not None
         for line in self.process.stdout:
             if line.startswith("Gateway listening on "):
                 self.port = int(line.split()[3].rstrip(".").rsplit(":", 1)[1])
+                tls = TLS_ADDRESS.search(line)
+                self.tls_port = int(tls.group(1)) if tls else None
                 break
         else:
             raise RuntimeError("the gateway did not start")
@@ -61,6 +83,10 @@ class Gateway:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=60)
+
+    def tls_options(self) -> tuple[str, ...]:
+        """`gateway simulate`'s options for this gateway's TLS listener."""
+        return ("--tls-ca", str(self.pki / "ca.crt"), "--tls-cert-dir", str(self.pki / "terminals"))
 
 
 def simulate(port: int, per_institution: int, *args: str) -> dict[str, Any]:
@@ -131,10 +157,15 @@ def main(argv: list[str] | None = None) -> int:
                                "python": platform.python_version(),
                                "command": "make bench (python -m benchmarks.system_bench)"}
     with tempfile.TemporaryDirectory() as tmp:
-        gateway = Gateway(Path(tmp), per_institution)
+        # Every terminal of a run may be a different id: certificates for as many of each institution.
+        gateway = Gateway(Path(tmp), per_institution, tls_terminals=args.terminals + 1)
         try:
             heartbeat = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
                                  str(args.seconds), "--mix", "heartbeat")
+            if gateway.tls_port is None:
+                raise RuntimeError("the gateway printed no TLS address")
+            heartbeat_tls = simulate(gateway.tls_port, per_institution, "--terminals", str(args.terminals),
+                                     "--duration", str(args.seconds), "--mix", "heartbeat", *gateway.tls_options())
             settle = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
                               str(args.seconds), "--mix", "settle")
             settle_only = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
@@ -147,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             gateway.stop()
     results["heartbeat_requests_per_s"] = heartbeat["requests_per_s"]
+    results["heartbeat_tls"] = {
+        "requests_per_s": heartbeat_tls["requests_per_s"],
+        "to_plain_tcp_ratio": round(heartbeat_tls["requests_per_s"] / heartbeat["requests_per_s"], 4),
+        "heartbeat_latency_ms": heartbeat_tls["latency_ms"].get("heartbeat"),
+        "sign_in_latency_ms": heartbeat_tls["latency_ms"].get("sign_in")}
     results["settlements_per_s"] = settle["settlements_per_s"]
     results["settlement_to_heartbeat_ratio"] = round(settle["settlements_per_s"] / heartbeat["requests_per_s"], 4)
     # The settlement exchange alone (card left in the reader): what the whole counter flow costs beyond it is
@@ -160,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                             "behind_schedule": half["behind_schedule"], "unexpected": len(half["unexpected"])}
     results["idle_memory"] = memory
     results["large_ledger"] = large
-    results["runs"] = {"heartbeat": heartbeat, "settle": settle, "settle_only": settle_only, "half_peak": half}
+    results["runs"] = {"heartbeat": heartbeat, "heartbeat_tls": heartbeat_tls, "settle": settle,
+                       "settle_only": settle_only, "half_peak": half}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))

@@ -22,6 +22,7 @@ from gateway.db.engine import DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_DB_URL, DEFAULT_S
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
 from gateway.ledger.writer import WriterLimits
 from gateway.ops.logs import LEVELS, LOG_FORMATS
+from gateway.pki.layout import CA_CERTIFICATE, CRL, SERVER_CERTIFICATE, SERVER_KEY, default_file
 from gateway.protocol.session import SessionLimits
 from gateway.reader.pcsc import DEFAULT_CLOSE_TIMEOUT_S, DEFAULT_TRANSMIT_TIMEOUT_S
 
@@ -38,7 +39,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    # Twisted server endpoint strings; several may be given to listen on several addresses.
+    # Plain TCP listeners (Twisted server endpoint strings); several may be given to listen on several addresses.
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     max_frame_bytes: int = _SESSION.max_frame_bytes
     idle_timeout_s: float = _SESSION.idle_timeout_s
@@ -49,11 +50,27 @@ class ServerConfig:
     close_linger_s: float = 2.0
     # How long a shutdown waits for requests in flight before closing connections.
     shutdown_grace_s: float = 10.0
+    # Plain TCP carries credentials and PINs in clear: `listen` is refused off loopback unless this is true.
+    allow_plaintext_on_network: bool = False
 
     def session_limits(self) -> SessionLimits:
         """What each connection's session enforces."""
         return SessionLimits(max_frame_bytes=self.max_frame_bytes, max_in_flight=self.max_in_flight_per_connection,
                              idle_timeout_s=self.idle_timeout_s)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    # Twisted server endpoint strings (e.g. "tcp:9543:interface=0.0.0.0") served with TLS and terminal
+    # certificates; empty: no TLS listener.
+    listen: tuple[str, ...] = ()
+    # The gateway's certificate (PEM, intermediates after it) and its private key.
+    certificate: str = default_file(SERVER_CERTIFICATE)
+    private_key: str = default_file(SERVER_KEY)
+    # The operator's terminal CA: every terminal's certificate must be issued by it.
+    client_ca: str = default_file(CA_CERTIFICATE)
+    # The CA's revocation list, reloaded when the file changes; "" serves without revocation.
+    crl: str = default_file(CRL)
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -183,7 +201,8 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     if isinstance(default, tuple):
         if isinstance(value, str):
             return (value,)
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        # Either listen list may be empty when the other is not (validate_config checks).
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise ConfigError(f"{source}: {key} must be a string or a non-empty list of strings")
     if isinstance(default, bool):
@@ -217,8 +236,16 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "server.close_linger_s", server.close_linger_s, upper=60)
     if server.shutdown_grace_s < 0:
         raise ConfigError(f"{source}: server.shutdown_grace_s must not be negative")
-    if not server.listen:
-        raise ConfigError(f"{source}: server.listen needs at least one endpoint")
+    if not server.listen and not config.tls.listen:
+        raise ConfigError(f"{source}: server.listen must be a string or a non-empty list of strings when "
+                          "tls.listen is empty: the gateway needs at least one endpoint")
+    for key, endpoints in (("server.listen", server.listen), ("tls.listen", config.tls.listen)):
+        for endpoint in endpoints:
+            if endpoint.split(":", 1)[0].strip().lower() == "ssl":
+                # Twisted's own ssl: endpoint would skip the terminal certificates and the CRL.
+                raise ConfigError(f"{source}: {key}: {endpoint!r}: give TLS listeners as plain endpoints in "
+                                  'tls.listen (e.g. "tcp:9543:interface=0.0.0.0"); the gateway adds TLS with '
+                                  "terminal certificates")
     _positive(source, "database.busy_timeout_ms", config.database.busy_timeout_ms)
     _positive(source, "database.worker_threads", config.database.worker_threads, upper=64)
     if config.database.sqlite_synchronous not in _SQLITE_SYNCHRONOUS:

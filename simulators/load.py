@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 
 from gateway.config import ServerConfig
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
@@ -37,6 +37,7 @@ from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
 from simulators.scenarios import SCENARIOS, RunContext, load_mix
 from simulators.terminal import SimTerminal, TerminalGone
+from simulators.tls import TlsFiles, client_endpoint
 
 SESSIONS_PER_TERMINAL_ID = ServerConfig().max_sessions_per_terminal  # what a gateway with the defaults allows
 CONNECT_BATCH = 200            # connections opened at once while ramping up
@@ -58,6 +59,7 @@ class Options:
     partition: tuple[int, int] = (0, 1)
     progress: bool = False
     all_terminals: int | None = None   # with several processes: the run's terminals, of which these are a share
+    tls: TlsFiles | None = None        # None: plain TCP
 
 
 @dataclass
@@ -137,7 +139,7 @@ class Simulator:
         return connected
 
     async def _open(self, institution: str, terminal_id: str, prefix: str) -> SimTerminal:
-        endpoint = TCP4ClientEndpoint(self.reactor, self.options.host, self.options.port, timeout=30)
+        endpoint = client_endpoint(self.reactor, self.options.host, self.options.port, terminal_id, self.options.tls)
         terminal = SimTerminal(terminal_id, DEMO_CREDENTIAL, prefix, self.figures.record)
         await connectProtocol(endpoint, terminal)  # type: ignore[no-untyped-call]
         signed = await terminal.call("sign_in", credential=DEMO_CREDENTIAL, software_version="gateway-simulate/1")
@@ -335,6 +337,8 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
                 command += ["--rate", str(options.rate / processes)]
             if options.outcomes:
                 command += ["--outcomes", f"{tmp}/{index}.outcomes"]
+            if options.tls:
+                command += ["--tls-ca", str(options.tls.ca), "--tls-cert-dir", str(options.tls.cert_dir)]
             children.append(subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
         codes = [child.wait() for child in children]
         parts = [json.loads(Path(f"{tmp}/{i}.json").read_text()) for i in range(processes)
@@ -383,11 +387,14 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--all-terminals", type=int, required=True)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--outcomes", type=Path)
+    parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--tls-cert-dir", type=Path)
     args = parser.parse_args(argv)
     index, count = (int(x) for x in args.worker.split("/"))
     options = Options(args.host, args.port, args.terminals, args.duration, args.requests, args.rate, args.mix,
                       args.seed, args.persons, args.terminals_per_institution, args.outcomes, (index, count),
-                      all_terminals=args.all_terminals)
+                      all_terminals=args.all_terminals,
+                      tls=TlsFiles(args.tls_ca, args.tls_cert_dir) if args.tls_ca else None)
     figures, failure = run_in_process(options)
     summary = summarise(figures, options)
     summary["raw_latency_ms"] = figures.latencies

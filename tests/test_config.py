@@ -133,6 +133,9 @@ def test_values_from_a_file_override_defaults(tmp_path: Path) -> None:
         ({"server": {"idle_timeout_s": 0.5}}, "server.idle_timeout_s must be at least 1"),
         ({"server": {"max_in_flight_per_connection": True}}, "must be a whole number"),
         ({"server": {"listen": []}}, "server.listen must be a string or a non-empty list"),
+        ({"server": {"listen": "ssl:9501:privateKey=k.pem"}}, "give TLS listeners as plain endpoints in tls.listen"),
+        ({"tls": {"listen": ["SSL:9543"]}}, "tls.listen: 'SSL:9543'"),
+        ({"server": {"allow_plaintext_on_network": "yes"}}, "server.allow_plaintext_on_network must be true or false"),
         ({"database": {"sqlite_synchronous": "OFF"}}, "database.sqlite_synchronous must be one of"),
         ({"log": {"format": "xml"}}, "log.format must be one of"),
         ({"log": "json"}, "[log] must be a table"),
@@ -142,6 +145,11 @@ def test_bad_values_are_refused_with_the_key_named(raw: dict[str, object], messa
     with pytest.raises(ConfigError) as refused:
         config_from_mapping(raw, source="gw.toml")
     assert message in str(refused.value)
+
+
+def test_a_gateway_may_serve_tls_alone() -> None:
+    config = config_from_mapping({"server": {"listen": []}, "tls": {"listen": ["tcp:9543:interface=0.0.0.0"]}})
+    assert (config.server.listen, config.tls.listen) == ((), ("tcp:9543:interface=0.0.0.0",))
 
 
 def test_unreadable_and_invalid_files_are_reported(tmp_path: Path) -> None:

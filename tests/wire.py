@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 
 from gateway.demo.registry import DEMO_CREDENTIAL
@@ -33,8 +34,10 @@ def sign_in(message_id: str = "sign-in", terminal_id: str = DEMO_TERMINAL,
 
 
 class WireClient:
-    def __init__(self, host: str, port: int, timeout_s: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+    def __init__(self, host: str, port: int, timeout_s: float = 10.0, *, tls: ssl.SSLContext | None = None,
+                 server_hostname: str = "localhost") -> None:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+        self.sock = tls.wrap_socket(sock, server_hostname=server_hostname) if tls is not None else sock
 
     def send(self, req: pb.Request) -> None:
         self.sock.sendall(frame(req.SerializeToString()))

@@ -17,8 +17,11 @@ def add_commands(commands: Commands) -> None:
                                 description="Run the gateway in the foreground until Ctrl+C or SIGTERM.")
     add_config(serve)
     serve.add_argument("--listen", action="append", metavar="ENDPOINT",
-                       help="Twisted server endpoint, e.g. tcp:9500:interface=127.0.0.1 (repeatable; "
-                            "overrides server.listen)")
+                       help="Twisted server endpoint for plain TCP, e.g. tcp:9500:interface=127.0.0.1 (repeatable; "
+                            "overrides server.listen; loopback only unless server.allow_plaintext_on_network)")
+    serve.add_argument("--tls-listen", action="append", metavar="ENDPOINT",
+                       help="Twisted server endpoint served with TLS and terminal certificates, e.g. "
+                            "tcp:9543:interface=0.0.0.0 (repeatable; overrides tls.listen; files: [tls])")
     add_db(serve)
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="log format (overrides log.format)")
     serve.add_argument("--log-level", choices=tuple(LEVELS),
@@ -51,9 +54,11 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _with_serve_options(args: argparse.Namespace, config: GatewayConfig) -> GatewayConfig:
-    """The configuration with --listen, --log-format and --log-level applied over the file's keys."""
+    """The configuration with --listen, --tls-listen, --log-format and --log-level applied over the file's keys."""
     if args.listen:
         config = replace(config, server=replace(config.server, listen=tuple(args.listen)))
+    if args.tls_listen:
+        config = replace(config, tls=replace(config.tls, listen=tuple(args.tls_listen)))
     if args.log_format:
         config = replace(config, log=replace(config.log, format=args.log_format))
     if args.log_level:

@@ -53,6 +53,10 @@ def add_commands(commands: Commands) -> None:
     simulate.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
     simulate.add_argument("--outcomes", type=Path, metavar="OUT", help="write one JSON line per request")
     simulate.add_argument("--verify", type=Path, metavar="OUTCOMES", help="check an outcomes file against --db")
+    simulate.add_argument("--tls-ca", type=Path, metavar="FILE",
+                          help="connect over TLS, trusting this CA for the gateway's certificate (e.g. var/pki/ca.crt)")
+    simulate.add_argument("--tls-cert-dir", type=Path, metavar="DIR",
+                          help="with --tls-ca: each terminal's DIR/TERMINAL_ID.crt and .key (e.g. var/pki/terminals)")
     add_config(simulate)
     add_db(simulate)
     simulate.set_defaults(run=_simulate)
@@ -70,8 +74,12 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
             args.rate is not None and args.rate <= 0):
         print("gateway: --target is HOST:PORT; --terminals, --processes and --rate must be positive", file=sys.stderr)
         return EXIT_USAGE
+    if (args.tls_ca is None) != (args.tls_cert_dir is None):
+        print("gateway: --tls-ca and --tls-cert-dir go together", file=sys.stderr)
+        return EXIT_USAGE
     from simulators.load import Options, render, run_in_process, run_processes, summarise
     from simulators.scenarios import load_mix
+    from simulators.tls import TlsFiles
 
     try:
         load_mix(args.mix)
@@ -89,7 +97,8 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
             return cannot_write(args.outcomes, exc)
     options = Options(host, int(port), args.terminals, args.duration, args.requests, args.rate, args.mix,
                       args.seed, args.persons, args.terminals_per_institution, args.outcomes,
-                      progress=sys.stderr.isatty() and not os.environ.get("CI"))
+                      progress=sys.stderr.isatty() and not os.environ.get("CI"),
+                      tls=TlsFiles(args.tls_ca, args.tls_cert_dir) if args.tls_ca else None)
     if args.processes > 1:
         summary, failure = run_processes(options, args.processes)
     else:

@@ -16,6 +16,7 @@ instead of leaving the session in a state nobody designed.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -27,12 +28,16 @@ from gateway.protocol.states import TAKES_REQUESTS, LocalProtocolError, State, T
 from gateway.protocol.status import status_name
 
 __all__ = [
-    "MAX_ECHOED_MESSAGE_ID_CHARS", "MAX_MESSAGE_ID_CHARS", "MAX_TERMINAL_ID_CHARS", "ConnectionClosed", "Event",
+    "MAX_ECHOED_MESSAGE_ID_CHARS", "MAX_MESSAGE_ID_CHARS", "MAX_TERMINAL_ID_CHARS", "REGISTERED_TERMINAL_ID",
+    "ConnectionClosed", "Event",
     "LocalProtocolError", "NeedData", "Paused", "RequestReceived", "Session", "SessionLimits", "State",
 ]
 
 MAX_MESSAGE_ID_CHARS = 64
 MAX_TERMINAL_ID_CHARS = 32
+# The form of a terminal id the registry takes and `gateway pki` puts in certificates (stricter than the envelope's
+# printable token: it is also a file name, terminals/<TERMINAL_ID>.crt).
+REGISTERED_TERMINAL_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_TERMINAL_ID_CHARS - 1}}}$")
 MAX_ECHOED_MESSAGE_ID_CHARS = 256
 
 

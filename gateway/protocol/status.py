@@ -68,6 +68,11 @@ STATUS_TEXTS: dict[int, StatusText] = {
         "本机构暂停医保结算，请联系医保经办机构",
         "This institution is suspended from settlement: contact the insurance agency",
     ),
+    S.STATUS_CODE_CERTIFICATE_MISMATCH: StatusText(
+        "终端编号与本连接的TLS证书不符，请使用本终端自己的证书签到，或联系系统管理员",
+        "The terminal id differs from the one this connection's TLS certificate names: sign in with this "
+        "terminal's own certificate, or call the system administrator",
+    ),
     # Card.
     S.STATUS_CODE_CARD_NOT_PRESENT: StatusText(
         "未检测到卡片，请插入社会保障卡", "No card in the reader: insert the social security card"

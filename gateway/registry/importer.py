@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway.protocol.session import MAX_TERMINAL_ID_CHARS
+from gateway.protocol.session import MAX_TERMINAL_ID_CHARS, REGISTERED_TERMINAL_ID
 from gateway.reader.spec import ReaderSpec
 from gateway.regions import is_known_region
 from gateway.registry.cells import (
@@ -48,7 +48,6 @@ __all__ = [
 # Files larger than this are refused before parsing: the registry is thousands of rows, not GBs.
 MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
 INSTITUTION_CODE = re.compile(r"^[A-Z][0-9]{11}$")
-TERMINAL_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_TERMINAL_ID_CHARS - 1}}}$")
 
 
 class ImportFailed(Exception):
@@ -93,7 +92,7 @@ def _parse_institution(row: dict[str, str]) -> dict[str, Any]:
 
 def _parse_terminal(row: dict[str, str]) -> dict[str, Any]:
     terminal_id = require(row, "terminal_id")
-    if not TERMINAL_ID.match(terminal_id):
+    if not REGISTERED_TERMINAL_ID.match(terminal_id):
         raise RowProblem(
             f"terminal_id {terminal_id!r} must be 1 to {MAX_TERMINAL_ID_CHARS} letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

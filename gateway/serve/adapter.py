@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.config import ServerConfig
+from gateway.pki.names import terminal_id_of
 from gateway.protocol.messages import pb
 from gateway.protocol.session import (
     ConnectionClosed,
@@ -39,7 +40,7 @@ from gateway.serve.dispatch import ConnectionContext, GatewayService
 log = Logger(namespace="gateway.serve.adapter")
 
 
-@implementer(interfaces.IPushProducer)
+@implementer(interfaces.IPushProducer, interfaces.IHandshakeListener)
 class TerminalProtocol(Protocol, TimeoutMixin):
     factory: TerminalFactory
     # Twisted's interfaces are zope interfaces, which mypy cannot follow: typed loosely on purpose.
@@ -82,6 +83,15 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             return
         self._admitted = True
         self.setTimeout(factory.session_limits.idle_timeout_s)  # type: ignore[no-untyped-call]
+
+    def handshakeCompleted(self) -> None:
+        """TLS (gateway.serve.tls) checked the terminal's certificate: its SignIn must be for the terminal it names."""
+        certificate = self.transport.getPeerCertificate()
+        terminal_id = terminal_id_of(certificate.to_cryptography()) if certificate is not None else None
+        if terminal_id is None or self.context is None:
+            self.transport.abortConnection()  # the TLS policy admits no such certificate; never serve one
+            return
+        self.context.certificate_terminal_id = terminal_id
 
     def dataReceived(self, data: bytes) -> None:
         with self._dropped_on_session_error():
@@ -226,6 +236,14 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         Closing a socket with unread bytes makes the kernel send a reset that can overtake our
         final frame; half-closing first lets the terminal read why it was disconnected.
         """
+        if interfaces.INegotiated.providedBy(self.transport):  # Twisted's TLS transport (and only it) provides it
+            # TLS sends its close_notify after our last frame and reads on until the peer's: cut it after the
+            # linger. (Its loseWriteConnection would be the TCP socket's, under TLS's buffered last frame.)
+            self.transport.loseConnection()
+            self._linger_timer = self.factory.clock.callLater(
+                self.factory.config.close_linger_s, self.transport.abortConnection
+            )
+            return
         lose_write = getattr(self.transport, "loseWriteConnection", None)
         if lose_write is None:
             self.transport.loseConnection()

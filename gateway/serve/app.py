@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,6 +22,7 @@ from gateway.ops.logs import start_logging
 from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
+from gateway.serve.listeners import Listener, ListenerError, format_address, parse_listeners, plaintext_exposure
 from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.policy import load_builtin_policies, load_policy_directory
 
@@ -52,6 +52,12 @@ def serve(config: GatewayConfig) -> int:
     reactor: Any = _reactor  # zope interfaces: mypy cannot see the reactor's methods
 
     start_logging(config.log.format, config.log.level)
+    # Every listener is made before anything starts: one that cannot be is one line and exit status 1.
+    try:
+        listeners = parse_listeners(reactor, config)
+    except ListenerError as exc:
+        raise StartupError(str(exc)) from exc
+    tls = _terminal_tls(config) if config.tls.listen else None
     engine = make_engine(
         config.database.url,
         busy_timeout_ms=config.database.busy_timeout_ms,
@@ -84,6 +90,7 @@ def serve(config: GatewayConfig) -> int:
         registry=registry,
     )
     factory = TerminalFactory(service, config.server, reactor)
+    tls_factory = tls.factory(factory) if tls is not None else None
     ports: list[Any] = []
     exit_code = [0]
 
@@ -92,25 +99,41 @@ def serve(config: GatewayConfig) -> int:
         writer.start()
         registry.start(reactor)
         listening = [
-            serverFromString(reactor, desc).listen(factory)  # type: ignore[no-untyped-call]
-            for desc in config.server.listen
+            maybeDeferred(listener.endpoint.listen, tls_factory if listener.tls else factory)
+            .addCallbacks(checked, refused, callbackArgs=(listener,), errbackArgs=(listener,))
+            for listener in listeners
         ]
         gatherResults(listening, consumeErrors=True).addCallbacks(started, failed_to_listen)
 
-    def started(listening_ports: list[Any]) -> None:
-        ports.extend(listening_ports)
-        addresses = ", ".join(_address(p) for p in listening_ports)
+    def checked(port: Any, listener: Listener) -> tuple[Any, Listener]:
+        # Called as soon as the port listens, before the reactor can accept on it.
+        ports.append(port)
+        problem = plaintext_exposure(listener, port, config)
+        if problem is not None:
+            raise ListenerError(problem)
+        return port, listener
+
+    def refused(failure: Failure, listener: Listener) -> Failure:
+        if isinstance(failure.value, ListenerError):
+            return failure
+        raise ListenerError(f"cannot listen on {listener.description!r}: {failure.getErrorMessage()}")
+
+    def started(listening: list[tuple[Any, Listener]]) -> None:
+        addresses = ", ".join(f"{format_address(port)} ({listener.label})" for port, listener in listening)
         log.info("gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}",
                  addresses=addresses, db=redact_url(config.database.url), limit=open_files,
                  years=", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies))
+        if tls is not None:
+            log.info("TLS: terminal certificates of {ca}; revocation list {crl} ({count} revoked)",
+                     ca=config.tls.client_ca, crl=config.tls.crl or "none", count=tls.revoked_count)
         print(f"Gateway listening on {addresses}. Press Ctrl+C to stop (or send SIGTERM).", flush=True)
 
     def failed_to_listen(failure: Failure) -> None:
-        error = failure.value
-        cause = getattr(error, "subFailure", None)
-        reason = cause.getErrorMessage() if cause is not None else failure.getErrorMessage()
-        print(f"gateway: cannot listen on {', '.join(config.server.listen)}: {reason}", file=sys.stderr, flush=True)
+        cause = getattr(failure.value, "subFailure", None) or failure
+        print(f"gateway: {cause.getErrorMessage()}", file=sys.stderr, flush=True)
         exit_code[0] = 1
+        for port in ports:
+            port.stopListening()
         reactor.stop()
 
     def shutting_down() -> Deferred[Any]:
@@ -128,9 +151,13 @@ def serve(config: GatewayConfig) -> int:
     return exit_code[0]
 
 
-def _address(port: Any) -> str:
-    address = port.getHost()
-    host = getattr(address, "host", None)
-    if host is None:
-        return str(address)
-    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+def _terminal_tls(config: GatewayConfig) -> Any:
+    """The TLS policy of tls.listen, its files read now: a missing or mismatched one stops the start."""
+    try:
+        from gateway.serve.tls import TerminalTls, TlsSetupError
+    except ImportError as exc:
+        raise StartupError(f"tls.listen needs pyOpenSSL (pip install 'twisted[tls]'): {exc}") from exc
+    try:
+        return TerminalTls(config.tls)
+    except TlsSetupError as exc:
+        raise StartupError(str(exc)) from exc

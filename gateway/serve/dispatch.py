@@ -52,6 +52,8 @@ class ConnectionContext:
     terminal: TerminalRecord | None = None
     # The terminal's own card reader, driven over this connection (set by the server adapter).
     relay: ApduRelay | None = None
+    # Over TLS, the terminal id its certificate names (set by the adapter after the handshake); None over plain TCP.
+    certificate_terminal_id: str | None = None
 
 
 @dataclass
@@ -172,6 +174,11 @@ class GatewayService:
 
     def _sign_in(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
         request = event.request
+        certified = context.certificate_terminal_id
+        if certified is not None and request.terminal_id != certified:
+            log.warn("sign-in refused for {terminal_id} from {peer}: its TLS certificate names {certified}",
+                     terminal_id=request.terminal_id, peer=context.peer, certified=certified)
+            return succeed(make_response(request.message_id, pb.STATUS_CODE_CERTIFICATE_MISMATCH))
         looked_up: Deferred[TerminalRecord | None] = self._run_blocking(
             self._directory.find_terminal, request.terminal_id
         )

@@ -1,12 +1,16 @@
 """A terminal written from proto/ alone: it imports only protoc's output and the standard library.
 
-Run by tests/test_end_to_end.py in a separate process, with the generated code on PYTHONPATH:
-    python independent_client.py HOST PORT TERMINAL_ID CREDENTIAL
+Run by tests/test_end_to_end.py and tests/test_tls_clients.py in a separate process, with the generated code on
+PYTHONPATH:
+    python independent_client.py HOST PORT TERMINAL_ID CREDENTIAL [--tls-ca CA --tls-cert CRT --tls-key KEY]
+With --tls-ca it speaks TLS (Python's ssl): it trusts CA for the gateway's certificate and presents CRT/KEY.
 Prints one JSON object with what it saw.
 """
 
+import argparse
 import json
 import socket
+import ssl
 import struct
 import sys
 
@@ -14,8 +18,22 @@ from ningbo.gateway.v1 import gateway_pb2 as pb  # generated from proto/ by the 
 
 
 def main() -> None:
-    host, port, terminal_id, credential = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    sock = socket.create_connection((host, port), timeout=10)
+    parser = argparse.ArgumentParser()
+    for name in ("host", "port", "terminal_id", "credential"):
+        parser.add_argument(name)
+    parser.add_argument("--tls-ca")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-server-name", default="localhost", help="the name the gateway's certificate has")
+    args = parser.parse_args()
+    terminal_id, credential = args.terminal_id, args.credential
+    sock = socket.create_connection((args.host, int(args.port)), timeout=10)
+    if args.tls_ca:
+        context = ssl.create_default_context(cafile=args.tls_ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        sock = context.wrap_socket(sock, server_hostname=args.tls_server_name)
+    tls_version = sock.version() if args.tls_ca else None
 
     def call(request: pb.Request) -> pb.Response:
         payload = request.SerializeToString()
@@ -43,7 +61,7 @@ def main() -> None:
     sign_out = pb.Request(terminal_id=terminal_id, message_id="bye-1")
     sign_out.sign_out.SetInParent()
     out = call(sign_out)
-    print(json.dumps({
+    seen = {
         "sign_in": pb.StatusCode.Name(signed.status),
         "institution": signed.sign_in.institution_code,
         "sign_in_echo": signed.message_id,
@@ -53,7 +71,10 @@ def main() -> None:
         "sign_out": pb.StatusCode.Name(out.status),
         "closed_after_sign_out": sock.recv(1) == b"",
         "imported_gateway_package": any(m == "gateway" or m.startswith("gateway.") for m in sys.modules),
-    }))
+    }
+    if args.tls_ca:
+        seen["tls_version"] = tls_version
+    print(json.dumps(seen))
 
 
 if __name__ == "__main__":
