@@ -356,6 +356,39 @@ def test_rollover_moves_current_year_balances_once(ledger_engine: Engine, writer
     assert_consistent(ledger_engine)
 
 
+def test_a_late_revoke_after_the_rollover_gives_the_current_year_share_back_to_the_prior_years_account(
+        ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
+    # Settled on 2026-12-30 (Beijing) from the current-year account; the year is rolled over on 2027-01-02;
+    # the revoke comes on 2027-01-02, inside the revoke window. The 2026 current-year money now lives in the
+    # prior-years account, so that is where the refund goes: the 2027 current-year account gets nothing of 2026.
+    late_december = datetime(2026, 12, 30, 2, 0, tzinfo=UTC)
+    current_before, prior_before, _, _ = balances_of(ledger_engine, IN_CITY)
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000, at=late_december))
+    assert settled.status == OK and settled.settle.split.current_year_account_fen == 1_000
+    mark_closed(ledger_engine, date(2026, 12, 31))
+    rollover(ledger_engine, 2026, today=date(2027, 1, 2))
+    assert balances_of(ledger_engine, IN_CITY)[:2] == (0, current_before + prior_before - 1_000)
+    revoked = one(writer, revoke(settled.settle.settlement_id, "rk-1", at=datetime(2027, 1, 2, 2, 0, tzinfo=UTC)))
+    assert revoked.status == OK
+    refunded = revoked.revoke.refunded
+    assert (refunded.current_year_account_fen, refunded.prior_years_account_fen) == (0, 1_000)
+    assert balances_of(ledger_engine, IN_CITY)[:2] == (0, current_before + prior_before)
+    assert_consistent(ledger_engine)
+
+
+def test_a_late_revoke_before_the_rollover_gives_back_to_the_current_year_account_which_then_rolls_over(
+        ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
+    current_before, prior_before, _, _ = balances_of(ledger_engine, IN_CITY)
+    settled = one(writer, settle(ledger_engine, IN_CITY, "m-1", 1_000, at=datetime(2026, 12, 30, 2, 0, tzinfo=UTC)))
+    revoked = one(writer, revoke(settled.settle.settlement_id, "rk-1", at=datetime(2027, 1, 2, 2, 0, tzinfo=UTC)))
+    assert revoked.revoke.refunded.current_year_account_fen == 1_000
+    assert balances_of(ledger_engine, IN_CITY)[:2] == (current_before, prior_before)
+    mark_closed(ledger_engine, date(2026, 12, 31))
+    rollover(ledger_engine, 2026, today=date(2027, 1, 3))
+    assert balances_of(ledger_engine, IN_CITY)[:2] == (0, current_before + prior_before)
+    assert_consistent(ledger_engine)
+
+
 @pytest.mark.parametrize(("today", "close_last_day", "why"), [
     (date(2026, 12, 3), True, "insurance year 2026 is not over: today is 2026-12-03 in Beijing"),
     (date(2026, 12, 31), True, "insurance year 2026 is not over: today is 2026-12-31"),

@@ -46,7 +46,7 @@ from gateway.ledger.sql import (
     transaction_rows,
 )
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
-from gateway.ledger.transactions import split_columns, split_of, undone_by
+from gateway.ledger.transactions import rollover_key, split_columns, split_of, undone_by
 from gateway.protocol.status import StatusCode
 from gateway.registry.tables import CARDS, OPENING_BALANCES
 from gateway.settlement.calendar import utc_now
@@ -156,6 +156,8 @@ class Batch:
         self.writes = _Writes()
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.transactions: dict[str, _Transaction] = {}
+        # "rollover:Y:<ssn>" of the holders whose year Y, a settlement's year, is rolled over already.
+        self.rolled_over: set[str] = set()
         self.balances: dict[str, int] = {}
         self.year_totals: dict[tuple[str, int], list[int]] = {}
         self.cards: dict[str, dict[str, Any]] = {}
@@ -203,6 +205,11 @@ class Batch:
             self.transactions[entry.transaction_ref].entries.append((entry.account_code, entry.amount_fen))
         for original_ref, undoing in undone_by(self.conn, sorted(refs)).items():
             self.transactions[original_ref].compensated_by = undoing.kind
+        rollover_keys = sorted({rollover_key(t.insurance_year, t.ssn) for t in self.transactions.values()
+                                if t.kind == TransactionKind.SETTLEMENT.value and t.ssn and t.insurance_year})
+        if rollover_keys:
+            self.rolled_over = set(self.conn.scalars(select(TRANSACTIONS.c.dedupe_key).where(
+                TRANSACTIONS.c.dedupe_key.in_(rollover_keys))))
 
     def _load_persons(self, ssns: list[str], years: set[int]) -> None:
         if not ssns:
@@ -309,7 +316,12 @@ class Batch:
         ssn, institution_code, split = _undoable(original)
         day = business_date(intent.recorded_at)
         ref = self.make_ref("R" if kind is TransactionKind.REVOKE else "V", day)
-        postings = compensation_postings(original.entries, _specs_for(original, ssn, institution_code))
+        entries = original.entries
+        if original.insurance_year is not None and rollover_key(original.insurance_year, ssn) in self.rolled_over:
+            # The year's current-year balance has moved into the prior-years account: what the settlement took
+            # from the current-year account goes back there, not into the new year's current-year account.
+            entries, split = to_prior_years(entries, split, ssn)
+        postings = compensation_postings(entries, _specs_for(original, ssn, institution_code))
         self._post(ref, postings)
         self.writes.transactions.append({
             "ref": ref, "kind": kind.value, "dedupe_key": f"compensates:{original.ref}", "original_ref": original.ref,
@@ -446,6 +458,19 @@ def _undoable(original: _Transaction) -> tuple[str, str, FundSplit]:
     if original.ssn is None or original.institution_code is None or original.split is None:
         raise LedgerInvariantBroken(f"settlement {original.ref} lacks its holder, institution or split")
     return original.ssn, original.institution_code, original.split
+
+
+def to_prior_years(entries: list[tuple[str, int]], split: FundSplit, ssn: str
+                   ) -> tuple[list[tuple[str, int]], FundSplit]:
+    """A settlement's entries and split with its current-year account's share moved to the prior-years account."""
+    current, prior = accounts.person_current_year(ssn).code, accounts.person_prior_years(ssn).code
+    moved: dict[str, int] = {}
+    for code, amount in entries:
+        target = prior if code == current else code
+        moved[target] = moved.get(target, 0) + amount
+    return list(moved.items()), replace(
+        split, current_year_account_fen=0,
+        prior_years_account_fen=split.prior_years_account_fen + split.current_year_account_fen)
 
 
 def _specs_for(original: _Transaction, ssn: str, institution_code: str) -> dict[str, AccountSpec]:

@@ -22,6 +22,7 @@ from gateway.ledger.models import AccountKind, TransactionKind
 from gateway.ledger.postings import rollover_postings
 from gateway.ledger.sql import locked_balances, post_once
 from gateway.ledger.tables import ACCOUNTS, CLOSED_DAYS
+from gateway.ledger.transactions import rollover_key
 
 CHUNK_PERSONS = MAX_IN_LIST_KEYS  # persons per transaction: their accounts are locked by one IN list
 
@@ -63,7 +64,7 @@ def rollover(engine: Engine, year: int, *, today: date, on: date | None = None) 
             for ssn in chunk:
                 amount = balances.get(accounts.person_current_year(ssn).code, 0)
                 keyed.append(({"ref": new_ref("Y", day), "kind": TransactionKind.ROLLOVER.value,
-                               "dedupe_key": f"rollover:{year}:{ssn}", "social_security_number": ssn,
+                               "dedupe_key": rollover_key(year, ssn), "social_security_number": ssn,
                                "insurance_year": year, "business_date": day, "recorded_at": now,
                                "total_fen": amount}, rollover_postings(ssn, amount) if amount else []))
             written = post_once(conn, keyed)

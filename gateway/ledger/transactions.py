@@ -73,3 +73,8 @@ def undone_by(conn: Connection, originals: Sequence[str] | Select[Any]) -> dict[
 
 def _undoings(rows: Any) -> dict[str, Undoing]:
     return {original: Undoing(kind, ref) for original, kind, ref in rows}
+
+
+def rollover_key(year: int, ssn: str) -> str:
+    """The dedupe key of a holder's rollover of `year`: it exists once the year's current-year balance moved."""
+    return f"rollover:{year}:{ssn}"
