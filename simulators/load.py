@@ -35,7 +35,7 @@ from gateway.demo.registry import (
 )
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
-from simulators.scenarios import SCENARIOS, RunContext, load_mix
+from simulators.scenarios import PIN_PAD_PERCENT, SCENARIOS, RunContext, load_mix
 from simulators.terminal import SimTerminal, TerminalGone
 from simulators.tls import TlsFiles, client_endpoint
 
@@ -140,7 +140,8 @@ class Simulator:
 
     async def _open(self, institution: str, terminal_id: str, prefix: str) -> SimTerminal:
         endpoint = client_endpoint(self.reactor, self.options.host, self.options.port, terminal_id, self.options.tls)
-        terminal = SimTerminal(terminal_id, DEMO_CREDENTIAL, prefix, self.figures.record)
+        terminal = SimTerminal(terminal_id, DEMO_CREDENTIAL, prefix, self.figures.record,
+                               pin_pad=self.rng.randrange(100) < PIN_PAD_PERCENT)
         await connectProtocol(endpoint, terminal)  # type: ignore[no-untyped-call]
         signed = await terminal.call("sign_in", credential=DEMO_CREDENTIAL, software_version="gateway-simulate/1")
         if signed.status != pb.STATUS_CODE_OK:

@@ -113,12 +113,19 @@ async def _settle(ctx: RunContext, terminal: SimTerminal, scenario: str, *status
                   pin: str = "", total_fen: int | None = None, message_id: str | None = None) -> pb.Response:
     message_id = message_id or terminal.next_message_id()
     fields: dict[str, Any] = {"medical_type": medical_type, "total_fen": total_fen or ctx.amount()}
-    if pin:
-        fields["pin"] = pin
+    fields.update(_pin_fields(terminal, pin))
     response = await terminal.call("settle", message_id, **fields)
     ctx.expect(scenario, "settle", response, *statuses)
     ctx.outcome(terminal, scenario, "settle", message_id, response)
     return response
+
+
+def _pin_fields(terminal: SimTerminal, pin: str) -> dict[str, str]:
+    """The PIN the holder gives: typed on the terminal's pad when it has one (nothing in the request), else sent."""
+    if terminal.pin_pad:
+        terminal.typed_pin = pin
+        return {}
+    return {"pin": pin} if pin else {}
 
 
 # The scenarios -----------------------------------------------------------------------------------
@@ -149,7 +156,9 @@ async def zhejiang_with_pin(ctx: RunContext, terminal: SimTerminal) -> None:
         card = ctx.card(holder)
 
         async def body() -> None:
-            missing = await terminal.call("settle", medical_type=11, total_fen=ctx.amount())
+            # Without a PIN: nothing sent, or nothing typed on the pad (the pad cancels an empty entry).
+            missing = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(),
+                                          **_pin_fields(terminal, ""))
             ctx.expect("zhejiang_with_pin", "settle without PIN", missing, pb.STATUS_CODE_PIN_REQUIRED)
             await _settle(ctx, terminal, "zhejiang_with_pin", OK, pin=card.state.pin)
         await _with_card(ctx, terminal, card, "zhejiang_with_pin", body)
@@ -163,13 +172,16 @@ async def wrong_pins_to_lock(ctx: RunContext, terminal: SimTerminal) -> None:
 
         async def body() -> None:
             for tries_left in (5, 4, 3, 2, 1):
-                answer = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(), pin=wrong)
+                answer = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(),
+                                             **_pin_fields(terminal, wrong))
                 if ctx.expect("wrong_pins_to_lock", "wrong PIN", answer, pb.STATUS_CODE_PIN_WRONG) and \
                         answer.pin_tries_left != tries_left:
                     ctx.fail("wrong_pins_to_lock", "wrong PIN", f"{answer.pin_tries_left} tries left, not {tries_left}")
-            locked = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(), pin=wrong)
+            locked = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(),
+                                         **_pin_fields(terminal, wrong))
             ctx.expect("wrong_pins_to_lock", "sixth wrong PIN", locked, pb.STATUS_CODE_PIN_LOCKED)
-            still = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(), pin=card.state.pin)
+            still = await terminal.call("settle", medical_type=11, total_fen=ctx.amount(),
+                                        **_pin_fields(terminal, card.state.pin))
             ctx.expect("wrong_pins_to_lock", "right PIN on a locked card", still, pb.STATUS_CODE_PIN_LOCKED)
         try:
             await _with_card(ctx, terminal, card, "wrong_pins_to_lock", body)
@@ -322,6 +334,10 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "heartbeat": (heartbeat, HOSPITAL),
     "settle_card_in_reader": (settle_card_in_reader, HOSPITAL),
 }
+
+# The share of simulated terminals whose reader has a PIN pad (SignIn.pin_pad), in every mix: the PIN scenarios
+# run both ways.
+PIN_PAD_PERCENT = 30
 
 MIXES: dict[str, dict[str, int]] = {
     "default": {

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from gateway.protocol.framing import FrameDecoder, encode_frame
 from gateway.protocol.messages import pb
+from gateway.reader.apdu import PinEntry
 
 MAX_FRAME_BYTES = 1 << 20
 
@@ -28,8 +29,12 @@ class TerminalGone(Exception):
 class SimTerminal(Protocol):
     transport: Any  # zope interfaces: typed loosely on purpose
 
-    def __init__(self, terminal_id: str, credential: str, prefix: str, record: LatencyRecorder) -> None:
+    def __init__(self, terminal_id: str, credential: str, prefix: str, record: LatencyRecorder, *,
+                 pin_pad: bool = False) -> None:
         self.terminal_id = terminal_id
+        # A PIN pad at the reader (announced in SignIn): the holder types `typed_pin` there at each PIN entry.
+        self.pin_pad = pin_pad
+        self.typed_pin = ""
         self.credential = credential
         self.prefix = prefix  # makes this connection's message ids unique among all runs and connections
         self.record = record
@@ -82,6 +87,8 @@ class SimTerminal(Protocol):
         request.send_time.GetCurrentTime()
         target = getattr(request, body)
         target.SetInParent()
+        if body == "sign_in" and self.pin_pad:
+            request.sign_in.pin_pad = True
         for name, value in fields.items():
             if isinstance(value, list):
                 getattr(target, name).extend(value)
@@ -106,11 +113,17 @@ class SimTerminal(Protocol):
         if self.card is None:
             result.error = pb.READER_ERROR_NO_CARD
         else:
+            stopped = False
             for command in script.commands:
                 response = self.card.transmit(command)
                 result.responses.append(response)
                 if script.stop_on_error and not (response[-2:] == b"\x90\x00" or response[-2] == 0x61):
+                    stopped = True
                     break
+            if script.HasField("pin_entry") and not stopped:
+                # The pad types the holder's PIN into this terminal's own card: only the status word goes back.
+                entry = PinEntry(script.pin_entry.template, script.pin_entry.pin_offset, script.pin_entry.max_digits)
+                result.responses.append(self.card.verify_on_pad(entry, self.typed_pin))
         self.scripts_answered += 1
         request = pb.Request(terminal_id=self.terminal_id, message_id=self.next_message_id(), apdu_result=result)
         self.transport.write(encode_frame(request.SerializeToString()))

@@ -150,6 +150,15 @@ class VirtualCard:
             self.commands_seen += 1
             return self._dispatch(bytes(command))
 
+    def verify_on_pad(self, entry: apdu.PinEntry, typed_pin: str) -> bytes:
+        """A PIN pad at this card's reader: the typed PIN goes into the entry's template and to this card only; the
+        reader returns only the status word. A pad takes exactly the PIN's digits: anything else is cancelled."""
+        try:
+            command = entry.filled(typed_pin)
+        except apdu.ApduError:
+            return _sw(apdu.SW_PIN_ENTRY_CANCELLED)
+        return self.transmit(command)[-2:]
+
     def _dispatch(self, command: bytes) -> bytes:
         if len(command) < 4:
             return _sw(apdu.SW_WRONG_LENGTH)

@@ -28,6 +28,11 @@ SW_WRONG_P1P2 = 0x6B00
 SW_CONDITIONS_NOT_SATISFIED = 0x6985
 SW_SECURITY_NOT_SATISFIED = 0x6982
 SW_WRONG_DATA = 0x6A80
+# A PIN pad's own answers to a secure PIN entry (PC/SC part 10, as CCID readers give them).
+SW_PIN_ENTRY_TIMEOUT = 0x6400
+SW_PIN_ENTRY_CANCELLED = 0x6401
+# VERIFY's header: the PIN is its data, at this offset.
+VERIFY_PIN_OFFSET = 5
 
 
 class ApduError(ValueError):
@@ -99,6 +104,28 @@ def pin_to_bcd(pin: str) -> bytes:
 
 def verify_pin(pin: str) -> bytes:
     return command(0x00, 0x20, 0x00, 0x00, pin_to_bcd(pin))
+
+
+@dataclass(frozen=True)
+class PinEntry:
+    """A VERIFY whose PIN a reader's pad writes in (PC/SC part 10 FEATURE_VERIFY_PIN_DIRECT): the template holds
+    zero bytes where the PIN goes, BCD, two digits a byte."""
+
+    template: bytes
+    pin_offset: int
+    digits: int
+
+    def filled(self, pin: str) -> bytes:
+        """The APDU the pad sends once the holder has typed `pin`; only the pad's own code calls it."""
+        pin_bcd = pin_to_bcd(pin)
+        if len(pin) != self.digits:
+            raise ApduError(f"a PIN is exactly {self.digits} digits")
+        return self.template[: self.pin_offset] + pin_bcd + self.template[self.pin_offset + len(pin_bcd):]
+
+
+def verify_pin_entry() -> PinEntry:
+    """VERIFY with the PIN left for the pad: 00 20 00 00 03 00 00 00."""
+    return PinEntry(command(0x00, 0x20, 0x00, 0x00, bytes(PIN_DIGITS // 2)), VERIFY_PIN_OFFSET, PIN_DIGITS)
 
 
 def change_pin(old_pin: str, new_pin: str) -> bytes:

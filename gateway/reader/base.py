@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+
+from gateway.reader.apdu import PinEntry
+from gateway.reader.errors import ReaderUnavailable
+
+# How long a holder has to type the PIN on a pad; a script with a PIN entry waits this much longer.
+PIN_ENTRY_TIMEOUT_S = 30.0
 
 
 class Presence(enum.Enum):
@@ -39,11 +45,25 @@ class CardReader(Protocol):
 
     def transmit(self, commands: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]: ...
 
+    def transmit_with_pin_entry(self, commands: Sequence[bytes], entry: PinEntry) -> Deferred[list[bytes]]:
+        """`transmit(commands, stop_on_error=True)`, then, unless the script stopped, the reader's PIN pad: the holder
+        types the PIN, the reader sends `entry` with it written in, and the card's status word (2 bytes) is the last
+        response. The PIN never leaves the reader. Fails with ReaderUnavailable where `has_pin_pad` is false."""
+        ...
+
+    def has_pin_pad(self) -> Deferred[bool]:
+        """Whether `transmit_with_pin_entry` can be used (secure PIN entry on the reader's own pad)."""
+        ...
+
     def card_present(self) -> Deferred[bool]: ...
 
     def subscribe(self, listener: PresenceListener) -> Callable[[], None]:
         """Call `listener` on the reactor thread for each insertion and removal; returns an unsubscribe."""
         ...
+
+
+def no_pin_pad(reader: str) -> Deferred[list[bytes]]:
+    return fail(ReaderUnavailable(f"reader {reader} has no PIN pad", f"读卡器{reader}没有密码键盘"))
 
 
 def continues_script(response: bytes) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 
 from gateway.reader import apdu
 from gateway.reader.agency import derive_card_key, reset_mac
@@ -229,8 +229,11 @@ class SocialSecurityCardDriver:
                                  f"记录{spec.tag:02X}长度错误")
         return spec.decode(value)
 
-    @inlineCallbacks
-    def verify_pin(self, pin: str, card_number: str | None = None) -> Any:
+    def has_pin_pad(self) -> Deferred[bool]:
+        """Whether the reader verifies PINs typed on its own pad (then use `verify_pin_on_pad`)."""
+        return self.reader.has_pin_pad()
+
+    def verify_pin(self, pin: str, card_number: str | None = None) -> Deferred[None]:
         """Fires with None when the card accepts the PIN; fails with PinWrong(tries_left) or PinLocked.
 
         With `card_number`, the same script first reads the card number, so that a card swapped in the reader
@@ -239,11 +242,28 @@ class SocialSecurityCardDriver:
         try:
             command = apdu.verify_pin(pin)
         except apdu.ApduError as exc:
-            raise CardProblem(str(exc), "密码须为6位数字", status=_bad_request()) from exc
+            problem = CardProblem(str(exc), "密码须为6位数字", status=_bad_request())
+            problem.__cause__ = exc
+            return fail(problem)
+        result: Deferred[None] = self._verify(command, card_number)
+        return result
+
+    def verify_pin_on_pad(self, card_number: str | None = None) -> Deferred[None]:
+        """As `verify_pin`, with the PIN typed on the reader's pad (secure PIN entry): it never reaches the gateway.
+        The pad's own refusals (nothing typed in time, cancelled) are PIN_REQUIRED."""
+        result: Deferred[None] = self._verify(apdu.verify_pin_entry(), card_number)
+        return result
+
+    def _verify_script(self, before: list[bytes], verify: bytes | apdu.PinEntry) -> Deferred[list[bytes]]:
+        if isinstance(verify, apdu.PinEntry):
+            return self.reader.transmit_with_pin_entry(before, verify)
+        return self._transmit([*before, verify], stop_on_error=True)
+
+    @inlineCallbacks
+    def _verify(self, verify: bytes | apdu.PinEntry, card_number: str | None) -> Any:
         identity = EF05_RECORDS[-1]
-        script = [apdu.select_aid(), command] if card_number is None else [apdu.select_aid(), identity.command,
-                                                                           command]
-        raw = yield self._transmit(script, stop_on_error=True)
+        before = [apdu.select_aid()] if card_number is None else [apdu.select_aid(), identity.command]
+        raw = yield self._verify_script(before, verify)
         if card_number is not None:
             if len(raw) >= 2:
                 record = _parse(raw[1])
@@ -258,7 +278,7 @@ class SocialSecurityCardDriver:
                                           "读卡器中已换卡，请重新读卡")
                     if len(raw) < 3:
                         # 6Cxx stopped the script before VERIFY (61xx lets it run on): send it now, once.
-                        alone = yield self._transmit([apdu.select_aid(), command], stop_on_error=True)
+                        alone = yield self._verify_script([apdu.select_aid()], verify)
                         self._check_pin_answer(alone)
                         return
             raw = raw[:1] + raw[2:]
@@ -306,12 +326,24 @@ class SocialSecurityCardDriver:
             return
         if answer.sw == apdu.SW_SECURITY_BLOCKED:
             raise PinLocked()
+        if answer.sw == apdu.SW_PIN_ENTRY_TIMEOUT:
+            raise CardProblem("no PIN was typed on the PIN pad in time", "未在规定时间内在密码键盘上输入密码",
+                              status=_pin_required())
+        if answer.sw == apdu.SW_PIN_ENTRY_CANCELLED:
+            raise CardProblem("the PIN entry was cancelled on the PIN pad", "已在密码键盘上取消输入密码",
+                              status=_pin_required())
         if answer.sw1 == 0x63 and answer.sw2 & 0xF0 == 0xC0:
             tries_left = answer.sw2 & 0x0F
             if tries_left == 0:
                 raise PinLocked()
             raise PinWrong(tries_left)
         raise CardUnreadable(f"the PIN command answered SW {answer.sw:04X}", f"密码校验应答异常（{answer.sw:04X}）")
+
+
+def _pin_required() -> int:
+    from gateway.protocol.messages import pb
+
+    return pb.STATUS_CODE_PIN_REQUIRED
 
 
 def _bad_request() -> int:

@@ -17,7 +17,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from gateway.reader.base import Presence, PresenceEvent, PresenceListener, continues_script
+from gateway.reader.apdu import PinEntry
+from gateway.reader.base import PIN_ENTRY_TIMEOUT_S, Presence, PresenceEvent, PresenceListener, continues_script
 from gateway.reader.errors import CardProblem, CardRemoved, NoCard, ReaderUnavailable
 
 DEFAULT_TRANSMIT_TIMEOUT_S = 10.0
@@ -37,6 +38,50 @@ SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
 SCARD_E_TIMEOUT = 0x8010000A
 
 log = Logger(namespace="gateway.reader")
+
+# PIN_VERIFY_STRUCTURE (PC/SC part 10, 2.5.2) for our VERIFY: the PIN is BCD, placed in bytes, left justified.
+_FORMAT_UNITS_BYTES = 0x80
+_FORMAT_BCD = 0x01
+_VALIDATE_ON_OK_KEY = 0x02
+_ONE_MESSAGE = 0x01
+_LANG_EN_US = 0x0409
+
+
+def pin_verify_structure(entry: PinEntry, timeout_s: float = PIN_ENTRY_TIMEOUT_S) -> bytes:
+    """The FEATURE_VERIFY_PIN_DIRECT input that makes the reader write the typed PIN into `entry.template`."""
+    position = entry.pin_offset - 5  # counted from the first data byte, after CLA INS P1 P2 Lc
+    pin_bytes = (entry.digits + 1) // 2
+    if not 0 <= position < 16 or entry.pin_offset + pin_bytes > len(entry.template):
+        raise ValueError("the PIN does not fit in the template's data")
+    timer = min(int(timeout_s), 255)
+    return b"".join((
+        bytes((timer, timer)),  # bTimerOut, bTimerOut2
+        bytes((_FORMAT_UNITS_BYTES | position << 3 | _FORMAT_BCD,)),  # bmFormatString
+        bytes((pin_bytes,)),  # bmPINBlockString: no length field, a block of pin_bytes bytes
+        b"\x00",  # bmPINLengthFormat
+        bytes((entry.digits, entry.digits)),  # wPINMaxExtraDigit, little-endian: max, then min
+        bytes((_VALIDATE_ON_OK_KEY, _ONE_MESSAGE)),  # bEntryValidationCondition, bNumberMessage
+        _LANG_EN_US.to_bytes(2, "little"),  # wLangId
+        b"\x00",  # bMsgIndex
+        b"\x00\x00\x00",  # bTeoPrologue (T=1 only)
+        len(entry.template).to_bytes(4, "little"),  # ulDataLength
+        entry.template,
+    ))
+
+
+def verify_pin_direct_code(connection: Any) -> int | None:
+    """The reader's control code for FEATURE_VERIFY_PIN_DIRECT (from CM_IOCTL_GET_FEATURE_REQUEST), or None when
+    the reader offers no secure PIN entry; a reader whose driver refuses the request offers none."""
+    from smartcard.Exceptions import SmartcardException
+    from smartcard.pcsc.PCSCExceptions import BaseSCardException
+    from smartcard.pcsc.PCSCPart10 import FEATURE_VERIFY_PIN_DIRECT, getFeatureRequest, hasFeature
+
+    try:
+        features = getFeatureRequest(connection)
+    except (SmartcardException, BaseSCardException):
+        return None
+    code: int | None = hasFeature(features, FEATURE_VERIFY_PIN_DIRECT)
+    return code
 
 
 def pyscard_available() -> bool:
@@ -95,6 +140,9 @@ class PcscReader:
         self._closed = False
         self._shutdown_trigger = reactor.addSystemEventTrigger("after", "shutdown", self.close)
         self._connection: Any = None
+        # FEATURE_VERIFY_PIN_DIRECT's control code, or None without a pad; not asked yet while _pad_known is false.
+        self._pad_code: int | None = None
+        self._pad_known = False
         self._listeners: list[PresenceListener] = []
         self._monitor: _PresenceMonitor | None = None
 
@@ -165,6 +213,50 @@ class PcscReader:
     def transmit(self, commands: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]:
         batch = [bytes(c) for c in commands]
         return self._run(lambda: self._transmit_blocking(batch, stop_on_error))
+
+    def _pad_code_blocking(self) -> int | None:
+        if not self._pad_known:
+            try:
+                connection = self._connect()
+            except CardProblem:
+                self._drop_connection()
+                raise
+            self._pad_code = verify_pin_direct_code(connection)
+            self._pad_known = True
+            log.info("reader {reader}: {pad}", reader=self._name,
+                     pad="secure PIN entry (FEATURE_VERIFY_PIN_DIRECT)" if self._pad_code is not None
+                     else "no PIN pad; PINs are sent in VERIFY")
+        return self._pad_code
+
+    def has_pin_pad(self) -> Deferred[bool]:
+        return self._run(lambda: self._pad_code_blocking() is not None)
+
+    def _transmit_with_pin_entry_blocking(self, commands: Sequence[bytes], entry: PinEntry) -> list[bytes]:
+        responses = self._transmit_blocking(commands, stop_on_error=True)
+        if len(responses) < len(commands) or not continues_script(responses[-1]):
+            return responses
+        code = self._pad_code_blocking()
+        if code is None:
+            raise ReaderUnavailable(f"reader {self._name} has no PIN pad", f"读卡器{self._name}没有密码键盘")
+        try:
+            answer = bytes(self._connect().control(code, list(pin_verify_structure(entry))))
+        except Exception as exc:
+            self._drop_connection()
+            raise _problem(exc, self._name) from exc
+        responses.append(answer)
+        return responses
+
+    def transmit_with_pin_entry(self, commands: Sequence[bytes], entry: PinEntry) -> Deferred[list[bytes]]:
+        batch = [bytes(c) for c in commands]
+        result: Deferred[list[bytes]] = deferToThreadPool(
+            self._reactor, self._pool, self._transmit_with_pin_entry_blocking, batch, entry)
+        # The holder types on the pad: the deadline is the reader's plus the PIN entry's.
+        timeout_s = self._timeout_s + PIN_ENTRY_TIMEOUT_S
+        return result.addTimeout(
+            timeout_s, self._reactor,
+            onTimeoutCancel=lambda _result, timeout: _raise(ReaderUnavailable(
+                f"reader {self._name} did not answer within {timeout:g} s", f"读卡器{self._name}应答超时")),
+        )
 
     def _present_blocking(self) -> bool:
         try:

@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
-from gateway.reader.base import Presence, PresenceEvent, PresenceListener
+from gateway.reader.apdu import PinEntry
+from gateway.reader.base import PIN_ENTRY_TIMEOUT_S, Presence, PresenceEvent, PresenceListener, no_pin_pad
 from gateway.reader.errors import CardProblem, CardRemoved, CardUnreadable, NoCard, ReaderUnavailable
 
 MAX_SCRIPT_COMMANDS = 32
@@ -26,6 +27,7 @@ class _Pending:
     token: int
     commands: int
     stop_on_error: bool
+    pin_entry: bool
     result: Deferred[list[bytes]]
     timer: Any
 
@@ -51,23 +53,37 @@ class ApduRelay:
         self._pending: dict[str, _Pending] = {}
         self._listeners: list[PresenceListener] = []
         self.card_present: bool | None = None  # unknown until the terminal reports a CardEvent
+        # Announced in SignIn: the terminal's reader verifies PINs typed on its own pad (ApduScript.pin_entry).
+        self.pin_pad = False
 
     def reader_for(self, token: int) -> RelayReader:
         return RelayReader(self, token)
 
-    def send(self, token: int, commands: Sequence[bytes], stop_on_error: bool) -> Deferred[list[bytes]]:
+    def send(self, token: int, commands: Sequence[bytes], stop_on_error: bool,
+             pin_entry: PinEntry | None = None) -> Deferred[list[bytes]]:
         if not 0 < len(commands) <= MAX_SCRIPT_COMMANDS:
             raise ValueError(f"a script has 1 to {MAX_SCRIPT_COMMANDS} commands")
+        if pin_entry is not None and not self.pin_pad:
+            raise ValueError("a PIN entry goes only to a terminal that signed in with a PIN pad")
         script_id = f"A{next(self._ids)}"
         result: Deferred[list[bytes]] = Deferred()
-        timer = self._clock.callLater(self.timeout_s, self._timed_out, script_id)
-        self._pending[script_id] = _Pending(token, len(commands), stop_on_error, result, timer)
+        # The holder's typing is part of the wait: the terminal's reader is told the same deadline.
+        timeout_s = self.timeout_s + (PIN_ENTRY_TIMEOUT_S if pin_entry is not None else 0.0)
+        timer = self._clock.callLater(timeout_s, self._timed_out, script_id, timeout_s)
+        self._pending[script_id] = _Pending(token, len(commands), stop_on_error, pin_entry is not None, result, timer)
         interim = make_response("", pb.STATUS_CODE_OK)
         script = interim.apdu_script
         script.script_id = script_id
         script.commands.extend(commands)
         script.stop_on_error = stop_on_error
-        script.timeout_ms = int(self.timeout_s * 1000)
+        script.timeout_ms = int(timeout_s * 1000)
+        if pin_entry is not None:
+            entry = script.pin_entry
+            entry.template = pin_entry.template
+            entry.pin_offset = pin_entry.pin_offset
+            entry.min_digits = entry.max_digits = pin_entry.digits
+            entry.format = pb.PIN_FORMAT_BCD
+            entry.entry_timeout_s = int(PIN_ENTRY_TIMEOUT_S)
         self._send_interim(token, interim)
         return result
 
@@ -96,21 +112,25 @@ class ApduRelay:
         if error != pb.READER_ERROR_UNSPECIFIED:
             return ReaderUnavailable(f"the terminal reported reader error {error}", "终端读卡器异常")
         count = len(answer.responses)
-        if count > pending.commands or (not pending.stop_on_error and count != pending.commands) or count == 0:
-            return CardUnreadable(f"the terminal returned {count} responses to {pending.commands} commands",
+        steps = pending.commands + (1 if pending.pin_entry else 0)
+        if count > steps or (not pending.stop_on_error and count != steps) or count == 0:
+            return CardUnreadable(f"the terminal returned {count} responses to {steps} steps",
                                   "终端返回的APDU应答数量不符")
         if any(len(r) < 2 for r in answer.responses):
             return CardUnreadable("the terminal returned a response without a status word",
                                   "终端返回的APDU应答缺少状态字")
+        if pending.pin_entry and count == steps and len(answer.responses[-1]) != 2:
+            return CardUnreadable("the terminal's PIN pad returned more than a status word",
+                                  "终端密码键盘的应答不只是状态字")
         return None
 
-    def _timed_out(self, script_id: str) -> None:
+    def _timed_out(self, script_id: str, timeout_s: float) -> None:
         pending = self._pending.pop(script_id, None)
         if pending is None:
             return
         self._terminal_answered(pending.token)
         pending.result.errback(ReaderUnavailable(
-            f"the terminal's reader did not answer within {self.timeout_s:g} s", "终端读卡器应答超时"))
+            f"the terminal's reader did not answer within {timeout_s:g} s", "终端读卡器应答超时"))
 
     def card_event(self, kind: int, atr: bytes) -> None:
         presence = Presence.INSERTED if kind == pb.CARD_EVENT_KIND_INSERTED else Presence.REMOVED
@@ -147,6 +167,14 @@ class RelayReader:
 
     def transmit(self, commands: Sequence[bytes], *, stop_on_error: bool = False) -> Deferred[list[bytes]]:
         return self._relay.send(self._token, list(commands), stop_on_error)
+
+    def transmit_with_pin_entry(self, commands: Sequence[bytes], entry: PinEntry) -> Deferred[list[bytes]]:
+        if not self._relay.pin_pad:
+            return no_pin_pad(self.name)
+        return self._relay.send(self._token, list(commands), True, entry)
+
+    def has_pin_pad(self) -> Deferred[bool]:
+        return succeed(self._relay.pin_pad)
 
     def card_present(self) -> Deferred[bool]:
         # Only the terminal's CardEvents tell; when it never sent one, assume a card and let a read say.

@@ -7,7 +7,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from gateway.reader.base import Presence, PresenceEvent, PresenceListener, continues_script
+from gateway.reader.apdu import PinEntry
+from gateway.reader.base import Presence, PresenceEvent, PresenceListener, continues_script, no_pin_pad
 from gateway.reader.errors import NoCard
 
 
@@ -63,6 +64,13 @@ class VirtualReader:
             if stop_on_error and not continues_script(response):
                 break
         return succeed(responses)
+
+    def transmit_with_pin_entry(self, commands: Sequence[bytes], entry: PinEntry) -> Deferred[list[bytes]]:
+        return no_pin_pad(self._name)
+
+    def has_pin_pad(self) -> Deferred[bool]:
+        # An in-process slot has no holder to type on a pad; a simulated terminal's pad is simulators.terminal.
+        return succeed(False)
 
     def card_present(self) -> Deferred[bool]:
         return succeed(self._card is not None)

@@ -210,6 +210,8 @@ class GatewayService:
                 detail_zh=f"上限{self._config.max_sessions_per_terminal}个",
             )
         context.terminal = record
+        if context.relay is not None:
+            context.relay.pin_pad = request.sign_in.pin_pad
         log.info("terminal {terminal_id} of {institution} signed in from {peer} ({session_id}, software {software})",
                  terminal_id=terminal_id, institution=record.institution_code, peer=context.peer,
                  session_id=context.session_id, software=request.sign_in.software_version[:64])
@@ -221,6 +223,7 @@ class GatewayService:
         result.limits.max_frame_bytes = self._config.max_frame_bytes
         result.limits.idle_timeout_s = int(self._config.idle_timeout_s)
         result.limits.max_in_flight_requests = self._config.max_in_flight_per_connection
+        result.pin_pad = request.sign_in.pin_pad
         return response
 
     def _sign_out(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:

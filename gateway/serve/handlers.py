@@ -178,11 +178,26 @@ class SettlementHandlers:
             terminal.institution_code, card.card_number, card.social_security_number))
         return Facts(request, _chip(card), registry, institution)
 
+    async def _pin_pad(self, terminal: TerminalRecord, relay: Any, token: int, pin: str) -> bool:
+        """Whether the PIN is typed on the reader's own pad. A request that carries a PIN to such a reader is refused:
+        the PIN is never to leave the counter there, and what was sent is not used."""
+        pad: bool = await self._driver(terminal, relay, token).has_pin_pad()
+        if pad and pin:
+            raise CardProblem("this terminal's reader has a PIN pad: the holder types the PIN there; send no PIN",
+                              "本终端读卡器带密码键盘：请持卡人在键盘上输入密码，报文中不得携带密码",
+                              status=pb.STATUS_CODE_BAD_REQUEST)
+        return pad
+
     async def _verify_pin(self, terminal: TerminalRecord, relay: Any, token: int, key: str, pin: str,
-                          card: CardData) -> None:
-        """VERIFY on the card in the reader, checking in the same script that it is the card the facts came from."""
+                          card: CardData, pad: bool) -> None:
+        """VERIFY on the card in the reader, checking in the same script that it is the card the facts came from;
+        with a pad the holder types the PIN there and only the card's status word comes back."""
+        driver = self._driver(terminal, relay, token)
         try:
-            await self._driver(terminal, relay, token).verify_pin(pin, card.card_number)
+            if pad:
+                await driver.verify_pin_on_pad(card.card_number)
+            else:
+                await driver.verify_pin(pin, card.card_number)
         except CardRemoved:
             self._cards.pop(key, None)
             raise
@@ -221,13 +236,14 @@ class SettlementHandlers:
                              ) -> pb.Response:
         message_id, body = event.request.message_id, event.request.query_balance
         card = await self._card(terminal, relay, event.token, key)
+        pad = await self._pin_pad(terminal, relay, event.token, body.pin)
         facts = await self._facts(terminal, card, SettlementRequest(Purpose.QUERY_BALANCE, self._today(),
-                                                                         pin_supplied=bool(body.pin)))
+                                                                         pin_supplied=pad or bool(body.pin)))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             return _refusal(message_id, outcome)
         if outcome.pin_required:
-            await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
+            await self._verify_pin(terminal, relay, event.token, key, body.pin, card, pad)
         response = make_response(message_id, pb.STATUS_CODE_OK)
         response.query_balance.card_number = card.card_number
         self._fill_balances(response.query_balance.balances, facts, facts.balances, facts.year_to_date)
@@ -258,9 +274,10 @@ class SettlementHandlers:
         if key not in self._cards and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
             return recorded
         card = await self._card(terminal, relay, event.token, key)
+        pad = await self._pin_pad(terminal, relay, event.token, body.pin)
         settle_request = SettlementRequest(
             Purpose.SETTLE, self._today(), int(body.medical_type), body.total_fen,
-            tuple(item.amount_fen for item in body.items), pin_supplied=bool(body.pin))
+            tuple(item.amount_fen for item in body.items), pin_supplied=pad or bool(body.pin))
         if write:
             facts = await self._registry_facts(terminal, card, settle_request)
         else:
@@ -284,7 +301,7 @@ class SettlementHandlers:
             if write and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
                 return recorded
             # Verified on the card itself, before anything is written.
-            await self._verify_pin(terminal, relay, event.token, key, body.pin, card)
+            await self._verify_pin(terminal, relay, event.token, key, body.pin, card, pad)
         # An in-city Settle with its card read kept has not looked (and costs no look-up): the writer answers a
         # recorded key from its record, first, in the transaction that would write (its batch reads the records
         # of all its intents in one statement). Only the rules, pure and in memory, ran before.
