@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.prefill import LARGE_LEDGER_SETTLEMENTS, persons_for, prefill
+from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
 from simulators.load import SESSIONS_PER_TERMINAL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="where the table of figures is written (between its markers)")
     args = parser.parse_args(argv)
-    # Enough terminal ids per institution for the most connections a run opens, each id taking its sessions.
-    per_institution = max(60, args.idle // SESSIONS_PER_TERMINAL_ID + 10,
+    # Enough terminal ids per institution for the most connections a run opens, each id taking its sessions (the
+    # demo registry's default takes the 1,000 latency terminals; the idle connections need more).
+    per_institution = max(DEFAULT_TERMINALS_PER_INSTITUTION, args.idle // SESSIONS_PER_TERMINAL_ID + 10,
                           args.latency_terminals // SESSIONS_PER_TERMINAL_ID + 10)
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",

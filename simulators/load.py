@@ -12,6 +12,8 @@ import json
 import math
 import os
 import random
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,14 +35,19 @@ from gateway.demo.registry import (
     VIRTUAL_READER_TERMINAL,
     demo_terminal_id,
 )
+from gateway.protocol.framing import FrameDecoder, encode_frame
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
 from simulators.scenarios import PIN_PAD_PERCENT, SCENARIOS, RunContext, load_mix
-from simulators.terminal import SimTerminal, TerminalGone
+from simulators.terminal import MAX_FRAME_BYTES, SimTerminal, TerminalGone
 from simulators.tls import TlsFiles, client_endpoint
 
 SESSIONS_PER_TERMINAL_ID = ServerConfig().max_sessions_per_terminal  # what a gateway with the defaults allows
 CONNECT_BATCH = 200            # connections opened at once while ramping up
+PREFLIGHT_TIMEOUT_S = 10.0     # for the gateway's answer to the preflight sign-in
+SOFTWARE_VERSION = "gateway-simulate/1"
+SIGN_IN_RETRY_FIRST_DELAY_S = 0.05  # a sign-in refused STATUS_CODE_TOO_MANY_SESSIONS is tried again after this,
+SIGN_IN_RETRY_MAX_DELAY_S = 2.0     # doubling up to this
 
 
 @dataclass
@@ -89,6 +96,118 @@ def terminal_ids(institution: str, per_institution: int) -> list[str]:
     return [demo_terminal_id(institution, n) for n in range(1, per_institution + 1) if n != VIRTUAL_READER_TERMINAL]
 
 
+class Shortfall(Exception):
+    """The run needs terminal ids that are not registered, or more sessions than the registered ones take."""
+
+
+class Unreachable(Exception):
+    """Nothing answers at the target."""
+
+
+def _per_institution_for(ids: int) -> int:
+    """`--terminals-per-institution` that registers `ids` terminal ids of the simulator's kind."""
+    return ids + 1 if ids >= VIRTUAL_READER_TERMINAL else ids
+
+
+def plan_slots(mix: dict[str, int], terminals: int, per_institution: int) -> list[tuple[str, str]]:
+    """(institution, terminal id) for each of the run's connections: the institutions of the mix's scenarios in
+    turn, each institution's connections spread over its ids, none above the gateway's session limit."""
+    institutions = sorted({institution for scenario, (_, institution) in SCENARIOS.items() if mix.get(scenario)})
+    ids = {institution: terminal_ids(institution, per_institution) for institution in institutions}
+    for position, institution in enumerate(institutions):
+        share = terminals // len(institutions) + (1 if position < terminals % len(institutions) else 0)
+        needed = math.ceil(share / SESSIONS_PER_TERMINAL_ID)
+        if needed > len(ids[institution]):
+            raise Shortfall(
+                f"{terminals} terminals need {needed} terminal ids at {institution} ({SESSIONS_PER_TERMINAL_ID} "
+                f"sessions each), --terminals-per-institution {per_institution} gives {len(ids[institution])}: "
+                f"register more (`gateway registry demo --terminals-per-institution {_per_institution_for(needed)}`) "
+                "and pass the same N here")
+    slots = []
+    for n in range(terminals):
+        institution = institutions[n % len(institutions)]
+        pool = ids[institution]
+        slots.append((institution, pool[(n // len(institutions)) % len(pool)]))
+    return slots
+
+
+def _terminal_number(terminal_id: str) -> int:
+    return int(terminal_id.rsplit("-", 1)[1])
+
+
+def preflight(options: Options) -> None:
+    """Before anything runs: the run's terminals fit the ids it may use, and the gateway knows the highest of
+    them at each institution (so a registry with fewer ids is one clear message, not failed sign-ins)."""
+    slots = plan_slots(load_mix(options.mix), options.terminals, options.terminals_per_institution)
+    if options.tls is not None:
+        missing = [terminal_id for terminal_id in dict.fromkeys(terminal_id for _, terminal_id in slots)
+                   if not options.tls.certificate(terminal_id).exists()]
+        if missing:
+            raise Shortfall(f"{len(missing)} terminal id(s) of the run have no TLS certificate in "
+                            f"{options.tls.cert_dir}, {missing[0]} the first: `gateway pki issue-terminal` issues "
+                            "them (--demo: every demo terminal), or pass --terminals-per-institution N as certified")
+    highest: dict[str, str] = {}
+    for institution, terminal_id in slots:
+        if _terminal_number(terminal_id) > _terminal_number(highest.get(institution, f"{institution}-0")):
+            highest[institution] = terminal_id
+    for terminal_id in sorted(highest.values()):
+        answer = _sign_in_once(options, terminal_id)
+        # A terminal id whose sessions are all taken is registered: the run's own sign-ins wait for a free one.
+        if answer.status not in (pb.STATUS_CODE_OK, pb.STATUS_CODE_TOO_MANY_SESSIONS):
+            raise Shortfall(
+                f"{options.terminals} terminals use terminal ids up to {terminal_id}, which the gateway at "
+                f"{options.host}:{options.port} refuses ({status_name(answer.status)}): register them "
+                f"(`gateway registry demo --terminals-per-institution {_terminal_number(terminal_id)}`), or pass "
+                "--terminals-per-institution N as registered")
+
+
+def _sign_in_once(options: Options, terminal_id: str) -> pb.Response:
+    """Sign in on a connection of its own (over TLS with the terminal's certificate, if the run is) and, if that
+    worked, sign out again."""
+    try:
+        with _connection(options, terminal_id) as sock:
+            sign_in = pb.Request(terminal_id=terminal_id, message_id=f"preflight-{uuid.uuid4().hex[:12]}")
+            sign_in.sign_in.credential = DEMO_CREDENTIAL
+            sign_in.sign_in.software_version = SOFTWARE_VERSION
+            answer = _exchange(sock, sign_in)
+            if answer.status == pb.STATUS_CODE_OK:
+                sign_out = pb.Request(terminal_id=terminal_id, message_id=f"{sign_in.message_id}-out")
+                sign_out.sign_out.SetInParent()
+                _exchange(sock, sign_out)  # its answer: the gateway then frees the session as the connection ends
+            return answer
+    except OSError as exc:  # ssl.SSLError is one too
+        raise Unreachable(exc.strerror or str(exc) or exc.__class__.__name__) from exc
+
+
+def _connection(options: Options, terminal_id: str) -> socket.socket:
+    plain = socket.create_connection((options.host, options.port), timeout=PREFLIGHT_TIMEOUT_S)
+    if options.tls is None:
+        return plain
+    try:
+        context = ssl.create_default_context(cafile=str(options.tls.ca))
+        context.load_cert_chain(options.tls.certificate(terminal_id), options.tls.key(terminal_id))
+        return context.wrap_socket(plain, server_hostname=options.host)
+    except BaseException:
+        plain.close()
+        raise
+
+
+def _exchange(sock: socket.socket, request: pb.Request) -> pb.Response:
+    sock.sendall(encode_frame(request.SerializeToString()))
+    decoder = FrameDecoder(MAX_FRAME_BYTES)
+    while True:
+        payload = decoder.next_frame()
+        if payload is not None:
+            response = pb.Response.FromString(payload)
+            if response.message_id == request.message_id and not response.interim:
+                return response
+            continue
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the gateway closed the connection without answering")
+        decoder.feed(data)
+
+
 class Simulator:
     def __init__(self, options: Options, reactor: Any) -> None:
         self.options = options
@@ -107,22 +226,9 @@ class Simulator:
     # Connecting ----------------------------------------------------------------------------------
 
     def _slots(self) -> list[tuple[str, str]]:
-        """(institution, terminal id) for each connection, spread so no id exceeds its session limit — over the
-        whole run: a process of several takes every count-th slot of the run's list."""
-        needed = {institution for scenario, (_, institution) in SCENARIOS.items() if self.mix.get(scenario)}
-        ids = {inst: terminal_ids(inst, self.options.terminals_per_institution) for inst in sorted(needed)}
-        capacity = sum(len(v) for v in ids.values()) * SESSIONS_PER_TERMINAL_ID
-        total = self.options.all_terminals or self.options.terminals
-        if total > capacity:
-            raise ValueError(f"{total} terminals need more registered terminal ids: at most "
-                             f"{capacity} with {self.options.terminals_per_institution} per institution; run "
-                             "`gateway registry demo --terminals-per-institution N` and pass the same N")
-        slots = []
-        institutions = sorted(ids)
-        for n in range(total):
-            institution = institutions[n % len(institutions)]
-            pool = ids[institution]
-            slots.append((institution, pool[(n // len(institutions)) % len(pool)]))
+        """This process's connections: with several processes, every count-th of the whole run's."""
+        slots = plan_slots(self.mix, self.options.all_terminals or self.options.terminals,
+                           self.options.terminals_per_institution)
         index, count = self.options.partition
         return slots[index::count]
 
@@ -143,7 +249,14 @@ class Simulator:
         terminal = SimTerminal(terminal_id, DEMO_CREDENTIAL, prefix, self.figures.record,
                                pin_pad=self.rng.randrange(100) < PIN_PAD_PERCENT)
         await connectProtocol(endpoint, terminal)  # type: ignore[no-untyped-call]
-        signed = await terminal.call("sign_in", credential=DEMO_CREDENTIAL, software_version="gateway-simulate/1")
+        delay_s = SIGN_IN_RETRY_FIRST_DELAY_S
+        while True:
+            signed = await terminal.call("sign_in", credential=DEMO_CREDENTIAL, software_version=SOFTWARE_VERSION)
+            # The preflight's session, or a connection of an earlier run, may not be freed yet: it will be.
+            if signed.status != pb.STATUS_CODE_TOO_MANY_SESSIONS or delay_s > SIGN_IN_RETRY_MAX_DELAY_S:
+                break
+            await task.deferLater(self.reactor, delay_s, lambda: None)
+            delay_s *= 2
         if signed.status != pb.STATUS_CODE_OK:
             raise RuntimeError(f"{terminal_id} could not sign in: {status_name(signed.status)} {signed.message_en}")
         return terminal

@@ -18,14 +18,19 @@ class TlsFiles:
     # One client configuration per terminal id: its context (and certificate) is made once per run.
     _options: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def certificate(self, terminal_id: str) -> Path:
+        return self.cert_dir / f"{terminal_id}.crt"
+
+    def key(self, terminal_id: str) -> Path:
+        return self.cert_dir / f"{terminal_id}.key"
+
     def options_for(self, host: str, terminal_id: str) -> Any:
         options = self._options.get(terminal_id)
         if options is None:
             try:
                 authority = Certificate.loadPEM(self.ca.read_bytes())  # type: ignore[no-untyped-call]
                 own = PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
-                    (self.cert_dir / f"{terminal_id}.crt").read_bytes()
-                    + (self.cert_dir / f"{terminal_id}.key").read_bytes())
+                    self.certificate(terminal_id).read_bytes() + self.key(terminal_id).read_bytes())
             except OSError as exc:
                 raise RuntimeError(f"{terminal_id}: no TLS certificate in {self.cert_dir} ({exc.strerror}): "
                                    "`gateway pki issue-terminal` makes one") from exc

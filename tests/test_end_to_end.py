@@ -25,7 +25,7 @@ from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 OK = pb.STATUS_CODE_OK
-DISABLED_TERMINAL = "H33020300001-99"
+DISABLED_TERMINAL = "H33020300001-9999"  # beyond the demo registry's ids, which the simulator signs in with
 
 
 def prepare_database(db: str, tmp: Path, persons: int = 200) -> None:

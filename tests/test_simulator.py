@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import ServerConfig
+from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION, DEMO_INSTITUTIONS, demo_csv
+from simulators.scenarios import MIXES
 from tests.test_end_to_end import ROOT, RunningGateway
 
 
@@ -63,8 +66,6 @@ def test_the_heartbeat_mix_and_bad_arguments(gateway: RunningGateway) -> None:
     assert run.returncode == 0, run.stderr
     assert "heartbeat" in run.stdout
     assert simulate("--terminals", "4").returncode == 2
-    too_many = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "500", "--duration", "1")
-    assert too_many.returncode == 1 and "--terminals-per-institution" in too_many.stderr
 
 
 @pytest.mark.parametrize("mix", ["settle", "settle_only"])
@@ -93,3 +94,56 @@ def test_processes_share_the_terminal_ids_without_overloading_one(gateway: Runni
     run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "20", "--processes", "5",
                    "--requests", "200", "--mix", "default")
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("mix", sorted(MIXES))
+def test_the_demo_registry_takes_a_thousand_terminals_of_every_built_in_mix(mix: str) -> None:
+    from simulators.load import plan_slots
+
+    slots = plan_slots(MIXES[mix], 1000, DEFAULT_TERMINALS_PER_INSTITUTION)
+    assert len(slots) == 1000
+    sessions: dict[str, int] = {}
+    for _, terminal_id in slots:
+        sessions[terminal_id] = sessions.get(terminal_id, 0) + 1
+    assert max(sessions.values()) <= ServerConfig().max_sessions_per_terminal
+    numbers = {int(terminal_id.rsplit("-", 1)[1]) for terminal_id in sessions}
+    assert max(numbers) <= DEFAULT_TERMINALS_PER_INSTITUTION and 3 not in numbers  # -03 reads a virtual card
+
+
+def test_the_demo_registry_keeps_the_terminals_the_readme_names() -> None:
+    """More terminal ids, the first four of each institution as they were: -03 reads a virtual card."""
+    _, terminals = demo_csv()
+    readers = dict(line.split(",")[0:5:4] for line in terminals.splitlines()[1:])
+    assert readers["H33020300001-01"] == readers["H33020300001-02"] == readers["H33020300001-04"] == "terminal"
+    assert readers["H33020300001-03"] == "virtual:N00000001" and readers["H33021200002-03"] == "virtual:Z00000101"
+    assert len(readers) == len(DEMO_INSTITUTIONS) * DEFAULT_TERMINALS_PER_INSTITUTION
+
+
+@pytest.mark.parametrize("terminals, mix", [("50", "default"), ("1000", "heartbeat")])
+def test_the_readme_and_benchmark_runs_fit_the_demo_registry_as_it_is(
+    gateway: RunningGateway, terminals: str, mix: str
+) -> None:
+    """`gateway simulate --terminals 50` against `make run`'s registry, nothing else passed (it failed with a
+    ValueError after an all-zero summary when the registry had 4 ids per institution); the benchmark's 1,000."""
+    run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", terminals, "--requests", terminals,
+                   "--mix", mix)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith(f"{terminals} terminals ")
+
+
+def test_a_shortfall_is_one_line_before_anything_runs(gateway: RunningGateway, tmp_path: Path) -> None:
+    target = f"127.0.0.1:{gateway.port}"
+    outcomes = tmp_path / "outcomes.jsonl"
+    outcomes.write_text("an earlier run's record\n")
+    # More terminals than the ids the simulator may use can carry, 4 sessions each.
+    too_many = simulate("--target", target, "--terminals", "5000", "--duration", "1", "--outcomes", str(outcomes))
+    # More ids than the gateway's registry has.
+    unknown = simulate("--target", target, "--terminals", "1200", "--terminals-per-institution", "400", "--mix",
+                       "heartbeat", "--duration", "1", "--outcomes", str(outcomes))
+    for run in (too_many, unknown):
+        assert run.returncode == 2 and run.stdout == "", run.stdout + run.stderr
+        [line] = run.stderr.splitlines()
+        assert line.startswith("gateway: ") and "--terminals-per-institution" in line
+    assert "625 terminal ids at H33020300001" in too_many.stderr
+    assert "H33020300001-400" in unknown.stderr and "STATUS_CODE_UNKNOWN_TERMINAL" in unknown.stderr
+    assert outcomes.read_text() == "an earlier run's record\n"  # nothing ran, nothing was replaced

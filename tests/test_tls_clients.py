@@ -134,7 +134,8 @@ def test_the_simulator_speaks_tls(gateway: TlsGateway, pki: TerminalPki, mix: st
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "simulate", "--target", f"127.0.0.1:{gateway.tls_port}", "--terminals", "6",
          "--requests", "60", "--mix", mix, "--tls-ca", str(pki.layout.ca_certificate), "--tls-cert-dir",
-         str(pki.layout.terminals)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+         str(pki.layout.terminals), "--terminals-per-institution", "4"],  # the ids this PKI certifies
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "unexpected answers: 0" in result.stdout
 

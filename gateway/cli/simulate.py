@@ -46,8 +46,9 @@ def add_commands(commands: Commands) -> None:
     simulate.add_argument("--persons", type=int, default=DEFAULT_PERSONS,
                           help=f"the demo population of the gateway's registry (default {DEFAULT_PERSONS})")
     simulate.add_argument("--terminals-per-institution", type=int, default=DEFAULT_TERMINALS_PER_INSTITUTION,
-                          metavar="N", help="what `gateway registry demo` registered "
-                                            f"(default {DEFAULT_TERMINALS_PER_INSTITUTION})")
+                          metavar="N", help="terminal ids per institution in the gateway's registry "
+                                            f"(default {DEFAULT_TERMINALS_PER_INSTITUTION}, what `gateway registry "
+                                            "demo` registers)")
     simulate.add_argument("--processes", type=int, default=1, metavar="P",
                           help="simulator processes sharing the terminals (use more when one is the bottleneck)")
     simulate.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
@@ -77,7 +78,16 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     if (args.tls_ca is None) != (args.tls_cert_dir is None):
         print("gateway: --tls-ca and --tls-cert-dir go together", file=sys.stderr)
         return EXIT_USAGE
-    from simulators.load import Options, render, run_in_process, run_processes, summarise
+    from simulators.load import (
+        Options,
+        Shortfall,
+        Unreachable,
+        preflight,
+        render,
+        run_in_process,
+        run_processes,
+        summarise,
+    )
     from simulators.scenarios import load_mix
     from simulators.tls import TlsFiles
 
@@ -90,15 +100,23 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     if unreachable is not None:
         print(f"gateway: cannot connect to {args.target}: {unreachable}", file=sys.stderr)
         return EXIT_FAILED
+    options = Options(host, int(port), args.terminals, args.duration, args.requests, args.rate, args.mix,
+                      args.seed, args.persons, args.terminals_per_institution, args.outcomes,
+                      progress=sys.stderr.isatty() and not os.environ.get("CI"),
+                      tls=TlsFiles(args.tls_ca, args.tls_cert_dir) if args.tls_ca else None)
+    try:
+        preflight(options)
+    except Shortfall as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"gateway: cannot connect to {args.target}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if args.outcomes is not None:
         try:
             args.outcomes.open("w", encoding="utf-8").close()  # this run's record only, appended to as it runs
         except OSError as exc:
             return cannot_write(args.outcomes, exc)
-    options = Options(host, int(port), args.terminals, args.duration, args.requests, args.rate, args.mix,
-                      args.seed, args.persons, args.terminals_per_institution, args.outcomes,
-                      progress=sys.stderr.isatty() and not os.environ.get("CI"),
-                      tls=TlsFiles(args.tls_ca, args.tls_cert_dir) if args.tls_ca else None)
     if args.processes > 1:
         summary, failure = run_processes(options, args.processes)
     else:

@@ -31,7 +31,10 @@ from gateway.registry.importer import ImportReport, OnRegistered, RowError, impo
 from gateway.settlement.facts import CardStatus, FilingKind, InsuranceType, LookupProblem
 
 DEMO_CREDENTIAL = "demo-secret"
-DEFAULT_TERMINALS_PER_INSTITUTION = 4
+# Enough for `gateway simulate` and the benchmark against `make run`'s registry as they are: 1,000 terminals at one
+# institution, at four sessions per terminal id (the gateway's default server.max_sessions_per_terminal) on 250
+# ids, the virtual-reader -03 one not counted.
+DEFAULT_TERMINALS_PER_INSTITUTION = 251
 MAX_TERMINALS_PER_INSTITUTION = 9999
 # The population's ID numbers are checked unique up to this size (tests/test_registry_persons.py).
 MAX_DEMO_PERSONS = 20_000
