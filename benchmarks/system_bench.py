@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "to_heartbeat_ratio": round(settle_only["settlements_per_s"] / heartbeat["requests_per_s"], 4),
         "settle_latency_ms": settle_only["latency_ms"].get("settle")}
     results["half_peak"] = {"terminals": args.latency_terminals, "rate_scenarios_per_s": round(peak_scenarios / 2, 1),
+                            "achieved_rate_per_s": half["achieved_rate_per_s"],
                             "settle_latency_ms": half["latency_ms"].get("settle"),
                             "behind_schedule": half["behind_schedule"], "unexpected": len(half["unexpected"])}
     results["idle_memory"] = memory

@@ -1,7 +1,9 @@
 """`gateway simulate`: many counter terminals against one gateway, every answer checked.
 
-Closed loop (no --rate): each terminal runs scenarios back to back. Open loop (--rate R): scenarios start at
-R per second on idle terminals; a start that finds none idle counts as behind schedule. With --processes P
+Closed loop (no --rate): each terminal runs scenarios back to back. Open loop (--rate R): scenarios are due at
+R per second; one that finds no terminal idle waits for the next to finish, and every request is timed from its
+intended send (the scenario's due time plus what came before it), so a backlog shows in the latencies (no
+coordinated omission); the achieved rate is reported beside the target. With --processes P
 the terminals, the rate and the population are split over P simulator processes (so the simulator is not
 the bottleneck) and their figures merged.
 """
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ PREFLIGHT_TIMEOUT_S = 10.0     # for the gateway's answer to the preflight sign-
 SOFTWARE_VERSION = "gateway-simulate/1"
 SIGN_IN_RETRY_FIRST_DELAY_S = 0.05  # a sign-in refused STATUS_CODE_TOO_MANY_SESSIONS is tried again after this,
 SIGN_IN_RETRY_MAX_DELAY_S = 2.0     # doubling up to this
+RATE_SHORTFALL_WARNING = 0.05       # open loop: an achieved rate this far below the target is a warning
 
 
 @dataclass
@@ -77,7 +80,14 @@ class Figures:
     wall_finished: float = 0.0
     scenarios: int = 0
     requests: int = 0
+    # Open loop: scenarios started, how long the schedule ran, starts that waited for a free terminal and those
+    # still waiting when it ended, and how late each start was (ms after its intended time).
+    starts: int = 0
+    schedule_s: float = 0.0
+    achieved_rate_per_s: float = 0.0
     behind_schedule: int = 0
+    not_started: int = 0
+    start_lags_ms: list[float] = field(default_factory=list)
     latencies: dict[str, list[float]] = field(default_factory=dict)
     statuses: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
@@ -220,6 +230,7 @@ class Simulator:
         self.mix = load_mix(options.mix)
         self.rng = random.Random(options.seed * 7 + options.partition[0])
         self.idle: dict[str, list[SimTerminal]] = {}
+        self.waiting: dict[str, deque[float]] = {}  # open loop: intended start times no terminal was free for
         self.stopping = False
         self.in_flight = 0
 
@@ -275,10 +286,15 @@ class Simulator:
         return self.options.duration_s is not None and (
             time.perf_counter() - self.figures.started >= self.options.duration_s)
 
-    async def _one(self, institution: str, terminal: SimTerminal) -> None:
+    async def _one(self, institution: str, terminal: SimTerminal, due: float | None = None) -> None:
+        """One scenario; `due` (open loop): when it was meant to start, from which its requests are timed."""
         name = self._pick(institution)
         scenario = SCENARIOS[name][0]
         self.in_flight += 1
+        if due is not None:
+            terminal.lag_s = max(0.0, time.perf_counter() - due)
+            self.figures.starts += 1
+            self.figures.start_lags_ms.append(terminal.lag_s * 1000)
         try:
             await scenario(self.ctx, terminal)
             self.figures.scenarios += 1
@@ -286,22 +302,36 @@ class Simulator:
             self.figures.errors.append(f"{terminal.terminal_id}: connection lost during {name}: {exc}")
             self.stopping = True
         finally:
+            terminal.lag_s = 0.0
             self.in_flight -= 1
 
-    async def _run_then_idle(self, institution: str, terminal: SimTerminal, pool: list[SimTerminal]) -> None:
+    async def _run_then_next(self, institution: str, terminal: SimTerminal, due: float) -> None:
+        """Run the scenario due, then the oldest start waiting for a terminal of the institution, if any."""
+        waiting = self.waiting[institution]
         try:
-            await self._one(institution, terminal)
+            while True:
+                await self._one(institution, terminal, due)
+                if not waiting:
+                    break
+                due = waiting.popleft()
         finally:
-            pool.append(terminal)
+            self.idle[institution].append(terminal)
 
     async def closed_loop(self, terminal: SimTerminal, institution: str) -> None:
         while not self._done():
             await self._one(institution, terminal)
 
-    async def open_loop(self, terminals: list[tuple[str, SimTerminal]], rate: float) -> None:
+    async def open_loop(self, terminals: list[tuple[str, SimTerminal]], rate_per_s: float) -> None:
+        """Start scenarios at `rate_per_s` whatever the answers' pace. A start that finds no terminal of its
+        institution free waits for the next one to finish, and its requests are timed from its intended time:
+        a gateway that cannot keep the rate shows in the latencies, not in starts quietly skipped."""
         for institution, terminal in terminals:
             self.idle.setdefault(institution, []).append(terminal)
-        interval = 1.0 / rate
+            self.waiting.setdefault(institution, deque())
+        institutions = sorted(self.idle)
+        weights = [sum(self.mix[s] for s, (_, i) in SCENARIOS.items() if i == inst and self.mix.get(s))
+                   for inst in institutions]
+        interval = 1.0 / rate_per_s
         started = time.perf_counter()
         n = 0
         while not self._done():
@@ -309,16 +339,21 @@ class Simulator:
             delay = due - time.perf_counter()
             if delay > 0:
                 await task.deferLater(self.reactor, delay, lambda: None)
+                if self._done():
+                    break
             n += 1
-            institution = self.rng.choices(sorted(self.idle), weights=[
-                sum(self.mix[s] for s, (_, i) in SCENARIOS.items() if i == inst and self.mix.get(s))
-                for inst in sorted(self.idle)])[0]
+            institution = self.rng.choices(institutions, weights=weights)[0]
             pool = self.idle[institution]
-            if not pool:
+            if pool:
+                defer.ensureDeferred(self._run_then_next(institution, pool.pop(), due))
+            else:
                 self.figures.behind_schedule += 1
-                continue
-            terminal = pool.pop()
-            defer.ensureDeferred(self._run_then_idle(institution, terminal, pool))
+                self.waiting[institution].append(due)
+        self.figures.schedule_s = time.perf_counter() - started
+        self.figures.achieved_rate_per_s = self.figures.starts / self.figures.schedule_s
+        for waiting in self.waiting.values():
+            self.figures.not_started += len(waiting)
+            waiting.clear()
         while self.in_flight:
             await task.deferLater(self.reactor, 0.05, lambda: None)
 
@@ -370,33 +405,59 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
+def _distribution(values: list[float]) -> dict[str, float]:
+    return {"count": len(values), "p50": round(percentile(values, 0.50), 2), "p90": round(percentile(values, 0.90), 2),
+            "p99": round(percentile(values, 0.99), 2), "max": round(max(values, default=0.0), 2)}
+
+
 def summarise(figures: Figures, options: Options, processes: int = 1) -> dict[str, Any]:
     seconds = max(figures.finished - figures.started, 1e-9)
-    return {
+    summary: dict[str, Any] = {
         "target": f"{options.host}:{options.port}", "terminals": options.terminals, "processes": processes,
         "mix": options.mix, "seconds": round(seconds, 3), "scenarios": figures.scenarios,
         "requests": figures.requests, "requests_per_s": round(figures.requests / seconds, 1),
         "settlements_ok": figures.settled_ok, "settlements_per_s": round(figures.settled_ok / seconds, 1),
-        "target_rate_per_s": options.rate, "behind_schedule": figures.behind_schedule,
-        "latency_ms": {body: {"count": len(values), "p50": round(percentile(values, 0.50), 2),
-                              "p90": round(percentile(values, 0.90), 2), "p99": round(percentile(values, 0.99), 2),
-                              "max": round(max(values), 2)}
-                       for body, values in sorted(figures.latencies.items())},
+        "target_rate_per_s": options.rate,
+        "latency_ms": {body: _distribution(values) for body, values in sorted(figures.latencies.items())},
         "statuses": dict(sorted(figures.statuses.items())),
         "unexpected": figures.unexpected, "errors": figures.errors,
     }
+    if options.rate:
+        summary.update({
+            "achieved_rate_per_s": round(figures.achieved_rate_per_s, 1),
+            "rate_shortfall": round(max(0.0, 1 - figures.achieved_rate_per_s / options.rate), 3),
+            "behind_schedule": figures.behind_schedule, "not_started": figures.not_started,
+            "start_lag_ms": _distribution(figures.start_lags_ms)})
+    return summary
+
+
+def rate_warning(summary: dict[str, Any]) -> str | None:
+    """What to say when an open-loop run started its scenarios more than RATE_SHORTFALL_WARNING below the target."""
+    if not summary.get("target_rate_per_s") or summary["rate_shortfall"] <= RATE_SHORTFALL_WARNING:
+        return None
+    return (f"the achieved rate {summary['achieved_rate_per_s']}/s is {summary['rate_shortfall']:.1%} below the "
+            f"target {summary['target_rate_per_s']:g}/s: the gateway (or this simulator: try --processes or more "
+            "--terminals) could not keep up, and the latencies include the backlog")
 
 
 def render(summary: dict[str, Any]) -> str:
     lines = [f"{summary['terminals']} terminals ({summary['processes']} process(es)), mix {summary['mix']}, "
              f"{summary['seconds']} s: {summary['scenarios']} scenarios, {summary['requests']} requests",
-             f"  requests/s {summary['requests_per_s']}"
-             + (f" (target scenario rate {summary['target_rate_per_s']}/s; {summary['behind_schedule']} starts "
-                "behind schedule)" if summary["target_rate_per_s"] else ""),
-             f"  settlements answered OK: {summary['settlements_ok']} ({summary['settlements_per_s']}/s)",
-             "  latency ms        count      p50      p90      p99      max"]
-    for body, row in summary["latency_ms"].items():
-        lines.append(f"  {body:<16}{row['count']:>7}{row['p50']:>9}{row['p90']:>9}{row['p99']:>9}{row['max']:>9}")
+             f"  requests/s {summary['requests_per_s']}",
+             f"  settlements answered OK: {summary['settlements_ok']} ({summary['settlements_per_s']}/s)"]
+    rows = summary["latency_ms"]
+    if summary["target_rate_per_s"]:
+        lines.append(f"  open loop: scenarios started {summary['achieved_rate_per_s']}/s, target "
+                     f"{summary['target_rate_per_s']:g}/s; {summary['behind_schedule']} starts waited for a free "
+                     f"terminal, {summary['not_started']} never started")
+        warning = rate_warning(summary)
+        if warning:
+            lines.append(f"  WARNING: {warning}")
+        lines.append("  latencies from each request's intended send, its scenario's start lag included")
+        rows = {**rows, "scenario start lag": summary["start_lag_ms"]}
+    lines.append(f"  {'latency ms':<20}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for body, row in rows.items():
+        lines.append(f"  {body:<20}{row['count']:>7}{row['p50']:>9}{row['p90']:>9}{row['p99']:>9}{row['max']:>9}")
     lines.append("  answers by status: " + ", ".join(f"{k} {v}" for k, v in summary["statuses"].items()))
     lines.append(f"  unexpected answers: {len(summary['unexpected'])}")
     lines.extend(f"    {line}" for line in summary["unexpected"][:50])
@@ -470,15 +531,21 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
     figures = Figures(started=min((w[0] for w in windows), default=0.0),
                       finished=max((w[1] for w in windows), default=0.0))
     for part in parts:
+        raw = part["raw"]
         figures.scenarios += part["scenarios"]
         figures.requests += part["requests"]
-        figures.behind_schedule += part["behind_schedule"]
         figures.settled_ok += part["settlements_ok"]
         figures.statuses.update(part["statuses"])
         figures.unexpected.extend(part["unexpected"])
         figures.errors.extend(part["errors"])
-        for body, values in part["raw_latency_ms"].items():
+        for body, values in raw["latency_ms"].items():
             figures.latencies.setdefault(body, []).extend(values)
+        # Each process started its share of the rate: the run's rate is their sum.
+        figures.starts += raw["starts"]
+        figures.achieved_rate_per_s += raw["achieved_rate_per_s"]
+        figures.behind_schedule += raw["behind_schedule"]
+        figures.not_started += raw["not_started"]
+        figures.start_lags_ms.extend(raw["start_lags_ms"])
     return summarise(figures, options, processes), None
 
 
@@ -511,7 +578,9 @@ def worker_main(argv: list[str]) -> int:
                       tls=TlsFiles(args.tls_ca, args.tls_cert_dir) if args.tls_ca else None)
     figures, failure = run_in_process(options)
     summary = summarise(figures, options)
-    summary["raw_latency_ms"] = figures.latencies
+    summary["raw"] = {"latency_ms": figures.latencies, "starts": figures.starts,
+                      "achieved_rate_per_s": figures.achieved_rate_per_s, "behind_schedule": figures.behind_schedule,
+                      "not_started": figures.not_started, "start_lags_ms": figures.start_lags_ms}
     summary["wall_window"] = [figures.wall_started, figures.wall_finished]
     if failure:
         summary["errors"].append(failure)

@@ -18,7 +18,7 @@ from gateway.reader.apdu import PinEntry
 
 MAX_FRAME_BYTES = 1 << 20
 
-# Called with (message type, seconds from send to answer, status).
+# Called with (message type, seconds from the intended send to the answer, status).
 LatencyRecorder = Callable[[str, float, int], None]
 
 
@@ -45,6 +45,9 @@ class SimTerminal(Protocol):
         self.ready: Deferred[SimTerminal] = Deferred()
         self.closed = False
         self.scripts_answered = 0
+        # How late the current scenario started after its intended time (open loop): each request is timed from
+        # when it would have been sent on schedule, its actual send less this (as wrk2 does).
+        self.lag_s = 0.0
 
     def next_message_id(self) -> str:
         return f"{self.prefix}-{next(self._sequence)}"
@@ -73,7 +76,7 @@ class SimTerminal(Protocol):
         if self.closed:
             answer.errback(TerminalGone("not connected"))
             return answer
-        self._pending[request.message_id] = (answer, body, time.perf_counter())
+        self._pending[request.message_id] = (answer, body, time.perf_counter() - self.lag_s)  # its intended send
         self.transport.write(encode_frame(request.SerializeToString()))
         return answer
 
@@ -103,8 +106,8 @@ class SimTerminal(Protocol):
         entry = self._pending.pop(response.message_id, None)
         if entry is None:
             return  # the answer to a request this terminal gave up on
-        answer, body, sent = entry
-        self.record(body, time.perf_counter() - sent, response.status)
+        answer, body, intended = entry
+        self.record(body, time.perf_counter() - intended, response.status)
         answer.callback(response)
 
     def _run_script(self, script: pb.ApduScript) -> None:

@@ -50,6 +50,14 @@ def test_a_slow_large_ledger_and_a_slow_p99_are_not_met() -> None:
     assert _row(table, "Settle latency")[-1] == "**no**"
 
 
+def test_the_latency_row_gives_the_achieved_rate_beside_the_target() -> None:
+    results = copy.deepcopy(RESULTS)
+    results["half_peak"]["achieved_rate_per_s"] = 571.4
+    [label] = _row(render(results), "Settle latency")[:1]
+    assert "600 scenarios/s targeted, 571/s achieved" in label and "from the intended send" in label
+    assert "achieved" not in _row(render(RESULTS), "Settle latency")[0]
+
+
 def test_without_the_large_ledger_it_says_not_measured() -> None:
     results = copy.deepcopy(RESULTS)
     results["large_ledger"] = None

@@ -147,3 +147,34 @@ def test_a_shortfall_is_one_line_before_anything_runs(gateway: RunningGateway, t
     assert "625 terminal ids at H33020300001" in too_many.stderr
     assert "H33020300001-400" in unknown.stderr and "STATUS_CODE_UNKNOWN_TERMINAL" in unknown.stderr
     assert outcomes.read_text() == "an earlier run's record\n"  # nothing ran, nothing was replaced
+
+
+def test_open_loop_latency_counts_the_backlog_and_the_achieved_rate_stands_beside_the_target(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """One terminal cannot start 2,000 counter visits a second. The starts queue for it, and every request is timed
+    from when it was meant to be sent (as wrk2 does), so the backlog shows in the latencies instead of hiding in
+    dropped starts (coordinated omission); the achieved rate stands beside the target, with a warning."""
+    target, figures = f"127.0.0.1:{gateway.port}", tmp_path / "figures.json"
+    behind = simulate("--target", target, "--terminals", "1", "--rate", "2000", "--duration", "2", "--mix", "settle",
+                      "--json", str(figures))
+    assert behind.returncode == 0, behind.stdout + behind.stderr
+    summary = json.loads(figures.read_text())
+    assert summary["target_rate_per_s"] == 2000 and 0 < summary["achieved_rate_per_s"] < 1000
+    assert summary["rate_shortfall"] > 0.5 and summary["not_started"] > 0
+    assert "WARNING" in behind.stdout and "below the target 2000" in behind.stderr
+    # A visit started k-th waits about k/achieved - k/2000 s for its turn: by the end of 2 s, more than a second.
+    assert summary["start_lag_ms"]["max"] > 500 and summary["latency_ms"]["card_event"]["max"] > 500
+    assert summary["latency_ms"]["card_event"]["p90"] > 200
+
+    required = simulate("--target", target, "--terminals", "1", "--rate", "2000", "--duration", "1", "--mix",
+                        "settle", "--require-rate")
+    assert required.returncode == 1 and "--require-rate" in required.stderr
+
+    kept = simulate("--target", target, "--terminals", "4", "--rate", "20", "--duration", "2", "--mix", "heartbeat",
+                    "--require-rate", "--json", str(figures))
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    summary = json.loads(figures.read_text())
+    assert 19 <= summary["achieved_rate_per_s"] <= 21 and summary["rate_shortfall"] <= 0.05
+    assert "WARNING" not in kept.stdout and "warning" not in kept.stderr
+    assert simulate("--target", target, "--terminals", "4", "--duration", "1", "--require-rate").returncode == 2

@@ -39,7 +39,11 @@ def add_commands(commands: Commands) -> None:
     goal.add_argument("--duration", type=float, metavar="S", help="run this many seconds")
     goal.add_argument("--requests", type=int, metavar="K", help="run until this many requests were answered")
     simulate.add_argument("--rate", type=float, metavar="R",
-                          help="open loop: start R scenarios per second (default: closed loop, back to back)")
+                          help="open loop: start R scenarios per second (default: closed loop, back to back); "
+                               "latencies are timed from each request's intended send")
+    simulate.add_argument("--require-rate", action="store_true",
+                          help="with --rate: exit 1 when the achieved rate is more than 5%% below R (a warning "
+                               "otherwise)")
     simulate.add_argument("--mix", default="default", metavar="NAME|FILE",
                           help="default, heartbeat, settle, settle_only, or a JSON file of scenario weights")
     simulate.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -78,11 +82,15 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     if (args.tls_ca is None) != (args.tls_cert_dir is None):
         print("gateway: --tls-ca and --tls-cert-dir go together", file=sys.stderr)
         return EXIT_USAGE
+    if args.require_rate and args.rate is None:
+        print("gateway: --require-rate needs --rate R", file=sys.stderr)
+        return EXIT_USAGE
     from simulators.load import (
         Options,
         Shortfall,
         Unreachable,
         preflight,
+        rate_warning,
         render,
         run_in_process,
         run_processes,
@@ -133,7 +141,12 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
             args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         except OSError as exc:
             return cannot_write(args.json, exc)
-    return EXIT_OK if not summary["unexpected"] and not summary["errors"] and not failure else EXIT_FAILED
+    warning = rate_warning(summary)
+    if warning:
+        print(f"gateway: {warning} (--require-rate)" if args.require_rate else f"gateway: warning: {warning}",
+              file=sys.stderr)
+    slow = warning is not None and args.require_rate
+    return EXIT_OK if not summary["unexpected"] and not summary["errors"] and not failure and not slow else EXIT_FAILED
 
 
 def _unreachable(host: str, port: int) -> str | None:
