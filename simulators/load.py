@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectError
 
 from gateway.config import ServerConfig
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
@@ -40,7 +41,7 @@ from gateway.demo.registry import (
 from gateway.protocol.framing import FrameDecoder, encode_frame
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
-from simulators.scenarios import PIN_PAD_PERCENT, SCENARIOS, RunContext, load_mix
+from simulators.scenarios import PIN_PAD_PERCENT, SCENARIOS, RunContext, load_mix, resolve_unanswered
 from simulators.terminal import MAX_FRAME_BYTES, SimTerminal, TerminalGone
 from simulators.tls import TlsFiles, client_endpoint
 
@@ -50,6 +51,9 @@ PREFLIGHT_TIMEOUT_S = 10.0     # for the gateway's answer to the preflight sign-
 SOFTWARE_VERSION = "gateway-simulate/1"
 SIGN_IN_RETRY_FIRST_DELAY_S = 0.05  # a sign-in refused STATUS_CODE_TOO_MANY_SESSIONS is tried again after this,
 SIGN_IN_RETRY_MAX_DELAY_S = 2.0     # doubling up to this
+RECONNECT_FIRST_DELAY_S = 0.1       # after a lost connection: the first wait, doubling up to the next, randomised
+RECONNECT_MAX_DELAY_S = 2.0
+RECONNECT_GIVE_UP_S = 60.0          # without a connection this long a terminal gives up, and the run stops
 RATE_SHORTFALL_WARNING = 0.05       # open loop: an achieved rate this far below the target is a warning
 
 
@@ -83,6 +87,13 @@ class Figures:
     # Open loop: scenarios started, how long the schedule ran, starts that waited for a free terminal and those
     # still waiting when it ended, and how late each start was (ms after its intended time).
     starts: int = 0
+    # Lost connections (not counting the run's own hang-ups), reconnections, scenarios cut short by a lost
+    # connection, money requests whose outcome was found out after one, and those whose outcome stayed unknown.
+    connections_lost: int = 0
+    reconnects: int = 0
+    scenarios_interrupted: int = 0
+    outcomes_resolved: int = 0
+    outcomes_unknown: int = 0
     schedule_s: float = 0.0
     achieved_rate_per_s: float = 0.0
     behind_schedule: int = 0
@@ -112,6 +123,12 @@ class Shortfall(Exception):
 
 class Unreachable(Exception):
     """Nothing answers at the target."""
+
+
+class SignInRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _per_institution_for(ids: int) -> int:
@@ -256,21 +273,64 @@ class Simulator:
         return connected
 
     async def _open(self, institution: str, terminal_id: str, prefix: str) -> SimTerminal:
-        endpoint = client_endpoint(self.reactor, self.options.host, self.options.port, terminal_id, self.options.tls)
         terminal = SimTerminal(terminal_id, DEMO_CREDENTIAL, prefix, self.figures.record,
                                pin_pad=self.rng.randrange(100) < PIN_PAD_PERCENT)
+        await self._connect(terminal)
+        return terminal
+
+    async def _connect(self, terminal: SimTerminal) -> None:
+        """Open the terminal's connection and sign in."""
+        endpoint = client_endpoint(self.reactor, self.options.host, self.options.port, terminal.terminal_id,
+                                   self.options.tls)
         await connectProtocol(endpoint, terminal)  # type: ignore[no-untyped-call]
         delay_s = SIGN_IN_RETRY_FIRST_DELAY_S
         while True:
             signed = await terminal.call("sign_in", credential=DEMO_CREDENTIAL, software_version=SOFTWARE_VERSION)
-            # The preflight's session, or a connection of an earlier run, may not be freed yet: it will be.
+            # The preflight's session, or the connection this one replaces, may not be freed yet: it will be.
             if signed.status != pb.STATUS_CODE_TOO_MANY_SESSIONS or delay_s > SIGN_IN_RETRY_MAX_DELAY_S:
                 break
             await task.deferLater(self.reactor, delay_s, lambda: None)
             delay_s *= 2
         if signed.status != pb.STATUS_CODE_OK:
-            raise RuntimeError(f"{terminal_id} could not sign in: {status_name(signed.status)} {signed.message_en}")
-        return terminal
+            await terminal.hang_up()
+            raise SignInRefused(signed.status, f"{terminal.terminal_id} could not sign in: "
+                                f"{status_name(signed.status)} {signed.message_en}")
+
+    async def _recover(self, terminal: SimTerminal) -> bool:
+        """After a lost connection: connect again, with a growing, randomised delay (docs/protocol.md 3.6), and
+        find out what became of the money requests left unanswered. False if it gave up: the run is over and
+        there is nothing to find out, no connection for RECONNECT_GIVE_UP_S, or the gateway refuses the sign-in."""
+        self.ctx.record_unanswered(terminal)
+        delay_s, since = RECONNECT_FIRST_DELAY_S, time.perf_counter()
+        while True:
+            if terminal.closed:
+                if self._done() and not terminal.unanswered:
+                    return False
+                if time.perf_counter() - since > RECONNECT_GIVE_UP_S:
+                    self.figures.errors.append(
+                        f"{terminal.terminal_id}: no connection for {RECONNECT_GIVE_UP_S:.0f} s; "
+                        f"{len(terminal.unanswered)} outcome(s) left unknown")
+                    self.stopping = True
+                    return False
+                await task.deferLater(self.reactor, delay_s * self.rng.uniform(0.5, 1.0), lambda: None)
+                delay_s = min(delay_s * 2, RECONNECT_MAX_DELAY_S)
+                try:
+                    await self._connect(terminal)
+                except SignInRefused as exc:
+                    if exc.status != pb.STATUS_CODE_TOO_MANY_SESSIONS:
+                        self.figures.errors.append(str(exc))
+                        self.stopping = True
+                        return False
+                    continue
+                except (ConnectError, TerminalGone):
+                    continue
+                self.figures.reconnects += 1
+            try:
+                await resolve_unanswered(self.ctx, terminal)
+            except TerminalGone:
+                since = time.perf_counter()
+                continue
+            return True
 
     # Running -------------------------------------------------------------------------------------
 
@@ -287,20 +347,26 @@ class Simulator:
             time.perf_counter() - self.figures.started >= self.options.duration_s)
 
     async def _one(self, institution: str, terminal: SimTerminal, due: float | None = None) -> None:
-        """One scenario; `due` (open loop): when it was meant to start, from which its requests are timed."""
-        name = self._pick(institution)
-        scenario = SCENARIOS[name][0]
+        """One scenario; `due` (open loop): when it was meant to start, from which its requests are timed. A
+        scenario whose connection is lost is cut short; the terminal recovers, then the run goes on."""
         self.in_flight += 1
-        if due is not None:
-            terminal.lag_s = max(0.0, time.perf_counter() - due)
-            self.figures.starts += 1
-            self.figures.start_lags_ms.append(terminal.lag_s * 1000)
         try:
-            await scenario(self.ctx, terminal)
-            self.figures.scenarios += 1
-        except TerminalGone as exc:
-            self.figures.errors.append(f"{terminal.terminal_id}: connection lost during {name}: {exc}")
-            self.stopping = True
+            # A connection lost while the terminal was idle, or an outcome still unknown (INTERNAL_ERROR).
+            if (terminal.closed or terminal.unanswered) and not await self._recover(terminal):
+                return
+            name = self._pick(institution)
+            terminal.scenario = name
+            if due is not None:
+                terminal.lag_s = max(0.0, time.perf_counter() - due)
+                self.figures.starts += 1
+                self.figures.start_lags_ms.append(terminal.lag_s * 1000)
+            try:
+                await SCENARIOS[name][0](self.ctx, terminal)
+                self.figures.scenarios += 1
+            except TerminalGone:
+                self.figures.scenarios_interrupted += 1
+                terminal.lag_s = 0.0
+                await self._recover(terminal)
         finally:
             terminal.lag_s = 0.0
             self.in_flight -= 1
@@ -379,6 +445,9 @@ class Simulator:
             else:
                 await defer.gatherResults([defer.ensureDeferred(self.closed_loop(t, inst)) for inst, t in terminals],
                                           consumeErrors=True)
+            # Outcomes still unknown: after an INTERNAL_ERROR, or of a terminal that lost its connection idle.
+            await defer.gatherResults([defer.ensureDeferred(self._recover(t)) for _, t in terminals if t.unanswered],
+                                      consumeErrors=True)
         finally:
             self.figures.finished, self.figures.wall_finished = time.perf_counter(), time.time()
             progress.stop()
@@ -386,12 +455,18 @@ class Simulator:
             if self.options.progress:
                 sys.stderr.write("\n")
             for _, terminal in terminals:
-                if terminal.transport is not None:
-                    terminal.transport.loseConnection()
+                self.figures.connections_lost += terminal.connections_lost
+                self.figures.outcomes_unknown += len(terminal.unanswered)
+                self.ctx.record_unanswered(terminal)
+                terminal.hang_up()
             if self.outcomes_file:
                 self.outcomes_file.close()
+        if self.figures.outcomes_unknown:
+            self.figures.errors.append(f"{self.figures.outcomes_unknown} money request(s) whose outcome the "
+                                       "terminals could not find out (NO_ANSWER in the outcomes)")
         self.figures.unexpected = self.ctx.unexpected
         self.figures.settled_ok = self.ctx.settled_ok
+        self.figures.outcomes_resolved = self.ctx.outcomes_resolved
         return self.figures
 
 
@@ -421,6 +496,9 @@ def summarise(figures: Figures, options: Options, processes: int = 1) -> dict[st
         "latency_ms": {body: _distribution(values) for body, values in sorted(figures.latencies.items())},
         "statuses": dict(sorted(figures.statuses.items())),
         "unexpected": figures.unexpected, "errors": figures.errors,
+        "connections_lost": figures.connections_lost, "reconnects": figures.reconnects,
+        "scenarios_interrupted": figures.scenarios_interrupted, "outcomes_resolved": figures.outcomes_resolved,
+        "outcomes_unknown": figures.outcomes_unknown,
     }
     if options.rate:
         summary.update({
@@ -458,6 +536,11 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"  {'latency ms':<20}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     for body, row in rows.items():
         lines.append(f"  {body:<20}{row['count']:>7}{row['p50']:>9}{row['p90']:>9}{row['p99']:>9}{row['max']:>9}")
+    if summary["connections_lost"] or summary["reconnects"]:
+        lines.append(f"  connections lost {summary['connections_lost']}, reconnected {summary['reconnects']}; "
+                     f"{summary['scenarios_interrupted']} scenarios cut short; unanswered money requests found out "
+                     f"afterwards {summary['outcomes_resolved']} (QueryTransaction, Reverse or the same request "
+                     f"again), still unknown {summary['outcomes_unknown']}")
     lines.append("  answers by status: " + ", ".join(f"{k} {v}" for k, v in summary["statuses"].items()))
     lines.append(f"  unexpected answers: {len(summary['unexpected'])}")
     lines.extend(f"    {line}" for line in summary["unexpected"][:50])
@@ -546,6 +629,9 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
         figures.behind_schedule += raw["behind_schedule"]
         figures.not_started += raw["not_started"]
         figures.start_lags_ms.extend(raw["start_lags_ms"])
+        for name in ("connections_lost", "reconnects", "scenarios_interrupted", "outcomes_resolved",
+                     "outcomes_unknown"):
+            setattr(figures, name, getattr(figures, name) + part[name])
     return summarise(figures, options, processes), None
 
 

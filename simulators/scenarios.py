@@ -19,7 +19,7 @@ from gateway.demo.card import CardStateStore, VirtualCard
 from gateway.demo.population import DEFAULT_PERSONS, Case, DemoHolder, demo_population
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
-from simulators.terminal import SimTerminal
+from simulators.terminal import SimTerminal, Unanswered
 
 OK = pb.STATUS_CODE_OK
 HOSPITAL = "H33020300001"   # tertiary, designated for cross-region settlement
@@ -45,6 +45,7 @@ class RunContext:
     outcomes: IO[str] | None = None
     unexpected: list[str] = field(default_factory=list)
     settled_ok: int = 0
+    outcomes_resolved: int = 0  # unanswered money requests whose outcome was found out after a lost connection
     store: CardStateStore = field(default_factory=CardStateStore)
 
     def __post_init__(self) -> None:
@@ -86,16 +87,35 @@ class RunContext:
                 **extra: Any) -> None:
         if body == "settle" and response is not None and response.status == OK:
             self.settled_ok += 1
-        if self.outcomes is None:
-            return
-        record: dict[str, Any] = {"run": self.run_id, "terminal": terminal.terminal_id, "message_id": message_id,
-                                  "scenario": scenario, "body": body,
-                                  "status": status_name(response.status) if response is not None else "NO_ANSWER"}
+        if response is None and message_id in terminal.unanswered:
+            terminal.unanswered[message_id].recorded = True
+        record: dict[str, Any] = {"status": status_name(response.status) if response is not None else "NO_ANSWER"}
         if response is not None and body == "settle" and response.status == OK:
             record["settlement_id"] = response.settle.settlement_id
             record["amounts"] = split_dict(response.settle.split)
-        record.update(extra)
-        self.outcomes.write(json.dumps(record) + "\n")
+        self.write(terminal, scenario, body, message_id, {**record, **extra})
+
+    def write(self, terminal: SimTerminal, scenario: str, body: str, message_id: str, fields: dict[str, Any]) -> None:
+        if self.outcomes is not None:
+            record = {"run": self.run_id, "terminal": terminal.terminal_id, "message_id": message_id,
+                      "scenario": scenario, "body": body, **fields}
+            self.outcomes.write(json.dumps(record) + "\n")
+
+    def record_unanswered(self, terminal: SimTerminal) -> None:
+        """Write what the terminal sent and never heard about (NO_ANSWER), before it tries to find out: should it
+        never manage to, the record still says the request was sent."""
+        for message_id, sent in terminal.unanswered.items():
+            if not sent.recorded:
+                self.outcome(terminal, sent.scenario, sent.body, message_id, None, **_what_it_names(sent))
+
+
+def _what_it_names(sent: Unanswered) -> dict[str, Any]:
+    """The fields the outcomes give a Revoke and a Reverse: the settlement or the request they undo."""
+    if sent.body == "revoke":
+        return {"revoked_settlement_id": sent.fields["settlement_id"]}
+    if sent.body == "reverse":
+        return {"original_message_id": sent.fields["original_message_id"]}
+    return {}
 
 
 async def _with_card(ctx: RunContext, terminal: SimTerminal, card: VirtualCard, scenario: str,
@@ -295,6 +315,55 @@ async def settle_card_in_reader(ctx: RunContext, terminal: SimTerminal) -> None:
 
 async def heartbeat(ctx: RunContext, terminal: SimTerminal) -> None:
     ctx.expect("heartbeat", "heartbeat", await terminal.call("heartbeat"), OK)
+
+
+# After a lost connection -------------------------------------------------------------------------
+
+
+async def resolve_unanswered(ctx: RunContext, terminal: SimTerminal) -> None:
+    """Find out what became of each money request the terminal sent and got no answer to, the way
+    docs/protocol.md 2.6 (rule 1) says, and record it; on a signed-in connection (counted in
+    ctx.outcomes_resolved, also when the connection is lost again half way).
+
+    A Reverse or a Revoke is sent again under its own message id: if it was committed the gateway answers
+    what it recorded, otherwise it is done now. A Settle is looked up with QueryTransaction: committed, its
+    amounts are what the terminal learns (the clerk prints the receipt); otherwise it is reversed, which ends it
+    for good even if it were still on its way (the visit is abandoned)."""
+    unknown = set(terminal.unanswered)
+    try:
+        for body in ("reverse", "revoke", "settle"):  # an answered Reverse settles its original too
+            for message_id, sent in list(terminal.unanswered.items()):
+                if sent.body != body or message_id not in terminal.unanswered:
+                    continue
+                if body == "settle":
+                    await _resolve_settle(ctx, terminal, message_id, sent)
+                    continue
+                answer = await terminal.call(body, message_id, **sent.fields)
+                ctx.expect(sent.scenario, f"{body} sent again after a lost connection", answer, OK)
+                extra = _what_it_names(sent)
+                if body == "reverse":
+                    extra["reverse_outcome"] = pb.ReverseOutcome.Name(answer.reverse.outcome)
+                ctx.outcome(terminal, sent.scenario, body, message_id, answer, learned_by=f"{body} again", **extra)
+    finally:
+        ctx.outcomes_resolved += len(unknown - set(terminal.unanswered))
+
+
+async def _resolve_settle(ctx: RunContext, terminal: SimTerminal, message_id: str, sent: Unanswered) -> None:
+    query = await terminal.call("query_transaction", message_id=message_id)
+    found = query.query_transaction
+    if query.status == OK and found.state == pb.TRANSACTION_STATE_SETTLED:
+        terminal.unanswered.pop(message_id, None)
+        ctx.write(terminal, sent.scenario, "settle", message_id, {
+            "status": status_name(OK), "settlement_id": found.settlement_id, "amounts": split_dict(found.split),
+            "learned_by": "query_transaction"})
+        return
+    ctx.expect(sent.scenario, "query_transaction after a lost connection", query, OK,
+               pb.STATUS_CODE_ORIGINAL_NOT_FOUND)
+    reverse_id = terminal.next_message_id()
+    reversed_ = await terminal.call("reverse", reverse_id, original_message_id=message_id)
+    ctx.expect(sent.scenario, "reverse after a lost connection", reversed_, OK)
+    ctx.outcome(terminal, sent.scenario, "reverse", reverse_id, reversed_, original_message_id=message_id,
+                reverse_outcome=pb.ReverseOutcome.Name(reversed_.reverse.outcome), learned_by="reverse")
 
 
 class _Locked:

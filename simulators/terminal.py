@@ -1,11 +1,16 @@
-"""A simulated counter terminal: one TCP connection, requests correlated by message id, and a card reader
-that answers the gateway's ApduScripts with whatever virtual card is inserted."""
+"""A simulated counter terminal: one TCP connection at a time, requests correlated by message id, and a card
+reader that answers the gateway's ApduScripts with whatever virtual card is inserted.
+
+It keeps the money requests (Settle, Revoke, Reverse) it sent and has no answer to: after a lost connection it
+connects again (the same object; message ids go on from where they were) and their outcomes are found out
+(simulators.scenarios.resolve_unanswered)."""
 
 from __future__ import annotations
 
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -22,8 +27,22 @@ MAX_FRAME_BYTES = 1 << 20
 LatencyRecorder = Callable[[str, float, int], None]
 
 
+# Requests that may change the ledger: without their answer, their outcome is unknown (docs/protocol.md 2.6).
+MONEY_BODIES = frozenset({"settle", "revoke", "reverse"})
+
+
 class TerminalGone(Exception):
     """The connection closed before the answer came."""
+
+
+@dataclass
+class Unanswered:
+    """A money request sent whose outcome this terminal does not know."""
+
+    body: str
+    fields: dict[str, Any]
+    scenario: str
+    recorded: bool = False  # written to the outcomes as NO_ANSWER
 
 
 class SimTerminal(Protocol):
@@ -42,9 +61,13 @@ class SimTerminal(Protocol):
         self._decoder = FrameDecoder(MAX_FRAME_BYTES)
         self._pending: dict[str, tuple[Deferred[pb.Response], str, float]] = {}
         self._sequence = itertools.count(1)
-        self.ready: Deferred[SimTerminal] = Deferred()
         self.closed = False
         self.scripts_answered = 0
+        self.unanswered: dict[str, Unanswered] = {}  # by message id
+        self.scenario = ""  # the scenario running: named in what is recorded of its unanswered requests
+        self.connections_lost = 0  # not counting the ones this terminal closed itself
+        self._hanging_up = False
+        self._on_closed: list[Deferred[None]] = []
         # How late the current scenario started after its intended time (open loop): each request is timed from
         # when it would have been sent on schedule, its actual send less this (as wrk2 does).
         self.lag_s = 0.0
@@ -55,7 +78,11 @@ class SimTerminal(Protocol):
     # Protocol --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.ready.callback(self)
+        # Also a reconnection: a new session, which knows no card read before (the clerk inserts it again).
+        self._decoder = FrameDecoder(MAX_FRAME_BYTES)
+        self.closed = False
+        self._hanging_up = False
+        self.card = None
 
     def dataReceived(self, data: bytes) -> None:
         self._decoder.feed(data)
@@ -64,28 +91,55 @@ class SimTerminal(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.closed = True
+        if not self._hanging_up:
+            self.connections_lost += 1
         pending, self._pending = self._pending, {}
         for answer, _, _ in pending.values():
             answer.errback(TerminalGone(str(reason.value) if reason is not None else "closed"))
+        waiting, self._on_closed = self._on_closed, []
+        for closed in waiting:
+            closed.callback(None)
 
     # Requests --------------------------------------------------------------------------------
 
-    def call(self, body: str, message_id: str | None = None, **fields: Any) -> Deferred[pb.Response]:
+    def call(self, body: str, message_id: str | None = None, /, **fields: Any) -> Deferred[pb.Response]:
         request = self.build(body, message_id, **fields)
         answer: Deferred[pb.Response] = Deferred()
         if self.closed:
             answer.errback(TerminalGone("not connected"))
             return answer
         self._pending[request.message_id] = (answer, body, time.perf_counter() - self.lag_s)  # its intended send
+        self._sent(body, request.message_id, fields)
         self.transport.write(encode_frame(request.SerializeToString()))
         return answer
 
-    def send_and_forget(self, body: str, message_id: str, **fields: Any) -> None:
+    def send_and_forget(self, body: str, message_id: str, /, **fields: Any) -> None:
         """Send a request and stop waiting for it: a terminal whose timeout fired."""
+        if self.closed:
+            raise TerminalGone("not connected")
         request = self.build(body, message_id, **fields)
+        self._sent(body, message_id, fields)
         self.transport.write(encode_frame(request.SerializeToString()))
 
-    def build(self, body: str, message_id: str | None, **fields: Any) -> pb.Request:
+    def _sent(self, body: str, message_id: str, fields: dict[str, Any]) -> None:
+        if body in MONEY_BODIES:
+            # A retry of an unanswered request keeps what was known of the first sending. Not the PIN: a Settle
+            # is looked up afterwards, never sent again, and a PIN is kept nowhere.
+            kept = {name: value for name, value in fields.items() if name != "pin"}
+            self.unanswered.setdefault(message_id, Unanswered(body, kept, self.scenario))
+
+    def hang_up(self) -> Deferred[None]:
+        """Close the connection (this terminal's choice, not a lost connection); fires once it is closed."""
+        closed: Deferred[None] = Deferred()
+        if self.closed or self.transport is None:
+            closed.callback(None)
+            return closed
+        self._hanging_up = True
+        self._on_closed.append(closed)
+        self.transport.loseConnection()
+        return closed
+
+    def build(self, body: str, message_id: str | None, /, **fields: Any) -> pb.Request:
         request = pb.Request(terminal_id=self.terminal_id, message_id=message_id or self.next_message_id())
         request.send_time.GetCurrentTime()
         target = getattr(request, body)
@@ -107,6 +161,11 @@ class SimTerminal(Protocol):
         if entry is None:
             return  # the answer to a request this terminal gave up on
         answer, body, intended = entry
+        # After STATUS_CODE_INTERNAL_ERROR the outcome is still unknown (docs/protocol.md 2.6, rule 4).
+        if body in MONEY_BODIES and response.status != pb.STATUS_CODE_INTERNAL_ERROR:
+            self.unanswered.pop(response.message_id, None)
+            if body == "reverse" and response.status == pb.STATUS_CODE_OK:
+                self.unanswered.pop(response.reverse.original_message_id, None)  # it does not take effect
         self.record(body, time.perf_counter() - intended, response.status)
         answer.callback(response)
 

@@ -1,8 +1,9 @@
 """`gateway simulate --verify OUTCOMES --db URL`: the terminals' record against the ledger.
 
-Every settlement a terminal saw OK is in the ledger exactly once with the same amounts; every one revoked or
-reversed is undone; a reversal that found nothing left nothing behind; and the ledger holds no settlement
-under a message id of these runs that no terminal sent.
+Every settlement a terminal saw OK (or learned was committed, after a lost connection) is in the ledger exactly
+once with the same amounts; every one revoked or reversed is undone; a reversal that found nothing left nothing
+behind; the ledger holds no settlement under a message id of these runs that no terminal sent; and none still in
+force that its terminal was told was refused, or never found out about.
 """
 
 from __future__ import annotations
@@ -111,9 +112,18 @@ def verify(engine: Engine, outcomes: Iterable[dict[str, Any]]) -> Verification:
             if live:
                 result.differences.append(f"{record['terminal']}/{record['original_message_id']}: reversed "
                                           f"({record.get('reverse_outcome')}) but still settled as {live[0]['ref']}")
+    settled_ok = {(r["terminal"], r["message_id"]) for r in records
+                  if r["body"] == "settle" and r["status"] == "STATUS_CODE_OK"}
+    reversed_ok = {(r["terminal"], r["original_message_id"]) for r in records
+                   if r["body"] == "reverse" and r["status"] == "STATUS_CODE_OK"}
     for key, found in by_key.items():
         if key not in sent:
             result.differences.append(f"{key[0]}/{key[1]}: in the ledger ({found[0]['ref']}) but no terminal sent it")
         elif len(found) > 1:
             result.differences.append(f"{key[0]}/{key[1]}: {len(found)} settlements under one key")
+        elif key not in settled_ok and key not in reversed_ok and undone.get(found[0]["ref"]) is None:
+            told = sorted({r["status"] for r in records if r["body"] == "settle"
+                           and (r["terminal"], r["message_id"]) == key})
+            result.differences.append(f"{key[0]}/{key[1]}: in force in the ledger ({found[0]['ref']}) but its "
+                                      f"terminal has it as {', '.join(told)}")
     return result
