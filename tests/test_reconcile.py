@@ -438,12 +438,12 @@ def test_a_day_that_changed_since_it_matched_must_be_reconciled_again(db_url: st
     upgrade(engine)
     write_demo_registry(engine, persons=40)
     writer = InlineLedgerWriter(engine, load_builtin_policies())
-    writer.write([settle(engine, "N00000001", "early", 10_000)])
+    write(writer, [settle(engine, "N00000001", "early", 10_000)])
     statement = tmp_path / "statement.csv"
     statement.write_text(statement_of(engine), encoding="utf-8")
     reconciling = ["reconcile", "--db", db_url, "--date", DAY, "--statement", str(statement), "--out", str(tmp_path)]
     assert cli(capsys, *reconciling)[0] == 0
-    writer.write([settle(engine, "N00000001", "late", 20_000, at=NOW + timedelta(hours=8))])  # still the same day
+    write(writer, [settle(engine, "N00000001", "late", 20_000, at=NOW + timedelta(hours=8))])  # still the same day
     status, text = cli(capsys, "day", "close", "--db", db_url, "--date", DAY)
     assert status == 1 and "changed since its reconciliation" in text and "(1 rows, 100.00 yuan then; 2 rows, " \
         "300.00 yuan now)" in text, text
@@ -480,9 +480,9 @@ def test_the_days_are_listed_with_their_settlements_reconciliation_and_close(
     write_demo_registry(engine, persons=40)
     writer = InlineLedgerWriter(engine, load_builtin_policies())
     yesterday = TODAY - timedelta(days=1)
-    writer.write([settle(engine, "N00000001", "old-1", 50_000, at=NOW - timedelta(days=1))])
-    responses = writer.write([settle(engine, "N00000001", f"h-{i}", 12_345 + i * 1_000) for i in range(3)])
-    writer.write([revoke(responses[0].settle.settlement_id, "rk-1")])
+    write(writer, [settle(engine, "N00000001", "old-1", 50_000, at=NOW - timedelta(days=1))])
+    responses = write(writer, [settle(engine, "N00000001", f"h-{i}", 12_345 + i * 1_000) for i in range(3)])
+    write(writer, [revoke(responses[0].settle.settlement_id, "rk-1")])
     for on, text in ((yesterday, statement_of(engine, yesterday)),
                      (TODAY, tamper(statement_of(engine), 2, "hifp_pay", "7.00"))):
         path = tmp_path / f"{on}.csv"
