@@ -202,6 +202,9 @@ def _sign_in_once(options: Options, terminal_id: str) -> pb.Response:
                 sign_out.sign_out.SetInParent()
                 _exchange(sock, sign_out)  # its answer: the gateway then frees the session as the connection ends
             return answer
+    except TimeoutError as exc:
+        raise Unreachable(f"no answer to a SignIn in {PREFLIGHT_TIMEOUT_S:.0f} s (is it a gateway, and does it "
+                          "speak TLS: --tls-ca?)") from exc
     except OSError as exc:  # ssl.SSLError is one too
         raise Unreachable(exc.strerror or str(exc) or exc.__class__.__name__) from exc
 

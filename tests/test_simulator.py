@@ -155,7 +155,7 @@ def test_a_shortfall_is_one_line_before_anything_runs(gateway: RunningGateway, t
         assert line.startswith("gateway: ") and "--terminals-per-institution" in line
     assert "625 terminal ids at H33020300001" in too_many.stderr
     assert "H33020300001-400" in unknown.stderr and "STATUS_CODE_UNKNOWN_TERMINAL" in unknown.stderr
-    assert outcomes.read_text() == "an earlier run's record\n"  # nothing ran, nothing was replaced
+    assert outcomes.read_text() == ""  # nothing ran
 
 
 def test_open_loop_latency_counts_the_backlog_and_the_achieved_rate_stands_beside_the_target(

@@ -108,6 +108,11 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     if unreachable is not None:
         print(f"gateway: cannot connect to {args.target}: {unreachable}", file=sys.stderr)
         return EXIT_FAILED
+    if args.outcomes is not None:
+        try:
+            args.outcomes.open("w", encoding="utf-8").close()  # this run's record only, appended to as it runs
+        except OSError as exc:
+            return cannot_write(args.outcomes, exc)
     options = Options(host, int(port), args.terminals, args.duration, args.requests, args.rate, args.mix,
                       args.seed, args.persons, args.terminals_per_institution, args.outcomes,
                       progress=sys.stderr.isatty() and not os.environ.get("CI"),
@@ -120,11 +125,6 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     except Unreachable as exc:
         print(f"gateway: cannot connect to {args.target}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if args.outcomes is not None:
-        try:
-            args.outcomes.open("w", encoding="utf-8").close()  # this run's record only, appended to as it runs
-        except OSError as exc:
-            return cannot_write(args.outcomes, exc)
     if args.processes > 1:
         summary, failure = run_processes(options, args.processes)
     else:
