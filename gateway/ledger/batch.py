@@ -182,6 +182,8 @@ class Batch:
         refs = {i.settlement_ref for i in intents if isinstance(i, RevokeIntent)}
         refs |= {r["transaction_ref"] for r in self.records.values() if r["transaction_ref"]}
         self._load_transactions(refs)
+        if any(isinstance(i, RevokeIntent | ReverseIntent) for i in intents):
+            self._load_rollovers()  # only an undoing asks; a batch of Settles reads nothing more
         settles = [i for i in intents if isinstance(i, SettleIntent)]
         ssns = {i.facts.registry.person.social_security_number for i in settles if i.facts.registry.person}
         ssns |= {t.ssn for t in self.transactions.values() if t.ssn}
@@ -205,11 +207,14 @@ class Batch:
             self.transactions[entry.transaction_ref].entries.append((entry.account_code, entry.amount_fen))
         for original_ref, undoing in undone_by(self.conn, sorted(refs)).items():
             self.transactions[original_ref].compensated_by = undoing.kind
-        rollover_keys = sorted({rollover_key(t.insurance_year, t.ssn) for t in self.transactions.values()
-                                if t.kind == TransactionKind.SETTLEMENT.value and t.ssn and t.insurance_year})
-        if rollover_keys:
+
+    def _load_rollovers(self) -> None:
+        """Which loaded settlements' holders have had their settlement's year rolled over."""
+        keys = sorted({rollover_key(t.insurance_year, t.ssn) for t in self.transactions.values()
+                       if t.kind == TransactionKind.SETTLEMENT.value and t.ssn and t.insurance_year})
+        if keys:
             self.rolled_over = set(self.conn.scalars(select(TRANSACTIONS.c.dedupe_key).where(
-                TRANSACTIONS.c.dedupe_key.in_(rollover_keys))))
+                TRANSACTIONS.c.dedupe_key.in_(keys))))
 
     def _load_persons(self, ssns: list[str], years: set[int]) -> None:
         if not ssns:
