@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from gateway.money import MAX_AMOUNT_FEN
-from gateway.settlement.policy import PolicyError, load_builtin_policies, load_policy_directory, parse_policy
+from gateway.settlement.policy import (
+    PolicyBook,
+    PolicyError,
+    load_builtin_policies,
+    load_policy_directory,
+    parse_policy,
+)
 
 BUILT_IN = Path(__file__).resolve().parent.parent / "gateway/settlement/policies/2026.toml"
 GOOD = BUILT_IN.read_text(encoding="utf-8")
@@ -96,3 +102,54 @@ def test_an_operator_directory_replaces_the_built_in_figures(tmp_path: Path) -> 
     assert policy is not None and not policy.illustrative and policy.employee.deductible_fen == 80_000
     with pytest.raises(PolicyError, match="no policy files"):
         load_policy_directory(tmp_path / "empty-does-not-exist")
+
+
+def _book_of(*years: tuple[str, str]) -> PolicyBook:
+    """A book with one policy per (valid_from, valid_to), all with GOOD's figures."""
+    policies = []
+    for index, (first, last) in enumerate(years):
+        text = (GOOD.replace("insurance_year = 2026", f"insurance_year = {first[:4]}")
+                .replace("valid_from = 2026-01-01", f"valid_from = {first}")
+                .replace("valid_to = 2026-12-31", f"valid_to = {last}")
+                .replace("NB-2026-illustrative-1", f"v{index}"))
+        policies.append(parse_policy(text, f"{index}.toml"))
+    return PolicyBook(policies)
+
+
+@pytest.mark.parametrize(("years", "today", "covered_through", "days_remaining"), [
+    # One year: the days left in it.
+    ((("2026-01-01", "2026-12-31"),), date(2026, 12, 2), date(2026, 12, 31), 29),
+    ((("2026-01-01", "2026-12-31"),), date(2026, 12, 31), date(2026, 12, 31), 0),
+    # Two years back to back: the run goes on into the next.
+    ((("2026-01-01", "2026-12-31"), ("2027-01-01", "2027-12-31")), date(2026, 12, 2), date(2027, 12, 31), 394),
+    # A gap: the later year does not count for the days before it.
+    ((("2026-01-01", "2026-12-31"), ("2027-01-02", "2027-12-31")), date(2026, 12, 2), date(2026, 12, 31), 29),
+    # Today uncovered: nothing is settled.
+    ((("2027-01-01", "2027-12-31"),), date(2026, 12, 2), None, -1),
+    ((("2025-01-01", "2025-12-31"),), date(2026, 1, 1), None, -1),
+])
+def test_the_calendar_says_how_long_policies_still_cover(years: tuple[tuple[str, str], ...], today: date,
+                                                         covered_through: date | None,
+                                                         days_remaining: int) -> None:
+    book = _book_of(*years)
+    assert book.covered_through(today) == covered_through
+    assert book.days_remaining(today) == days_remaining
+
+
+@pytest.mark.parametrize(("years", "today", "days", "gaps"), [
+    ((("2026-01-01", "2026-12-31"), ("2027-01-01", "2027-12-31")), date(2026, 12, 2), 30, []),
+    ((("2026-01-01", "2026-12-31"),), date(2026, 12, 2), 30, [(date(2027, 1, 1), date(2027, 1, 1))]),
+    ((("2026-01-01", "2026-12-31"),), date(2026, 12, 2), 60, [(date(2027, 1, 1), date(2027, 1, 31))]),
+    ((("2026-01-01", "2026-12-31"), ("2027-01-10", "2027-12-31")), date(2026, 12, 20), 30,
+     [(date(2027, 1, 1), date(2027, 1, 9))]),
+    ((("2027-01-01", "2027-12-31"),), date(2026, 12, 30), 5, [(date(2026, 12, 30), date(2026, 12, 31))]),
+])
+def test_the_calendar_lists_the_uncovered_days_ahead(years: tuple[tuple[str, str], ...], today: date, days: int,
+                                                     gaps: list[tuple[date, date]]) -> None:
+    assert _book_of(*years).gaps(today, days) == gaps
+
+
+def test_the_built_in_years_cover_the_next_thirty_days_of_2026() -> None:
+    book = load_builtin_policies()
+    assert book.gaps(date(2026, 12, 2), 30) == []
+    assert book.covered_through(date(2026, 12, 2)) == date(2027, 12, 31)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import tomllib
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,48 @@ class PolicyBook:
     @property
     def years(self) -> list[int]:
         return [p.insurance_year for p in self.policies]
+
+    def covered_through(self, today: date) -> date | None:
+        """The last day of the unbroken run of policies that starts with the one covering `today`.
+
+        None when no policy covers `today` (settlements are refused). A gap after today ends the run: a
+        policy for a later year does not help the days before it.
+        """
+        last: date | None = None
+        for policy in self.policies:
+            if last is None:
+                if policy.covers(today):
+                    last = policy.valid_to
+            elif policy.valid_from == last + timedelta(days=1):
+                last = policy.valid_to
+            elif policy.valid_from > last:
+                break
+        return last
+
+    def days_remaining(self, today: date) -> int:
+        """Days after `today` that policies still cover without a gap: 0 when only today is covered, -1 when
+        today is not."""
+        last = self.covered_through(today)
+        return -1 if last is None else (last - today).days
+
+    def gaps(self, today: date, days: int) -> list[tuple[date, date]]:
+        """The uncovered stretches (first, last day) within `today` .. `today + days`, in order."""
+        end = today + timedelta(days=days)
+        found: list[tuple[date, date]] = []
+        cursor = today
+        for policy in self.policies:
+            if policy.valid_to < cursor:
+                continue
+            if policy.valid_from > end:
+                break
+            if policy.valid_from > cursor:
+                found.append((cursor, policy.valid_from - timedelta(days=1)))
+            cursor = policy.valid_to + timedelta(days=1)
+            if cursor > end:
+                return found
+        if cursor <= end:
+            found.append((cursor, end))
+        return found
 
 
 def load_builtin_policies() -> PolicyBook:
