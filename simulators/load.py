@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectError
 
+import gateway
 from gateway.config import ServerConfig
 from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
 from gateway.demo.registry import (
@@ -41,6 +43,7 @@ from gateway.demo.registry import (
 from gateway.protocol.framing import FrameDecoder, encode_frame
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
+from simulators.recorder import NOT_COUNTED, Recorder, distribution
 from simulators.scenarios import PIN_PAD_PERCENT, SCENARIOS, RunContext, load_mix, resolve_unanswered
 from simulators.terminal import MAX_FRAME_BYTES, SimTerminal, TerminalGone
 from simulators.tls import TlsFiles, client_endpoint
@@ -98,17 +101,17 @@ class Figures:
     achieved_rate_per_s: float = 0.0
     behind_schedule: int = 0
     not_started: int = 0
-    start_lags_ms: list[float] = field(default_factory=list)
-    latencies: dict[str, list[float]] = field(default_factory=dict)
+    # Latencies per message type and per second, each scenario's start lag (open loop), settlements per second.
+    recorder: Recorder = field(default_factory=Recorder)
     statuses: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
     settled_ok: int = 0
     errors: list[str] = field(default_factory=list)
 
     def record(self, body: str, seconds: float, status: int) -> None:
-        if body != "sign_in":  # connecting, before the measured run starts: its latency only
+        if body not in NOT_COUNTED:  # connecting, before the measured run starts: its latency only
             self.requests += 1
-        self.latencies.setdefault(body, []).append(seconds * 1000)
+        self.recorder.record(body, seconds, time.time())
         self.statuses[status_name(status)] += 1
 
 
@@ -246,7 +249,8 @@ class Simulator:
         self.run_id = uuid.uuid4().hex[:8]
         self.outcomes_file = options.outcomes.open("a", encoding="utf-8") if options.outcomes else None
         self.ctx = RunContext(self.run_id, random.Random(options.seed + options.partition[0]), options.partition,
-                              options.persons, self.outcomes_file)
+                              options.persons, self.outcomes_file,
+                              on_settled=lambda: self.figures.recorder.settled(time.time()))
         self.mix = load_mix(options.mix)
         self.rng = random.Random(options.seed * 7 + options.partition[0])
         self.idle: dict[str, list[SimTerminal]] = {}
@@ -362,7 +366,7 @@ class Simulator:
             if due is not None:
                 terminal.lag_s = max(0.0, time.perf_counter() - due)
                 self.figures.starts += 1
-                self.figures.start_lags_ms.append(terminal.lag_s * 1000)
+                self.figures.recorder.record_start_lag(terminal.lag_s)
             try:
                 await SCENARIOS[name][0](self.ctx, terminal)
                 self.figures.scenarios += 1
@@ -476,18 +480,6 @@ class Simulator:
 # Figures ---------------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
-def _distribution(values: list[float]) -> dict[str, float]:
-    return {"count": len(values), "p50": round(percentile(values, 0.50), 2), "p90": round(percentile(values, 0.90), 2),
-            "p99": round(percentile(values, 0.99), 2), "max": round(max(values, default=0.0), 2)}
-
-
 def summarise(figures: Figures, options: Options, processes: int = 1) -> dict[str, Any]:
     seconds = max(figures.finished - figures.started, 1e-9)
     summary: dict[str, Any] = {
@@ -496,20 +488,49 @@ def summarise(figures: Figures, options: Options, processes: int = 1) -> dict[st
         "requests": figures.requests, "requests_per_s": round(figures.requests / seconds, 1),
         "settlements_ok": figures.settled_ok, "settlements_per_s": round(figures.settled_ok / seconds, 1),
         "target_rate_per_s": options.rate,
-        "latency_ms": {body: _distribution(values) for body, values in sorted(figures.latencies.items())},
+        "latency_ms": figures.recorder.latency_ms(),
         "statuses": dict(sorted(figures.statuses.items())),
         "unexpected": figures.unexpected, "errors": figures.errors,
         "connections_lost": figures.connections_lost, "reconnects": figures.reconnects,
         "scenarios_interrupted": figures.scenarios_interrupted, "outcomes_resolved": figures.outcomes_resolved,
         "outcomes_unknown": figures.outcomes_unknown,
+        "run": {"duration_s": options.duration_s, "requests_goal": options.requests, "seed": options.seed,
+                "persons": options.persons, "terminals_per_institution": options.terminals_per_institution,
+                "tls": options.tls is not None, "mix_weights": load_mix(options.mix),
+                "started_at": _iso(figures.wall_started), "finished_at": _iso(figures.wall_finished)},
     }
     if options.rate:
         summary.update({
             "achieved_rate_per_s": round(figures.achieved_rate_per_s, 1),
             "rate_shortfall": round(max(0.0, 1 - figures.achieved_rate_per_s / options.rate), 3),
             "behind_schedule": figures.behind_schedule, "not_started": figures.not_started,
-            "start_lag_ms": _distribution(figures.start_lags_ms)})
+            "start_lag_ms": distribution(figures.recorder.start_lag)})
     return summary
+
+
+def checkout_commit(directory: Path | None = None) -> str | None:
+    """The git commit `directory` (default: this package's) is checked out at, `+changes` after it when the work
+    tree differs from it; None outside a git checkout (an installed package)."""
+    directory = directory or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return commit.stdout.strip() + ("+changes" if status.stdout.strip() else "")
+
+
+def simulator_version() -> str:
+    commit = checkout_commit()
+    return f"{SOFTWARE_VERSION}, gateway release {gateway.__version__}" + (f", commit {commit}" if commit else "")
+
+
+def _iso(wall_s: float) -> str | None:
+    return datetime.fromtimestamp(wall_s, UTC).isoformat(timespec="seconds") if wall_s else None
 
 
 def rate_warning(summary: dict[str, Any]) -> str | None:
@@ -536,9 +557,10 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(f"  WARNING: {warning}")
         lines.append("  latencies from each request's intended send, its scenario's start lag included")
         rows = {**rows, "scenario start lag": summary["start_lag_ms"]}
-    lines.append(f"  {'latency ms':<20}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    lines.append(f"  {'latency ms':<20}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}")
     for body, row in rows.items():
-        lines.append(f"  {body:<20}{row['count']:>7}{row['p50']:>9}{row['p90']:>9}{row['p99']:>9}{row['max']:>9}")
+        lines.append(f"  {body:<20}{row['count']:>7}{row['p50']:>9.2f}{row['p90']:>9.2f}{row['p99']:>9.2f}"
+                     f"{row['p99_9']:>9.2f}{row['max']:>9.2f}")
     if summary["connections_lost"] or summary["reconnects"]:
         lines.append(f"  connections lost {summary['connections_lost']}, reconnected {summary['reconnects']}; "
                      f"{summary['scenarios_interrupted']} scenarios cut short; unanswered money requests found out "
@@ -548,6 +570,9 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"  unexpected answers: {len(summary['unexpected'])}")
     lines.extend(f"    {line}" for line in summary["unexpected"][:50])
     lines.extend(f"  error: {line}" for line in summary["errors"][:20])
+    for verdict in summary.get("thresholds", []):
+        lines.append(f"  threshold {verdict['name']} {verdict['limit_text']}: measured {verdict['measured_text']}, "
+                     + ("passed" if verdict["passed"] else "FAILED"))
     return "\n".join(lines)
 
 
@@ -579,8 +604,9 @@ def run_in_process(options: Options) -> tuple[Figures, str | None]:
     return (result[0] if result else Figures()), (failure[0] if failure else None)
 
 
-def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str | None]:
-    """Split the terminals, rate and population over `processes` simulator processes and merge their figures."""
+def run_processes(options: Options, processes: int) -> tuple[Figures | None, str | None]:
+    """Split the terminals, rate and population over `processes` simulator processes and merge their figures
+    (None when a process failed to report any)."""
     with tempfile.TemporaryDirectory() as tmp:
         children = []
         for index in range(processes):
@@ -611,11 +637,11 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
                     if path.exists():
                         out.write(path.read_text(encoding="utf-8"))
     if len(parts) != processes:
-        return {}, f"{processes - len(parts)} simulator process(es) failed (exit codes {codes})"
+        return None, f"{processes - len(parts)} simulator process(es) failed (exit codes {codes})"
     # The run lasted from the first process's start to the last one's end.
     windows = [p["wall_window"] for p in parts if p["wall_window"][0]]  # a process that never ran has none
-    figures = Figures(started=min((w[0] for w in windows), default=0.0),
-                      finished=max((w[1] for w in windows), default=0.0))
+    started, finished = min((w[0] for w in windows), default=0.0), max((w[1] for w in windows), default=0.0)
+    figures = Figures(started=started, finished=finished, wall_started=started, wall_finished=finished)
     for part in parts:
         raw = part["raw"]
         figures.scenarios += part["scenarios"]
@@ -624,18 +650,16 @@ def run_processes(options: Options, processes: int) -> tuple[dict[str, Any], str
         figures.statuses.update(part["statuses"])
         figures.unexpected.extend(part["unexpected"])
         figures.errors.extend(part["errors"])
-        for body, values in raw["latency_ms"].items():
-            figures.latencies.setdefault(body, []).extend(values)
+        figures.recorder.merge_json(raw["recorder"])
         # Each process started its share of the rate: the run's rate is their sum.
         figures.starts += raw["starts"]
         figures.achieved_rate_per_s += raw["achieved_rate_per_s"]
         figures.behind_schedule += raw["behind_schedule"]
         figures.not_started += raw["not_started"]
-        figures.start_lags_ms.extend(raw["start_lags_ms"])
         for name in ("connections_lost", "reconnects", "scenarios_interrupted", "outcomes_resolved",
                      "outcomes_unknown"):
             setattr(figures, name, getattr(figures, name) + part[name])
-    return summarise(figures, options, processes), None
+    return figures, None
 
 
 def worker_main(argv: list[str]) -> int:
@@ -667,9 +691,9 @@ def worker_main(argv: list[str]) -> int:
                       tls=TlsFiles(args.tls_ca, args.tls_cert_dir) if args.tls_ca else None)
     figures, failure = run_in_process(options)
     summary = summarise(figures, options)
-    summary["raw"] = {"latency_ms": figures.latencies, "starts": figures.starts,
+    summary["raw"] = {"recorder": figures.recorder.to_json(), "starts": figures.starts,
                       "achieved_rate_per_s": figures.achieved_rate_per_s, "behind_schedule": figures.behind_schedule,
-                      "not_started": figures.not_started, "start_lags_ms": figures.start_lags_ms}
+                      "not_started": figures.not_started}
     summary["wall_window"] = [figures.wall_started, figures.wall_finished]
     if failure:
         summary["errors"].append(failure)

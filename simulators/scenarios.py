@@ -47,6 +47,7 @@ class RunContext:
     settled_ok: int = 0
     outcomes_resolved: int = 0  # unanswered money requests whose outcome was found out after a lost connection
     store: CardStateStore = field(default_factory=CardStateStore)
+    on_settled: Callable[[], None] | None = None  # each settlement answered OK, as it is (settlements per second)
 
     def __post_init__(self) -> None:
         index, count = self.partition
@@ -87,6 +88,8 @@ class RunContext:
                 **extra: Any) -> None:
         if body == "settle" and response is not None and response.status == OK:
             self.settled_ok += 1
+            if self.on_settled is not None:
+                self.on_settled()
         if response is None and message_id in terminal.unanswered:
             terminal.unanswered[message_id].recorded = True
         record: dict[str, Any] = {"status": status_name(response.status) if response is not None else "NO_ANSWER"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -56,6 +57,23 @@ def add_commands(commands: Commands) -> None:
     simulate.add_argument("--processes", type=int, default=1, metavar="P",
                           help="simulator processes sharing the terminals (use more when one is the bottleneck)")
     simulate.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON")
+    simulate.add_argument("--report", type=Path, metavar="DIR",
+                          help="write DIR/index.html (a self-contained page: throughput and p50/p99 per second, a "
+                               "latency histogram and percentile distribution per message type, the parameters, "
+                               "the thresholds) with the raw data beside it (summary.json, timeline.json, an "
+                               "HdrHistogram log per message type)")
+    limits = simulate.add_argument_group(
+        "thresholds", "the run exits 1 when one fails, naming it with the figure measured and the limit")
+    limits.add_argument("--max-p99-ms", action="append", default=[], metavar="[TYPE=]MS",
+                        help="p99 latency limit of every message type but SignIn, or of one (Settle=10); repeatable")
+    limits.add_argument("--min-rate", type=float, metavar="N",
+                        help="requests answered per second of the run, at least (every request but SignIn)")
+    limits.add_argument("--min-settle-rate", type=float, metavar="N",
+                        help="settlements answered OK per second of the run, at least")
+    limits.add_argument("--max-unexpected", type=int, default=0, metavar="N",
+                        help="unexpected answers allowed (default 0)")
+    simulate.add_argument("--gateway-commit", metavar="REV",
+                          help="the commit the gateway runs, recorded in the report (not known otherwise)")
     simulate.add_argument("--outcomes", type=Path, metavar="OUT", help="write one JSON line per request")
     simulate.add_argument("--verify", type=Path, metavar="OUTCOMES", help="check an outcomes file against --db")
     simulate.add_argument("--tls-ca", type=Path, metavar="FILE",
@@ -85,6 +103,13 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     if args.require_rate and args.rate is None:
         print("gateway: --require-rate needs --rate R", file=sys.stderr)
         return EXIT_USAGE
+    from simulators.thresholds import BadThreshold, evaluate, parse
+
+    try:
+        limits = parse(args.max_p99_ms, args.min_rate, args.min_settle_rate, args.max_unexpected, args.require_rate)
+    except BadThreshold as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from simulators.load import (
         Options,
         Shortfall,
@@ -94,6 +119,7 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
         render,
         run_in_process,
         run_processes,
+        simulator_version,
         summarise,
     )
     from simulators.scenarios import load_mix
@@ -125,15 +151,16 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     except Unreachable as exc:
         print(f"gateway: cannot connect to {args.target}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if args.processes > 1:
-        summary, failure = run_processes(options, args.processes)
-    else:
-        figures, failure = run_in_process(options)
-        summary = summarise(figures, options)
+    figures, failure = run_processes(options, args.processes) if args.processes > 1 else run_in_process(options)
     if failure:
         print(f"gateway: the simulation failed: {failure}", file=sys.stderr)
-        if not summary:
-            return EXIT_FAILED
+    if figures is None:
+        return EXIT_FAILED
+    summary = summarise(figures, options, args.processes)
+    summary["gateway_commit"] = args.gateway_commit
+    summary["simulator_version"] = simulator_version()
+    verdicts = evaluate(limits, summary)
+    summary["thresholds"] = [verdict.to_json() for verdict in verdicts]
     print(render(summary))
     if args.json is not None:
         try:
@@ -141,12 +168,24 @@ def _simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
             args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         except OSError as exc:
             return cannot_write(args.json, exc)
+    if args.report is not None:
+        from simulators import report
+
+        try:
+            page = report.write(args.report, summary, figures.recorder, (figures.wall_started, figures.wall_finished),
+                                command=shlex.join(["gateway", *sys.argv[1:]]))
+        except OSError as exc:
+            return cannot_write(args.report, exc)
+        print(f"report: {page}")
     warning = rate_warning(summary)
     if warning:
         print(f"gateway: {warning} (--require-rate)" if args.require_rate else f"gateway: warning: {warning}",
               file=sys.stderr)
-    slow = warning is not None and args.require_rate
-    return EXIT_OK if not summary["unexpected"] and not summary["errors"] and not failure and not slow else EXIT_FAILED
+    for verdict in verdicts:
+        if not verdict.passed:
+            print(f"gateway: threshold failed: {verdict.message()}", file=sys.stderr)
+    passed = all(verdict.passed for verdict in verdicts)
+    return EXIT_OK if passed and not summary["errors"] and not failure else EXIT_FAILED
 
 
 def _unreachable(host: str, port: int) -> str | None:
