@@ -22,6 +22,10 @@ P99_TARGET_MS = 20.0
 IDLE_KB_TARGET = 20.0
 LARGE_LEDGER_SLOWDOWN_LIMIT = 0.10
 TLS_HEARTBEAT_RATIO_TARGET = 0.7
+# The simulator runs' pages (benchmarks.system_bench REPORTED_RUNS), as the sentence under the table names them.
+REPORT_LABELS = {"heartbeat": "heartbeats", "heartbeat_tls": "heartbeats over TLS", "settle": "the whole counter flow",
+                 "settle_only": "the Settle exchange alone", "half_peak": "latency at half the peak",
+                 "large_ledger": "the large ledger"}
 
 
 def _met(ok: bool) -> str:
@@ -91,6 +95,12 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Unexpected answers in these runs: {unexpected}.",
     ]
+    pages = results.get("reports") or {}
+    if pages:
+        links = ", ".join(f"[{REPORT_LABELS.get(name, name)}]({path})" for name, path in pages.items())
+        lines += ["", "Each run's page (`gateway simulate --report`: throughput and p50/p99 per second, a latency "
+                  "histogram and percentile distribution per message type, the run's parameters and command line; "
+                  f"its raw data and HdrHistogram logs beside it): {links}."]
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@
 2. latency at many connected terminals at half the settlement peak (open loop);
 3. the gateway's resident memory per idle signed-in connection;
 4. settlements/s on a ledger pre-filled with --prefill settlements (benchmarks.prefill) vs the empty one.
-Writes bench/results.json and the table in BENCHMARKS.md (benchmarks.report).
+Writes bench/results.json, the table in BENCHMARKS.md (benchmarks.report) and, for each simulator run of a figure,
+its page (`gateway simulate --report`: throughput and latency per second, latency distributions per message type)
+in bench/reports/RUN/.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,11 +31,13 @@ from typing import Any
 from benchmarks import report
 from benchmarks.prefill import LARGE_LEDGER_SETTLEMENTS, persons_for, prefill
 from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
-from simulators.load import SESSIONS_PER_TERMINAL_ID
+from simulators.load import SESSIONS_PER_TERMINAL_ID, checkout_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = [sys.executable, "-m", "gateway"]
 TLS_ADDRESS = re.compile(r":(\d+) \(TLS\)")
+# The simulator runs whose page (`gateway simulate --report`) `make bench` keeps, under --reports.
+REPORTED_RUNS = ("heartbeat", "heartbeat_tls", "settle", "settle_only", "half_peak", "large_ledger")
 
 
 def rss_kb(pid: int) -> int:
@@ -90,11 +95,17 @@ class Gateway:
         return ("--tls-ca", str(self.pki / "ca.crt"), "--tls-cert-dir", str(self.pki / "terminals"))
 
 
-def simulate(port: int, per_institution: int, *args: str) -> dict[str, Any]:
+def simulate(port: int, per_institution: int, *args: str, report: Path | None = None) -> dict[str, Any]:
+    """One `gateway simulate` run's figures; with `report`, its page written there (what was there removed)."""
+    reporting: list[str] = []
+    if report is not None:
+        shutil.rmtree(report, ignore_errors=True)
+        commit = checkout_commit(ROOT)  # the gateway runs from this checkout too
+        reporting = ["--report", str(report), *(["--gateway-commit", commit] if commit else [])]
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         result = subprocess.run([*GATEWAY, "simulate", "--target", f"127.0.0.1:{port}",
-                                 "--terminals-per-institution", str(per_institution), "--json", out.name, *args],
-                                cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CI": "1"})
+                                 "--terminals-per-institution", str(per_institution), "--json", out.name, *args,
+                                 *reporting], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CI": "1"})
         if result.returncode not in (0, 1):
             raise RuntimeError(result.stderr[-2000:])
         figures: dict[str, Any] = json.loads(Path(out.name).read_text())
@@ -116,7 +127,8 @@ def idle_memory(gateway: Gateway, per_institution: int, connections: int) -> dic
             "kb_per_connection": round((after - before) / max(int(ready or 0), 1), 2)}
 
 
-def large_ledger(tmp: Path, empty: Gateway, per_institution: int, args: argparse.Namespace) -> dict[str, Any]:
+def large_ledger(tmp: Path, empty: Gateway, per_institution: int, args: argparse.Namespace,
+                 reports: dict[str, Path]) -> dict[str, Any]:
     """Settlements/s on a ledger pre-filled with `args.prefill` settlements, between two runs on the (nearly)
     empty one, each with the same simulator and settings."""
     settle = ("--terminals", str(args.terminals), "--duration", str(args.seconds), "--mix", "settle")
@@ -125,7 +137,7 @@ def large_ledger(tmp: Path, empty: Gateway, per_institution: int, args: argparse
         # Like the empty ledger's gateway, which ran before: first uses recorded, accounts opened, facts read.
         simulate(large.port, per_institution, *settle)
         before = simulate(empty.port, per_institution, *settle)
-        on_large = simulate(large.port, per_institution, *settle)
+        on_large = simulate(large.port, per_institution, *settle, report=reports["large_ledger"])
         after = simulate(empty.port, per_institution, *settle)
     finally:
         large.stop()
@@ -149,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="where the table of figures is written (between its markers)")
+    parser.add_argument("--reports", type=Path, default=ROOT / "bench/reports",
+                        help="where each simulator run's page goes (DIR/RUN/index.html)")
     args = parser.parse_args(argv)
+    reports = {name: args.reports / name for name in REPORTED_RUNS}
     # Enough terminal ids per institution for the most connections a run opens, each id taking its sessions (the
     # demo registry's default takes the 1,000 latency terminals; the idle connections need more).
     per_institution = max(DEFAULT_TERMINALS_PER_INSTITUTION, args.idle // SESSIONS_PER_TERMINAL_ID + 10,
@@ -163,20 +178,22 @@ def main(argv: list[str] | None = None) -> int:
         gateway = Gateway(Path(tmp), per_institution, tls_terminals=args.terminals + 1)
         try:
             heartbeat = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
-                                 str(args.seconds), "--mix", "heartbeat")
+                                 str(args.seconds), "--mix", "heartbeat", report=reports["heartbeat"])
             if gateway.tls_port is None:
                 raise RuntimeError("the gateway printed no TLS address")
             heartbeat_tls = simulate(gateway.tls_port, per_institution, "--terminals", str(args.terminals),
-                                     "--duration", str(args.seconds), "--mix", "heartbeat", *gateway.tls_options())
+                                     "--duration", str(args.seconds), "--mix", "heartbeat", *gateway.tls_options(),
+                                     report=reports["heartbeat_tls"])
             settle = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
-                              str(args.seconds), "--mix", "settle")
+                              str(args.seconds), "--mix", "settle", report=reports["settle"])
             settle_only = simulate(gateway.port, per_institution, "--terminals", str(args.terminals), "--duration",
-                                   str(args.seconds), "--mix", "settle_only")
+                                   str(args.seconds), "--mix", "settle_only", report=reports["settle_only"])
             peak_scenarios = settle["scenarios"] / settle["seconds"]
             half = simulate(gateway.port, per_institution, "--terminals", str(args.latency_terminals), "--duration",
-                            str(args.seconds), "--mix", "settle", "--rate", f"{peak_scenarios / 2:.1f}")
+                            str(args.seconds), "--mix", "settle", "--rate", f"{peak_scenarios / 2:.1f}",
+                            report=reports["half_peak"])
             memory = idle_memory(gateway, per_institution, args.idle)
-            large = large_ledger(Path(tmp), gateway, per_institution, args) if args.prefill else None
+            large = large_ledger(Path(tmp), gateway, per_institution, args, reports) if args.prefill else None
         finally:
             gateway.stop()
     results["heartbeat_requests_per_s"] = heartbeat["requests_per_s"]
@@ -199,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                             "behind_schedule": half["behind_schedule"], "unexpected": len(half["unexpected"])}
     results["idle_memory"] = memory
     results["large_ledger"] = large
+    # Each run's page, as BENCHMARKS.md links it (relative to the markdown file).
+    results["reports"] = {name: os.path.relpath(path / "index.html", args.markdown.resolve().parent)
+                          for name, path in reports.items() if (path / "index.html").exists()}
     results["runs"] = {"heartbeat": heartbeat, "heartbeat_tls": heartbeat_tls, "settle": settle,
                        "settle_only": settle_only, "half_peak": half}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -72,3 +72,13 @@ def test_the_table_replaces_only_what_is_between_the_markers(tmp_path: Path) -> 
     markdown.write_text("no markers")
     with pytest.raises(ValueError, match="section"):
         write_into(markdown, "new table")
+
+
+def test_the_table_links_each_run_s_page_when_the_run_wrote_them() -> None:
+    assert "bench/reports" not in render(RESULTS)
+    results = copy.deepcopy(RESULTS)
+    results["reports"] = {"heartbeat": "bench/reports/heartbeat/index.html",
+                          "settle_only": "bench/reports/settle_only/index.html"}
+    [line] = [line for line in render(results).splitlines() if line.startswith("Each run's page")]
+    assert line.endswith(": [heartbeats](bench/reports/heartbeat/index.html), "
+                         "[the Settle exchange alone](bench/reports/settle_only/index.html).")

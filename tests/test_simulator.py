@@ -97,12 +97,48 @@ def test_the_benchmark_mixes_settle_and_the_ledger_agrees(gateway: RunningGatewa
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_processes_share_the_terminal_ids_without_overloading_one(gateway: RunningGateway) -> None:
+def test_processes_share_the_terminal_ids_without_overloading_one(gateway: RunningGateway, tmp_path: Path) -> None:
     """20 terminals over 5 processes fit 6 registered ids of 4 sessions each only if the processes split the
-    ids between them (each starting from the first id would put 5 sessions on it)."""
+    ids between them (each starting from the first id would put 5 sessions on it). Their latencies merge into one
+    report."""
     run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "20", "--processes", "5",
-                   "--requests", "200", "--mix", "default")
+                   "--requests", "200", "--mix", "default", "--report", str(tmp_path / "report"))
     assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((tmp_path / "report/summary.json").read_text())
+    assert summary["processes"] == 5 and summary["latency_ms"]["sign_in"]["count"] == 20
+    assert sum(row["count"] for body, row in summary["latency_ms"].items() if body != "sign_in") == summary["requests"]
+    timeline = json.loads((tmp_path / "report/timeline.json").read_text())
+    assert sum(row["requests"] for row in timeline["seconds"]) == summary["requests"]
+
+
+def test_thresholds_turn_a_run_into_pass_or_fail_and_the_report_marks_them(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{gateway.port}"
+    run = ("--target", target, "--terminals", "4", "--duration", "1", "--mix", "settle")
+    failed = simulate(*run, "--min-rate", "1e9", "--max-p99-ms", "Settle=60000", "--report", str(tmp_path / "failed"))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    [line] = [line for line in failed.stderr.splitlines() if "threshold" in line]
+    assert line.startswith("gateway: threshold failed: requests/s ") and line.endswith(
+        "/s, limit ≥ 1e+09/s (--min-rate 1e+09)")
+    assert "threshold settle p99 ≤ 60000 ms: measured " in failed.stdout
+    page = (tmp_path / "failed/index.html").read_text(encoding="utf-8")
+    assert "FAIL: 1 of 3 threshold(s) not met" in page
+    for body in ("card_event", "read_card", "settle", "sign_in"):
+        assert f"<section id='type-{body}'>" in page and (tmp_path / f"failed/{body}.hlog").exists()
+
+    passed = simulate(*run, "--min-rate", "1", "--min-settle-rate", "1", "--max-p99-ms", "60000", "--report",
+                      str(tmp_path / "passed"))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    summary = json.loads((tmp_path / "passed/summary.json").read_text())
+    assert {v["name"]: v["passed"] for v in summary["thresholds"]} == {
+        "card_event p99": True, "read_card p99": True, "settle p99": True, "requests/s": True,
+        "settlements/s": True, "unexpected answers": True}
+    assert "PASS: every threshold met" in (tmp_path / "passed/index.html").read_text(encoding="utf-8")
+
+    for bad in (("--max-p99-ms", "Setle=10"), ("--max-p99-ms", "settle=fast")):
+        refused = simulate(*run, *bad)
+        assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
