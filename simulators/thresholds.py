@@ -66,8 +66,12 @@ def _number(text: str, option: str) -> float:
         value = float(text)
     except ValueError:
         raise BadThreshold(f"{option}: {text!r} is not a number") from None
+    return _at_least_zero(value, option)
+
+
+def _at_least_zero(value: float, option: str) -> float:
     if not math.isfinite(value) or value < 0:
-        raise BadThreshold(f"{option}: {text!r} must be a number ≥ 0")
+        raise BadThreshold(f"{option}: {value:g} is not a number ≥ 0")
     return value
 
 
@@ -84,11 +88,11 @@ def parse(max_p99_ms: list[str], min_rate: float | None, min_settle_rate: float 
           require_rate: bool) -> list[Limit]:
     limits = [max_p99(text) for text in max_p99_ms]
     if min_rate is not None:
-        limits.append(Limit("min_rate", _number(str(min_rate), "--min-rate"), f"--min-rate {min_rate:g}"))
+        limits.append(Limit("min_rate", _at_least_zero(min_rate, "--min-rate"), f"--min-rate {min_rate:g}"))
     if min_settle_rate is not None:
-        limits.append(Limit("min_settle_rate", _number(str(min_settle_rate), "--min-settle-rate"),
+        limits.append(Limit("min_settle_rate", _at_least_zero(min_settle_rate, "--min-settle-rate"),
                             f"--min-settle-rate {min_settle_rate:g}"))
-    limits.append(Limit("max_unexpected", _number(str(max_unexpected), "--max-unexpected"),
+    limits.append(Limit("max_unexpected", _at_least_zero(max_unexpected, "--max-unexpected"),
                         f"--max-unexpected {max_unexpected}"))
     if require_rate:
         limits.append(Limit("require_rate", RATE_SHORTFALL_WARNING, "--require-rate"))

@@ -118,7 +118,8 @@ def test_a_p99_limit_is_of_every_type_or_of_one_named_as_in_the_protocol(
 
 
 @pytest.mark.parametrize("text, complaint", [
-    ("Setle=10", "is no message type"), ("settle=fast", "is not a number"), ("-1", "≥ 0"), ("nan", "≥ 0"),
+    ("Setle=10", "is no message type"), ("settle=fast", "is not a number"), ("-1", "-1 is not a number ≥ 0"),
+    ("nan", "nan is not a number ≥ 0"),
 ])
 def test_a_threshold_that_names_nothing_measurable_is_refused(text: str, complaint: str) -> None:
     with pytest.raises(BadThreshold, match=complaint):

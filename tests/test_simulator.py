@@ -99,16 +99,14 @@ def test_the_benchmark_mixes_settle_and_the_ledger_agrees(gateway: RunningGatewa
 
 def test_processes_share_the_terminal_ids_without_overloading_one(gateway: RunningGateway, tmp_path: Path) -> None:
     """20 terminals over 5 processes fit 6 registered ids of 4 sessions each only if the processes split the
-    ids between them (each starting from the first id would put 5 sessions on it). Their latencies merge into one
-    report."""
+    ids between them (each starting from the first id would put 5 sessions on it). Their latency histograms merge
+    into the run's."""
     run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "20", "--processes", "5",
-                   "--requests", "200", "--mix", "default", "--report", str(tmp_path / "report"))
+                   "--requests", "200", "--mix", "default", "--json", str(tmp_path / "figures.json"))
     assert run.returncode == 0, run.stdout + run.stderr
-    summary = json.loads((tmp_path / "report/summary.json").read_text())
+    summary = json.loads((tmp_path / "figures.json").read_text())
     assert summary["processes"] == 5 and summary["latency_ms"]["sign_in"]["count"] == 20
     assert sum(row["count"] for body, row in summary["latency_ms"].items() if body != "sign_in") == summary["requests"]
-    timeline = json.loads((tmp_path / "report/timeline.json").read_text())
-    assert sum(row["requests"] for row in timeline["seconds"]) == summary["requests"]
 
 
 def test_thresholds_turn_a_run_into_pass_or_fail_and_the_report_marks_them(
@@ -127,18 +125,30 @@ def test_thresholds_turn_a_run_into_pass_or_fail_and_the_report_marks_them(
     for body in ("card_event", "read_card", "settle", "sign_in"):
         assert f"<section id='type-{body}'>" in page and (tmp_path / f"failed/{body}.hlog").exists()
 
-    passed = simulate(*run, "--min-rate", "1", "--min-settle-rate", "1", "--max-p99-ms", "60000", "--report",
-                      str(tmp_path / "passed"))
+    passed = simulate(*run, "--min-rate", "1", "--min-settle-rate", "1", "--max-p99-ms", "60000", "--json",
+                      str(tmp_path / "passed.json"))
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    summary = json.loads((tmp_path / "passed/summary.json").read_text())
+    summary = json.loads((tmp_path / "passed.json").read_text())
     assert {v["name"]: v["passed"] for v in summary["thresholds"]} == {
         "card_event p99": True, "read_card p99": True, "settle p99": True, "requests/s": True,
         "settlements/s": True, "unexpected answers": True}
-    assert "PASS: every threshold met" in (tmp_path / "passed/index.html").read_text(encoding="utf-8")
 
-    for bad in (("--max-p99-ms", "Setle=10"), ("--max-p99-ms", "settle=fast")):
-        refused = simulate(*run, *bad)
-        assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
+
+@pytest.mark.parametrize("threshold, complaint", [
+    (("--max-p99-ms", "Setle=10"), "gateway: 'Setle' is no message type; one of sign_in, sign_out, heartbeat, "),
+    (("--max-p99-ms", "settle=fast"), "gateway: --max-p99-ms settle=fast: 'fast' is not a number\n"),
+    (("--min-rate", "-5"), "gateway: --min-rate: -5 is not a number ≥ 0\n"),
+    (("--max-unexpected", "-1"), "gateway: --max-unexpected: -1 is not a number ≥ 0\n"),
+])
+def test_a_threshold_that_cannot_be_measured_is_refused_before_anything_runs(
+    threshold: tuple[str, str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli.main import main
+
+    # Nothing listens on port 1: the refusal comes before any connection.
+    assert main(["simulate", "--target", "127.0.0.1:1", "--terminals", "1", "--duration", "1", *threshold]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(complaint) and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
