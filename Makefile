@@ -24,7 +24,8 @@ APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd
 
 .PHONY: run test lint setup system-packages proto db pki bench clean
 
-# Benchmarks print ratios measured in one run (these machines are noisy) and write var/bench/*.json.
+# Benchmarks print ratios measured in one run (these machines are noisy) and write bench/*.json, the table in
+# BENCHMARKS.md and each simulator run's page (gateway simulate --report) in bench/reports/RUN/index.html.
 BENCH_SETTLEMENTS ?= 2000
 
 run: setup db pki

@@ -32,7 +32,8 @@ def add_commands(commands: Commands) -> None:
     simulate = commands.add_parser(
         "simulate", help="drive a gateway with simulated terminals, or verify a run against the ledger",
         description="Simulated counter terminals with virtual cards of the demo population run a mix of scenarios "
-                    "against a gateway; every answer is checked, and any unexpected one makes the exit status 1. "
+                    "against a gateway; every answer is checked, and an unexpected one (more than --max-unexpected) or "
+                    "any other failed threshold makes the exit status 1; --report DIR writes a page of the run. "
                     "With --verify OUTCOMES --db URL, check a run's record against the ledger instead.")
     simulate.add_argument("--target", metavar="HOST:PORT", help="the gateway (e.g. 127.0.0.1:9500)")
     simulate.add_argument("--terminals", type=int, metavar="N", help="simulated terminals (connections)")
