@@ -31,6 +31,7 @@ from typing import Any
 from benchmarks import report
 from benchmarks.prefill import LARGE_LEDGER_SETTLEMENTS, persons_for, prefill
 from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
+from gateway.ops.logs import log_message
 from simulators.load import SESSIONS_PER_TERMINAL_ID, checkout_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +79,10 @@ class Gateway:
                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            if line.startswith("Gateway listening on "):
-                self.port = int(line.split()[3].rstrip(".").rsplit(":", 1)[1])
-                tls = TLS_ADDRESS.search(line)
+            message = log_message(line) or ""
+            if message.startswith("Gateway listening on "):
+                self.port = int(message.split()[3].rstrip(".").rsplit(":", 1)[1])
+                tls = TLS_ADDRESS.search(message)
                 self.tls_port = int(tls.group(1)) if tls else None
                 break
         else:

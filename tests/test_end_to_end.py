@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.demo.registry import DEMO_CREDENTIAL, DEMO_INSTITUTIONS, demo_reader
+from gateway.ops.logs import log_message
 from gateway.protocol.messages import pb
 from gateway.regions import NINGBO_CITY_PREFIX, city_prefix
 from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
@@ -37,6 +38,12 @@ def prepare_database(db: str, tmp: Path, persons: int = 200) -> None:
     extra.write_text(f"terminal_id,institution_code,credential,enabled\n"
                      f"{DISABLED_TERMINAL},H33020300001,demo-secret,false\n", encoding="utf-8")
     subprocess.run([*run, "registry", "import", str(extra), "--db", db], check=True, capture_output=True, cwd=ROOT)
+
+
+def listening_message(line: str) -> str | None:
+    """The message of `gateway serve`'s line saying it listens (in either log format), or None for another line."""
+    message = log_message(line)
+    return message if message is not None and message.startswith("Gateway listening on ") else None
 
 
 class RunningGateway:
@@ -82,8 +89,8 @@ class RunningGateway:
             if not line:
                 raise RuntimeError("gateway exited before listening:\n" + "".join(self.lines))
             self.lines.append(line)
-            if line.startswith("Gateway listening on "):
-                address = line.split()[3].rstrip(".")
+            if (message := listening_message(line)) is not None:
+                address = message.split()[3].rstrip(".")
                 return int(address.rsplit(":", 1)[1])
         raise RuntimeError("gateway did not start listening in 30 s")
 
@@ -383,7 +390,7 @@ def test_logs_are_json_and_mask_nothing_secret(tmp_path: Path) -> None:
     finally:
         running.stop()
     text = "".join(running.lines)
-    assert "read at {terminal_id}" in text, "the visit was not logged at debug level: nothing was checked"
+    assert f"read at {terminal}" in text, "the visit was not logged at debug level: nothing was checked"
     assert "135792" not in text and "wrong-credential-123" not in text and DEMO_CREDENTIAL not in text
     for line in running.lines:
         if line.startswith("{"):

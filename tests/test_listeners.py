@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_end_to_end import ROOT
+from tests.test_end_to_end import ROOT, listening_message
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -23,11 +23,11 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def listening_line(process: subprocess.Popen[str]) -> str:
-    """The line `gateway serve` prints once every listener listens (log lines come before it)."""
+    """The message `gateway serve` logs once every listener listens (log lines come before it)."""
     assert process.stdout is not None
     for line in process.stdout:
-        if line.startswith("Gateway listening on "):
-            return line
+        if (message := listening_message(line)) is not None:
+            return message
     raise AssertionError(f"gateway serve exited with {process.wait()} before listening")
 
 

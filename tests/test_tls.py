@@ -18,7 +18,7 @@ import pytest
 
 from gateway.pki.authority import revoke
 from gateway.protocol.messages import pb
-from tests.test_end_to_end import ROOT, RunningGateway
+from tests.test_end_to_end import ROOT, RunningGateway, listening_message
 from tests.tls_support import TerminalPki, issue_expired, issue_unnamed, make_pki
 from tests.wire import WireClient, request, sign_in
 
@@ -38,7 +38,7 @@ class TlsGateway(RunningGateway):
     def __init__(self, tmp: Path, pki: TerminalPki) -> None:
         self.pki = pki
         super().__init__(tmp)
-        listening = next(line for line in self.lines if line.startswith("Gateway listening on "))
+        listening = next(message for line in self.lines if (message := listening_message(line)) is not None)
         match = TLS_ADDRESS.search(listening)
         assert match is not None, listening
         self.tls_port = int(match.group(2))
@@ -155,7 +155,7 @@ def test_a_certificate_revoked_while_the_gateway_runs_is_refused_on_the_next_con
     assert revoked.returncode == 0 and f"revoked terminal {REVOKED}" in revoked.stdout, revoked.stderr
     refused_handshake(gateway, pki.client(REVOKED))
     assert len(gateway.wait_for_log(1, "TLS handshake from", "has been revoked")) == 1
-    assert gateway.wait_for_log(1, "certificate revocation list {path} reloaded"), "the reload was not logged"
+    assert gateway.wait_for_log(1, f"certificate revocation list {pki.layout.crl} reloaded"), "no reload logged"
     # Every other terminal still signs in.
     other = gateway.tls_client(pki.client(SIGNER))
     assert other.call(sign_in()).status == OK

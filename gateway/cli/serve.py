@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 
-from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db, no_database
+from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db, no_database_advice
 from gateway.config import ConfigError, GatewayConfig, validate_config
 from gateway.db.engine import DatabaseMissing, DatabaseUrlError
-from gateway.ops.logs import LEVELS, LOG_FORMATS
+from gateway.ops.logs import LEVELS, LOG_FORMATS, report_fatal
 
 
 def add_commands(commands: Commands) -> None:
@@ -36,20 +35,18 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
     try:
         config = _with_serve_options(args, config)
     except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+        report_fatal(str(exc))
         return EXIT_USAGE
     try:
         return serve(config)
-    except DatabaseUrlError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+    except (DatabaseUrlError, PolicyError) as exc:
+        report_fatal(str(exc))
         return EXIT_USAGE
     except DatabaseMissing as exc:
-        return no_database(exc)
-    except PolicyError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        report_fatal(no_database_advice(exc))
+        return EXIT_FAILED
     except StartupError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+        report_fatal(str(exc))
         return EXIT_FAILED
 
 

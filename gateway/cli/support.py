@@ -100,9 +100,13 @@ def on_database(action: DatabaseAction) -> Run:
 def no_database(missing: DatabaseMissing) -> int:
     """A mistyped SQLite path must not become a new, empty ledger: say so, and who would create one. Refused like
     a database whose schema is not current: neither is a ledger this command can work on."""
-    print(f"gateway: {missing}: check --db (or database.url in the config file); only `gateway db upgrade` "
-          "creates a database", file=sys.stderr)
+    print(f"gateway: {no_database_advice(missing)}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def no_database_advice(missing: DatabaseMissing) -> str:
+    return (f"{missing}: check --db (or database.url in the config file); only `gateway db upgrade` creates a "
+            "database")
 
 
 def rejected(errors: Sequence[object], nothing_was: str) -> int:

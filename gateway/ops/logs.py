@@ -1,36 +1,79 @@
 """Logging through twisted.logger: readable text on a terminal, or one JSON object per line.
 
-Nothing here ever formats a request: requests may carry a PIN. ID numbers go through `mask_id`.
+Both formats are written by the observer of this module, for every event the process logs: ours, Twisted's own
+(its legacy `twisted.python.log` included) and Python's warnings. A JSON line holds `time` (ISO 8601 with the UTC
+offset), `level`, `namespace`, `message` (the rendered text), the event's own fields (a value JSON cannot hold
+as its text) and, for a failure, `exception`; none of Twisted's internals (`log_logger`, `log_format`, ...).
+
+Nothing here ever formats a request: requests may carry a PIN. ID numbers go through `mask_id`. A traceback
+carries its exception's first line only (`error_line`): a database error's later lines hold its parameters.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from datetime import datetime
 from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    formatEventAsClassicLogText,
+    PredicateResult,
+    formatEvent,
     globalLogBeginner,
-    jsonFileLogObserver,
-    textFileLogObserver,
 )
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 # "text": one readable line per event; "json": one JSON object per line, for log collectors.
 LOG_FORMATS = ("text", "json")
+# An event field: the event passes whatever the level (the line saying the gateway is up, which the tools that
+# start it wait for, even at `log.level = "warn"`).
+ANNOUNCE = "announce"
+
+# Keys of twisted.python.log's legacy events, bridged into twisted.logger: internals, not the event's own fields.
+_LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why", "failure", "printed"})
+# What a JSON line holds besides the event's own fields; an own field of one of these names is dropped.
+_LINE_KEYS = ("time", "level", "namespace", "message", "exception")
+_ALL_LEVELS = frozenset(LogLevel.iterconstants())
+_TEXT_LINE = re.compile(r"\S+ \[[^\]]*\] (.*)")
+
+_log = Logger(namespace="gateway")
 
 # twisted.logger builds and filters an event for every call, emitted or not; the request path asks this
 # first instead of paying that for each settlement.
-_debug_enabled = False
+_enabled_levels = frozenset({LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical})
+_started_format: str | None = None
+
+
+def enabled(level: LogLevel) -> bool:
+    """Whether events at `level` are written (as `start_logging` set it)."""
+    return level in _enabled_levels
 
 
 def debug_enabled() -> bool:
     """Whether the gateway logs at debug level (set by `start_logging`)."""
-    return _debug_enabled
+    return enabled(LogLevel.debug)
+
+
+def logging_as_json() -> bool:
+    """Whether `start_logging` made this process write JSON lines: then nothing else may go to its output."""
+    return _started_format == "json"
+
+
+def report_fatal(message: str) -> None:
+    """What stops a command, as one line: `gateway: MESSAGE` on stderr as every command says it, or a critical
+    event once this process writes JSON lines (its output is then for a log collector, and JSON only)."""
+    if logging_as_json():
+        _log.critical("{error}", error=message)
+    else:
+        print(f"gateway: {message}", file=sys.stderr, flush=True)
 
 
 def error_line(exc: BaseException) -> str:
@@ -40,23 +83,110 @@ def error_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
+def exception_text(failure: Failure) -> str:
+    """A failure as a traceback: where it happened, frame by frame, and the exception's first line."""
+    frames = "".join(f'  File "{filename}", line {line}, in {function}\n'
+                     for function, filename, line, *_ in failure.frames)
+    value = failure.value if failure.value is not None else RuntimeError("no exception")
+    kind = type(value)
+    return (f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}: "
+            f"{error_line(value)}")
+
+
+def own_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The fields the caller gave the event, without twisted.logger's (`log_*`) and the legacy bridge's keys."""
+    return {key: value for key, value in event.items()
+            if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in _LINE_KEYS}
+
+
+def _failure_of(event: dict[str, Any]) -> Failure | None:
+    failure = event.get("log_failure", event.get("failure"))
+    return failure if isinstance(failure, Failure) else None
+
+
+def _time_of(event: dict[str, Any]) -> str:
+    # The host's own zone, with its offset written out.
+    return datetime.fromtimestamp(event.get("log_time") or 0.0).astimezone().isoformat(timespec="milliseconds")
+
+
+def _level_of(event: dict[str, Any]) -> str:
+    level: Any = event.get("log_level")
+    return str(level.name) if level in _ALL_LEVELS else "info"
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` if JSON holds it as it is (finite numbers, str keys), its text otherwise."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+    return value
+
+
+def json_line(event: dict[str, Any]) -> str:
+    """One event as one line of JSON (no line break inside: those in the text are escaped)."""
+    line: dict[str, Any] = {"time": _time_of(event), "level": _level_of(event),
+                            "namespace": event.get("log_namespace", "-"), "message": formatEvent(event)}
+    failure = _failure_of(event)
+    if failure is not None:
+        line["exception"] = exception_text(failure)
+    for key, value in own_fields(event).items():
+        # The common values need no trial encoding (a settlement's audit line is all strings and integers).
+        line[key] = value if isinstance(value, str | int) or value is None else _json_safe(value)
+    return json.dumps(line, ensure_ascii=False, allow_nan=False)
+
+
+def text_line(event: dict[str, Any]) -> str:
+    """One event as readable text: `TIME [NAMESPACE#LEVEL] MESSAGE`, a traceback on the lines after it."""
+    text = formatEvent(event)
+    failure = _failure_of(event)
+    if failure is not None:
+        text = f"{text}\n{exception_text(failure)}"
+    # Continuation lines are indented: every line that starts a new event starts with its time.
+    text = text.replace("\n", "\n\t")
+    return f"{_time_of(event)} [{event.get('log_namespace', '-')}#{_level_of(event)}] {text}"
+
+
+def log_message(line: str) -> str | None:
+    """The message of one line `json_line` or `text_line` wrote (None for another line): what the tools that start
+    a gateway read its output with, whichever format it writes."""
+    if line.startswith("{"):
+        try:
+            message = json.loads(line).get("message")
+        except (ValueError, AttributeError):
+            return None
+        return message if isinstance(message, str) else None
+    match = _TEXT_LINE.match(line.rstrip("\n"))
+    return match.group(1) if match else None
+
+
+@implementer(ILogObserver)
+class LineObserver:
+    """Writes each event as one line and flushes it: a log collector (or the operator) sees it at once."""
+
+    def __init__(self, render: Any, stream: IO[str]) -> None:
+        self._render = render
+        self._stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self._stream.write(self._render(event) + "\n")
+        self._stream.flush()
+
+
+def _announced(event: dict[str, Any]) -> Any:  # a PredicateResult constant (mypy sees an Any)
+    return PredicateResult.yes if event.get(ANNOUNCE) else PredicateResult.maybe
+
+
 def make_observer(log_format: str, level: str, stream: IO[str] | None = None) -> ILogObserver:
-    stream = stream or sys.stdout
-    observer: Any
-    if log_format == "json":
-        observer = jsonFileLogObserver(stream)
-    else:
-        observer = textFileLogObserver(stream, timeFormat="%Y-%m-%dT%H:%M:%S%z")
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    filtered: Any = FilteringLogObserver(observer, [predicate])  # type: ignore[list-item]
+    observer = LineObserver(json_line if log_format == "json" else text_line, stream or sys.stdout)
+    levels = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+    filtered: Any = FilteringLogObserver(observer, [_announced, levels])  # type: ignore[arg-type, list-item]
     return filtered  # type: ignore[no-any-return]
 
 
 def start_logging(log_format: str, level: str, stream: IO[str] | None = None) -> None:
-    global _debug_enabled
-    _debug_enabled = LEVELS[level] <= LogLevel.debug
+    global _enabled_levels, _started_format
+    _enabled_levels = frozenset(known for known in _ALL_LEVELS if known >= LEVELS[level])
+    _started_format = log_format
     globalLogBeginner.beginLoggingTo([make_observer(log_format, level, stream)], redirectStandardIO=False)
 
-
-__all__ = ["LEVELS", "LOG_FORMATS", "debug_enabled", "error_line", "formatEventAsClassicLogText", "make_observer",
-           "start_logging"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
 from gateway.ledger.writer import LedgerWriter
-from gateway.ops.logs import start_logging
+from gateway.ops.logs import ANNOUNCE, report_fatal, start_logging
 from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
@@ -120,17 +119,18 @@ def serve(config: GatewayConfig) -> int:
 
     def started(listening: list[tuple[Any, Listener]]) -> None:
         addresses = ", ".join(f"{format_address(port)} ({listener.label})" for port, listener in listening)
-        log.info("gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}",
-                 addresses=addresses, db=redact_url(config.database.url), limit=open_files,
-                 years=", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies))
+        # The line the tools that start a gateway wait for: logged whatever the level.
+        log.info("Gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}. "
+                 "Press Ctrl+C to stop (or send SIGTERM).", addresses=addresses, db=redact_url(config.database.url),
+                 limit=open_files, years=", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies),
+                 **{ANNOUNCE: True})
         if tls is not None:
             log.info("TLS: terminal certificates of {ca}; revocation list {crl} ({count} revoked)",
                      ca=config.tls.client_ca, crl=config.tls.crl or "none", count=tls.revoked_count)
-        print(f"Gateway listening on {addresses}. Press Ctrl+C to stop (or send SIGTERM).", flush=True)
 
     def failed_to_listen(failure: Failure) -> None:
         cause = getattr(failure.value, "subFailure", None) or failure
-        print(f"gateway: {cause.getErrorMessage()}", file=sys.stderr, flush=True)
+        report_fatal(cause.getErrorMessage())
         exit_code[0] = 1
         for port in ports:
             port.stopListening()
