@@ -31,3 +31,10 @@ def mask_id(number: str) -> str:
     if len(number) <= 8:
         return "*" * len(number)
     return number[:6] + "*" * (len(number) - 10) + number[-4:]
+
+
+def mask_card(number: str) -> str:
+    """A card number with all but its last four characters hidden: *****0019. Short values are hidden whole."""
+    if len(number) <= 4:
+        return "*" * len(number)
+    return "*" * (len(number) - 4) + number[-4:]

@@ -6,14 +6,22 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-from twisted.logger import Logger, LogLevel, LogPublisher
+from sqlalchemy import Engine
+from twisted.logger import Logger, LogLevel, LogPublisher, globalLogPublisher
 from twisted.python.failure import Failure
 
+from gateway.demo.registry import DEMO_CREDENTIAL
+from gateway.ops import logs
 from gateway.ops.logs import ANNOUNCE, json_line, log_message, make_observer, text_line
+from gateway.protocol.messages import pb
+from tests.test_adapter import Harness
+from tests.test_settlement_flow import HOLDERS, Counter
+from tests.wire import sign_in
 
 SECRET_PARAMETERS = "[parameters: ('330203199001011236', 'N00000001')]"
 
@@ -149,3 +157,95 @@ def test_legacy_and_warning_events_are_lines_like_any_other() -> None:
     line = json.loads(json_line(warning))
     assert line["message"] == "x.py:3: builtins.UserWarning: careful" and line["warning"] == "careful"
     assert text_line(legacy).endswith("[log_legacy#info] hello world")
+
+
+# The audit trail, through the service over in-memory transports ----------------------------------------------
+
+
+@pytest.fixture
+def audit_lines() -> Iterator[list[dict[str, Any]]]:
+    """The audit trail's events, as the JSON lines the gateway would write for them."""
+    lines: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "gateway.serve.audit":
+            lines.append(json.loads(json_line(event)))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+def test_every_money_message_and_refusal_is_one_audit_line_and_a_retry_says_so(
+    demo_engine: Engine, audit_lines: list[dict[str, Any]]
+) -> None:
+    harness = Harness(demo_engine)
+    refused_sign_in = harness.connect().call(sign_in("bad-sign-in", credential="wrong-credential-123"))
+    counter = Counter(harness, "H33020300001-01", "N00000001")
+    outside = Counter(harness, "H33020300001-02", "Z00000101")  # another city: the PIN is verified on the card
+    settled = counter.run("settle", "s-1", medical_type=11, total_fen=5_000)
+    settlement_id = settled.settle.settlement_id
+    answers = {
+        "bad-sign-in": refused_sign_in,
+        "s-1": settled,
+        "s-1 again": counter.run("settle", "s-1", medical_type=11, total_fen=5_000),
+        "pre": counter.run("pre_settle", "pre", medical_type=11, total_fen=1_000),   # neither money nor refused
+        "balance": counter.run("query_balance", "balance"),                        # neither
+        "too much": counter.run("settle", "too-much", medical_type=11, total_fen=60_000_000),
+        "r-1": counter.run("revoke", "r-1", settlement_id=settlement_id, reason="wrong item"),
+        "r-1 again": counter.run("revoke", "r-1", settlement_id=settlement_id, reason="wrong item"),
+        "r-2": counter.run("revoke", "r-2", settlement_id="S-NOT-THERE"),
+        "s-2": counter.run("settle", "s-2", medical_type=11, total_fen=2_000),
+        "v-1": counter.run("reverse", "v-1", original_message_id="s-2"),
+        "v-1 again": counter.run("reverse", "v-1", original_message_id="s-2"),
+        "pin": outside.run("settle", "pin", medical_type=11, total_fen=3_000, pin="135792"),
+    }
+    statuses = {name: pb.StatusCode.Name(answer.status) for name, answer in answers.items()}
+    assert statuses == {
+        "bad-sign-in": "STATUS_CODE_UNKNOWN_TERMINAL", "s-1": "STATUS_CODE_OK", "s-1 again": "STATUS_CODE_OK",
+        "pre": "STATUS_CODE_OK", "balance": "STATUS_CODE_OK", "too much": "STATUS_CODE_AMOUNT_OUT_OF_RANGE",
+        "r-1": "STATUS_CODE_OK", "r-1 again": "STATUS_CODE_OK", "r-2": "STATUS_CODE_ORIGINAL_NOT_FOUND",
+        "s-2": "STATUS_CODE_OK", "v-1": "STATUS_CODE_OK", "v-1 again": "STATUS_CODE_OK",
+        "pin": "STATUS_CODE_PIN_WRONG",
+    }
+    card = "*****0001"
+    expected = [
+        # message id, type, status, amount (fen), masked card, retry
+        ("bad-sign-in", "sign_in", "STATUS_CODE_UNKNOWN_TERMINAL", None, None, False),
+        ("s-1", "settle", "STATUS_CODE_OK", 5_000, card, False),
+        ("s-1", "settle", "STATUS_CODE_OK", 5_000, card, True),
+        ("too-much", "settle", "STATUS_CODE_AMOUNT_OUT_OF_RANGE", 60_000_000, card, False),
+        ("r-1", "revoke", "STATUS_CODE_OK", 5_000, None, False),
+        ("r-1", "revoke", "STATUS_CODE_OK", 5_000, None, True),
+        ("r-2", "revoke", "STATUS_CODE_ORIGINAL_NOT_FOUND", None, None, False),
+        ("s-2", "settle", "STATUS_CODE_OK", 2_000, card, False),
+        ("v-1", "reverse", "STATUS_CODE_OK", 2_000, None, False),
+        ("v-1", "reverse", "STATUS_CODE_OK", 2_000, None, True),
+        ("pin", "settle", "STATUS_CODE_PIN_WRONG", 3_000, "*****0101", False),
+    ]
+    assert [(line["message_id"], line["message_type"], line["status"], line["amount_fen"], line["card"],
+             line["retry"]) for line in audit_lines] == expected
+    assert {line["terminal_id"] for line in audit_lines} == {"H33020300001-01", "H33020300001-02"}
+    assert all(line["level"] == "info" and line["session_id"].startswith("S") for line in audit_lines)
+    by_id = {(line["message_id"], line["retry"]): line for line in audit_lines}
+    assert by_id[("s-1", False)]["settlement_id"] == settlement_id == by_id[("r-1", False)]["settlement_id"]
+    assert by_id[("v-1", False)]["original_message_id"] == "s-2"
+    assert by_id[("v-1", False)]["outcome"] == "REVERSE_OUTCOME_REVERSED"
+    assert by_id[("s-1", True)]["message"].startswith("retry of settle s-1 at H33020300001-01: STATUS_CODE_OK")
+    assert not by_id[("s-1", False)]["message"].startswith("retry")
+    # One settlement, however often its answer was sent.
+    assert [line for line in audit_lines if line["message_type"] == "settle" and line["status"] == "STATUS_CODE_OK"
+            and not line["retry"] and line["message_id"] == "s-1"] == [by_id[("s-1", False)]]
+    text = json.dumps(audit_lines, ensure_ascii=False)
+    holders = [HOLDERS[number][0].person.social_security_number for number in ("N00000001", "Z00000101")]
+    for secret in ("135792", "wrong-credential-123", DEMO_CREDENTIAL, "N00000001", "Z00000101", *holders):
+        assert secret not in text
+
+
+def test_nothing_is_built_for_the_audit_trail_above_info_level(
+    demo_engine: Engine, audit_lines: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "_enabled_levels", frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical}))
+    counter = Counter(Harness(demo_engine), "H33020300001-01", "N00000001")
+    assert counter.run("settle", "s-1", medical_type=11, total_fen=5_000).status == pb.STATUS_CODE_OK
+    assert audit_lines == []

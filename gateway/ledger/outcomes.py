@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,9 @@ class Settled:
     balances_after: HolderBalances
     settled_at: datetime
     policy_version: str
+    # Read back from the record, answering an exact retry (gateway.ledger.records.repeated): for the audit trail,
+    # which logs a retry as one, not as a second settlement. Neither recorded nor compared: the answer is the same.
+    repeated: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Revoked:
     settlement_id: str
     revoke_id: str
     refunded: FundSplit   # the settlement's split, as booked
+    repeated: bool = field(default=False, compare=False)  # as Settled's
 
 
 class ReverseResult(enum.StrEnum):
@@ -57,6 +61,7 @@ class Reversed:
     original_message_id: str
     result: ReverseResult
     reversed: FundSplit | None   # what was given back: only with ReverseResult.REVERSED
+    repeated: bool = field(default=False, compare=False)  # as Settled's
 
 
 @dataclass(frozen=True)

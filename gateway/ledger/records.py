@@ -4,7 +4,7 @@ card), so both answer a retry alike."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.ledger.models import RequestOutcome
@@ -35,4 +35,4 @@ def repeated(message_id: str, recorded: Recorded, content_hash: str) -> Outcome:
     if recorded.content_hash != content_hash or recorded.outcome is None:
         return Refused(StatusCode.STATUS_CODE_DUPLICATE_MESSAGE_ID,
                        f"message id {message_id} was used for another request", f"报文编号{message_id}已用于其他请求")
-    return recorded.outcome
+    return replace(recorded.outcome, repeated=True)

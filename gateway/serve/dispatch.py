@@ -27,7 +27,8 @@ from gateway.reader.relay import ApduRelay
 from gateway.registry.credentials import verify_credential
 from gateway.registry.directory import TerminalDirectory, TerminalRecord
 from gateway.serve import handlers
-from gateway.serve.handlers import SettlementHandlers
+from gateway.serve.audit import audit, audited
+from gateway.serve.handlers import Served, SettlementHandlers
 from gateway.serve.readers import ReaderAssignments
 from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.calendar import beijing_today, utc_now
@@ -150,19 +151,34 @@ class GatewayService:
             context.terminal = None
 
     def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
-        """The answer to one request; never fails (errors become INTERNAL_ERROR)."""
+        """The answer to one request; never fails (errors become INTERNAL_ERROR). Where the answer leaves the
+        service, it goes into the audit trail (gateway.serve.audit)."""
+        served = Served()
         handler = self._handlers.get(event.body)
         if handler is None and event.body in handlers.BODIES and self.settlement is not None:
-            handler = partial(self._settling, self.settlement)
+            handler = partial(self._settling, self.settlement, served)
         if handler is None:
-            return succeed(make_response(
+            result: Deferred[pb.Response | None] = succeed(make_response(
                 event.request.message_id, pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
                 detail_en=f"{event.body} is not offered by this gateway",
                 detail_zh=f"本网关不支持{event.body}交易",
             ))
-        result: Deferred[pb.Response | None] = maybeDeferred(handler, context, event)
-        result.addErrback(self._internal_error, context, event)
-        return result
+        else:
+            result = maybeDeferred(handler, context, event)
+            result.addErrback(self._internal_error, context, event)
+        return result.addCallback(self._audited, context, event, served)
+
+    def _audited(self, response: pb.Response | None, context: ConnectionContext, event: RequestReceived,
+                 served: Served) -> pb.Response | None:
+        if audited(event.body, response) and response is not None:
+            terminal = context.terminal
+            # The card read for a request that reads one: at this terminal, the card this request used.
+            card = self.card_cache.get(self.card_key(context)) if (
+                terminal is not None and event.body in handlers.CARD_BODIES) else None
+            audit(event.request, event.body, response, session_id=context.session_id,
+                  terminal_id=terminal.terminal_id if terminal is not None else event.request.terminal_id,
+                  card_number=card.card_number if card is not None else "", retry=served.retry)
+        return response
 
     def _internal_error(self, failure: Any, context: ConnectionContext, event: RequestReceived) -> pb.Response:
         # The request itself is not logged: it may carry a PIN.
@@ -236,10 +252,10 @@ class GatewayService:
         response.heartbeat.SetInParent()
         return response
 
-    def _settling(self, settlement: SettlementHandlers, context: ConnectionContext,
+    def _settling(self, settlement: SettlementHandlers, served: Served, context: ConnectionContext,
                   event: RequestReceived) -> Deferred[pb.Response]:
         return Deferred.fromCoroutine(settlement.handle(_terminal_of(context), context.relay, event,
-                                                        self.card_key(context)))
+                                                        self.card_key(context), served))
 
     def _card_event(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
         request = event.request

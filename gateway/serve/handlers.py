@@ -12,6 +12,7 @@ consults it again, first, in the transaction that would write. What that costs i
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from twisted.logger import Logger
 
 from gateway.identity import mask_id
 from gateway.ledger.intents import ReverseIntent, RevokeIntent, SettleIntent
-from gateway.ledger.outcomes import HolderBalances, Outcome, Settled
+from gateway.ledger.outcomes import HolderBalances, Outcome, Refused, Settled
 from gateway.ledger.reads import LedgerReader
 from gateway.ledger.records import Recorded, repeated
 from gateway.ledger.writer import LedgerWriter
@@ -61,6 +62,19 @@ INSURANCE_TYPES = {
 
 # The bodies this module answers; gateway.serve.dispatch routes them here.
 BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"})
+# Those that read the card in the terminal's reader.
+CARD_BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle"})
+
+
+# The longest settlement id a Revoke may name (the ledger's ids are shorter).
+MAX_SETTLEMENT_ID_CHARS = 32
+
+
+@dataclass
+class Served:
+    """What answering one request taught that its Response does not say: for the audit line (gateway.serve.audit)."""
+
+    retry: bool = False  # answered from the ledger's record of an earlier, identical request
 
 
 class Unavailable(Exception):
@@ -104,20 +118,22 @@ class SettlementHandlers:
     # Entry point ---------------------------------------------------------------------------------
 
     async def handle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived,
-                     key: str) -> pb.Response:
-        """`key` names where the card read at this terminal is remembered (gateway.serve.dispatch.card_key)."""
+                     key: str, served: Served | None = None) -> pb.Response:
+        """`key` names where the card read at this terminal is remembered (gateway.serve.dispatch.card_key);
+        `served` learns whether the answer is a recorded one."""
         message_id = event.request.message_id
+        served = served if served is not None else Served()
         try:
             if event.body == "read_card":
                 return await self._read_card(terminal, relay, event, key)
             if event.body == "query_balance":
                 return await self._query_balance(terminal, relay, event, key)
             if event.body in ("pre_settle", "settle"):
-                return await self._settle(terminal, relay, event, key, write=event.body == "settle")
+                return await self._settle(terminal, relay, event, key, served, write=event.body == "settle")
             if event.body == "revoke":
-                return await self._revoke(terminal, event)
+                return await self._revoke(terminal, event, served)
             if event.body == "reverse":
-                return await self._reverse(terminal, event)
+                return await self._reverse(terminal, event, served)
             if event.body == "query_transaction":
                 return await self._query_transaction(terminal, event)
             raise ValueError(f"{event.body} is not answered here (gateway.serve.handlers.BODIES)")
@@ -164,11 +180,12 @@ class SettlementHandlers:
             card.social_security_number, request.on.year, terminal.terminal_id, message_id)
         return Facts(request, _chip(card), registry, institution, balances, year_to_date), recorded
 
-    async def _recorded(self, terminal: TerminalRecord, message_id: str, digest: str) -> pb.Response | None:
+    async def _recorded(self, terminal: TerminalRecord, message_id: str, digest: str, served: Served
+                        ) -> pb.Response | None:
         """The answer the ledger's record under the request's key gives it, if the ledger holds the key: one
         look-up by primary key in the database thread pool."""
         recorded = await self._blocking(self.ledger.find_request, terminal.terminal_id, message_id)
-        return answer(message_id, repeated(message_id, recorded, digest)) if recorded is not None else None
+        return _answer(served, message_id, repeated(message_id, recorded, digest)) if recorded is not None else None
 
     async def _registry_facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
         """The facts without balances, from the registry held in memory: for ReadCard and Settle, where whether
@@ -261,8 +278,8 @@ class SettlementHandlers:
 
     # PreSettle and Settle --------------------------------------------------------------------------
 
-    async def _settle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str, write: bool
-                      ) -> pb.Response:
+    async def _settle(self, terminal: TerminalRecord, relay: Any, event: RequestReceived, key: str, served: Served,
+                      write: bool) -> pb.Response:
         request = event.request
         message_id = request.message_id
         body = request.settle if write else request.pre_settle
@@ -271,7 +288,8 @@ class SettlementHandlers:
         digest = content_hash(request)
         # No card read kept here: the record before the card is read (one look-up; the read it may spare is a round
         # trip to the terminal's reader).
-        if key not in self._cards and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
+        if key not in self._cards and (
+                recorded := await self._recorded(terminal, message_id, digest, served)) is not None:
             return recorded
         card = await self._card(terminal, relay, event.token, key)
         pad = await self._pin_pad(terminal, relay, event.token, body.pin)
@@ -285,20 +303,20 @@ class SettlementHandlers:
             # the card read and before the rules and the PIN.
             facts, record = await self._facts_and_record(terminal, card, settle_request, message_id)
             if record is not None:
-                return answer(message_id, repeated(message_id, record, digest))
+                return _answer(served, message_id, repeated(message_id, record, digest))
         outcome = decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             # A refused Settle looks again, even after a look-up before the card read: the original of a retry may
             # have gone through meanwhile and now be refused (its own first use of the card cancelled the old
             # one), and its one outcome is what it gets. Refusals are rare; it costs them one look-up.
-            if write and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
+            if write and (recorded := await self._recorded(terminal, message_id, digest, served)) is not None:
                 return recorded
             return _refusal(message_id, outcome)
         if outcome.pin_required:
             # The record right before VERIFY, which a wrong PIN would cost one of the card's six tries — also after
             # a look-up before the card read, as the original of a retry may commit while the card is read. One
             # look-up, on the PIN path only (a holder from another city), before a round trip to the card.
-            if write and (recorded := await self._recorded(terminal, message_id, digest)) is not None:
+            if write and (recorded := await self._recorded(terminal, message_id, digest, served)) is not None:
                 return recorded
             # Verified on the card itself, before anything is written.
             await self._verify_pin(terminal, relay, event.token, key, body.pin, card, pad)
@@ -313,7 +331,7 @@ class SettlementHandlers:
             log.debug("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",
                      settlement_id=settled.settlement_id, terminal_id=terminal.terminal_id,
                      total=settled.split.total_fen, holder=mask_id(card.social_security_number))
-        return answer(message_id, settled)
+        return _answer(served, message_id, settled)
 
     def _pre_settlement(self, message_id: str, card: CardData, facts: Facts, outcome: Decision) -> pb.Response:
         split = outcome.split
@@ -333,32 +351,32 @@ class SettlementHandlers:
 
     # Revoke, Reverse, QueryTransaction --------------------------------------------------------------
 
-    async def _revoke(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
+    async def _revoke(self, terminal: TerminalRecord, event: RequestReceived, served: Served) -> pb.Response:
         request = event.request
         settlement_id = request.revoke.settlement_id
         digest = content_hash(request)
-        if not 0 < len(settlement_id) <= 32:
+        if not 0 < len(settlement_id) <= MAX_SETTLEMENT_ID_CHARS:
             # Under a recorded key this is other content: the record answers (a look-up for malformed ones only).
-            if (recorded := await self._recorded(terminal, request.message_id, digest)) is not None:
+            if (recorded := await self._recorded(terminal, request.message_id, digest, served)) is not None:
                 return recorded
             return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST, "revoke.settlement_id is required",
                            "缺少结算编号")
         intent = RevokeIntent(terminal.terminal_id, request.message_id, digest, terminal.institution_code,
                               settlement_id, self._now())
-        return answer(request.message_id, await self.writer.submit(intent))
+        return _answer(served, request.message_id, await self.writer.submit(intent))
 
-    async def _reverse(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
+    async def _reverse(self, terminal: TerminalRecord, event: RequestReceived, served: Served) -> pb.Response:
         request = event.request
         original = request.reverse.original_message_id
         digest = content_hash(request)
         if not 0 < len(original) <= MAX_MESSAGE_ID_CHARS or original == request.message_id:
-            if (recorded := await self._recorded(terminal, request.message_id, digest)) is not None:
+            if (recorded := await self._recorded(terminal, request.message_id, digest, served)) is not None:
                 return recorded
             return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
                            "reverse.original_message_id must name another message of this terminal",
                            "缺少或错误的原报文编号")
         intent = ReverseIntent(terminal.terminal_id, request.message_id, digest, original, self._now())
-        return answer(request.message_id, await self.writer.submit(intent))
+        return _answer(served, request.message_id, await self.writer.submit(intent))
 
     async def _query_transaction(self, terminal: TerminalRecord, event: RequestReceived) -> pb.Response:
         request = event.request
@@ -385,6 +403,12 @@ async def _available(pending: Awaitable[T]) -> T:
     except DBAPIError as exc:
         log.warn("database unavailable: {error}", error=error_line(exc))
         raise Unavailable() from exc
+
+
+def _answer(served: Served, message_id: str, outcome: Outcome) -> pb.Response:
+    """The Response carrying a ledger's outcome; `served` notes whether it is a recorded one, answering a retry."""
+    served.retry = not isinstance(outcome, Refused) and outcome.repeated
+    return answer(message_id, outcome)
 
 
 def _chip(card: CardData) -> ChipFacts:
