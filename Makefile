@@ -19,8 +19,9 @@ PROTO := proto/ningbo/gateway/v1/gateway.proto
 GENERATED_DIR := gateway/protocol/generated
 GENERATED := $(GENERATED_DIR)/ningbo/gateway/v1/gateway_pb2.py
 # The PC/SC stack: pyscard builds against swig and libpcsclite-dev; pcscd and vsmartcard-vpcd give
-# a real reader whose card is one of our simulators.
-APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd
+# a real reader whose card is one of our simulators. jq reads every line of `gateway serve --log-format json` in
+# the log tests, as an operator's tools would.
+APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd jq
 
 .PHONY: run test lint setup system-packages proto db pki bench clean
 
@@ -50,7 +51,7 @@ system-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
-	  echo "warning: Debian packages missing:$$missing (needs root and apt-get); PC/SC tests will be skipped"; \
+	  echo "warning: Debian packages missing:$$missing (needs root and apt-get); PC/SC and jq tests will be skipped"; \
 	fi
 
 $(INSTALLED): pyproject.toml | system-packages

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +23,9 @@ from gateway.ops import logs
 from gateway.ops.logs import ANNOUNCE, json_line, log_message, make_observer, text_line
 from gateway.protocol.messages import pb
 from tests.test_adapter import Harness
+from tests.test_end_to_end import RunningGateway
 from tests.test_settlement_flow import HOLDERS, Counter
-from tests.wire import sign_in
+from tests.wire import frame, request, sign_in
 
 SECRET_PARAMETERS = "[parameters: ('330203199001011236', 'N00000001')]"
 
@@ -249,3 +253,119 @@ def test_nothing_is_built_for_the_audit_trail_above_info_level(
     counter = Counter(Harness(demo_engine), "H33020300001-01", "N00000001")
     assert counter.run("settle", "s-1", medical_type=11, total_fen=5_000).status == pb.STATUS_CODE_OK
     assert audit_lines == []
+
+
+# A whole run of `gateway serve --log-format json`, read back line by line ---------------------------------------
+
+PIN_TERMINAL = "H33020300001-03"
+PIN_CARD = "Z00000101"           # insured in another Zhejiang city, filed for Ningbo: settles with its PIN
+WRONG_PIN = "135792"             # reaches the card's VERIFY
+WRONG_CREDENTIAL = "wrong-credential-123"
+
+
+class PinTerminalGateway(RunningGateway):
+    """`gateway serve --log-format json` at the default level, its terminal -03 reading PIN_CARD from a virtual
+    reader."""
+
+    def serve_command(self) -> list[str]:
+        config = self.tmp / "pin.toml"
+        config.write_text(f'[reader.terminals]\n"{PIN_TERMINAL}" = "virtual:{PIN_CARD}"\n', encoding="utf-8")
+        return ["--config", str(config)]
+
+
+@dataclass
+class JsonRun:
+    lines: list[str]
+    answers: dict[str, pb.Response]
+
+
+@pytest.fixture(scope="module")
+def json_run(tmp_path_factory: pytest.TempPathFactory) -> JsonRun:
+    """Refusals of every kind, a settlement with its retry, a revoke, a reversal, then SIGTERM."""
+    running = PinTerminalGateway(tmp_path_factory.mktemp("json-run"))
+    answers: dict[str, pb.Response] = {}
+    try:
+        refused = running.client()
+        answers["wrong credential"] = refused.call(sign_in(credential=WRONG_CREDENTIAL))
+        refused.send_raw(frame(b"\xff\xff not protobuf"))                # the session's own refusal
+        answers["garbage"] = refused.receive()
+        refused.close()
+        client = running.client()
+        assert client.call(sign_in(terminal_id=PIN_TERMINAL)).status == pb.STATUS_CODE_OK
+        bill = {"medical_type": pb.MEDICAL_TYPE_ORDINARY_OUTPATIENT, "total_fen": 12_345}
+        for name, req in [
+            ("read", request("read_card", "e2e-read", PIN_TERMINAL)),
+            ("no pin", request("settle", "e2e-s1", PIN_TERMINAL, **bill)),
+            ("wrong pin", request("settle", "e2e-s1", PIN_TERMINAL, **bill, pin=WRONG_PIN)),
+            ("settle", request("settle", "e2e-s1", PIN_TERMINAL, **bill, pin="000000")),
+            ("retry", request("settle", "e2e-s1", PIN_TERMINAL, **bill, pin="000000")),
+            ("second", request("settle", "e2e-s2", PIN_TERMINAL, **bill, pin="000000")),
+            ("reverse", request("reverse", "e2e-v1", PIN_TERMINAL, original_message_id="e2e-s2")),
+        ]:
+            answers[name] = client.call(req)
+        answers["revoke"] = client.call(request("revoke", "e2e-r1", PIN_TERMINAL,
+                                                settlement_id=answers["settle"].settle.settlement_id))
+        answers["stray apdu result"] = client.call(request("apdu_result", "e2e-apdu", PIN_TERMINAL, script_id="A9"))
+    finally:
+        assert running.stop() == 0
+    return JsonRun(running.lines, answers)
+
+
+def test_the_json_run_went_as_the_clerk_saw_it(json_run: JsonRun) -> None:
+    statuses = {name: pb.StatusCode.Name(answer.status) for name, answer in json_run.answers.items()}
+    assert statuses == {
+        "wrong credential": "STATUS_CODE_UNKNOWN_TERMINAL", "garbage": "STATUS_CODE_BAD_REQUEST",
+        "read": "STATUS_CODE_OK", "no pin": "STATUS_CODE_PIN_REQUIRED", "wrong pin": "STATUS_CODE_PIN_WRONG",
+        "settle": "STATUS_CODE_OK", "retry": "STATUS_CODE_OK", "second": "STATUS_CODE_OK", "reverse": "STATUS_CODE_OK",
+        "revoke": "STATUS_CODE_OK", "stray apdu result": "STATUS_CODE_BAD_REQUEST",
+    }
+
+
+def test_every_line_of_a_json_run_is_one_json_object(json_run: JsonRun) -> None:
+    assert len(json_run.lines) > 10
+    for line in json_run.lines:
+        event = json.loads(line)
+        assert isinstance(event, dict), line
+        assert list(event)[:4] == ["time", "level", "namespace", "message"], line
+        assert datetime.fromisoformat(event["time"]).utcoffset() is not None
+        assert not [key for key in event if key.startswith("log_")] and "\x1e" not in line
+    messages = [json.loads(line)["message"] for line in json_run.lines]
+    assert any(message.startswith("Gateway listening on ") for message in messages)
+    assert any(message.startswith("gateway stopping") for message in messages)
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (make system-packages installs it)")
+def test_jq_reads_every_line_of_a_json_run(json_run: JsonRun) -> None:
+    text = "".join(json_run.lines)
+    read = subprocess.run(["jq", "-c", "."], input=text, capture_output=True, text=True, timeout=30)
+    assert read.returncode == 0, read.stderr
+    assert len(read.stdout.splitlines()) == len(json_run.lines)
+    levels = subprocess.run(["jq", "-r", "select(.namespace == \"gateway.serve.audit\") | .status"], input=text,
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert "STATUS_CODE_PIN_WRONG" in levels.stdout.split()
+
+
+def test_the_json_run_has_one_audit_line_per_money_message_and_refusal(json_run: JsonRun) -> None:
+    audit_lines = [event for event in map(json.loads, json_run.lines) if event["namespace"] == "gateway.serve.audit"]
+    summary = [(e["message_id"], e["message_type"], e["status"], e["amount_fen"], e["card"], e["retry"])
+               for e in audit_lines]
+    card = "*****0101"
+    assert summary == [
+        ("sign-in", "sign_in", "STATUS_CODE_UNKNOWN_TERMINAL", None, None, False),
+        ("e2e-s1", "settle", "STATUS_CODE_PIN_REQUIRED", 12_345, card, False),
+        ("e2e-s1", "settle", "STATUS_CODE_PIN_WRONG", 12_345, card, False),
+        ("e2e-s1", "settle", "STATUS_CODE_OK", 12_345, card, False),
+        ("e2e-s1", "settle", "STATUS_CODE_OK", 12_345, card, True),
+        ("e2e-s2", "settle", "STATUS_CODE_OK", 12_345, card, False),
+        ("e2e-v1", "reverse", "STATUS_CODE_OK", 12_345, None, False),
+        ("e2e-r1", "revoke", "STATUS_CODE_OK", 12_345, None, False),
+        ("e2e-apdu", "apdu_result", "STATUS_CODE_BAD_REQUEST", None, None, False),
+    ]
+
+
+def test_no_line_of_a_json_run_holds_a_pin_a_credential_or_a_full_id_number(json_run: JsonRun) -> None:
+    text = "".join(json_run.lines)
+    holder = HOLDERS[PIN_CARD][0].person.social_security_number
+    assert json_run.answers["wrong pin"].status == pb.STATUS_CODE_PIN_WRONG  # the PIN reached the card
+    for secret in (WRONG_PIN, WRONG_CREDENTIAL, DEMO_CREDENTIAL, holder, PIN_CARD):
+        assert secret not in text, secret
