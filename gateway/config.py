@@ -25,6 +25,7 @@ from gateway.ops.logs import LEVELS, LOG_FORMATS
 from gateway.pki.layout import CA_CERTIFICATE, CRL, SERVER_CERTIFICATE, SERVER_KEY, default_file
 from gateway.protocol.session import SessionLimits
 from gateway.reader.pcsc import DEFAULT_CLOSE_TIMEOUT_S, DEFAULT_TRANSMIT_TIMEOUT_S
+from gateway.settlement.policy import DEFAULT_POLICY_WARNING_DAYS, MAX_POLICY_WARNING_DAYS
 
 # A deep accept queue: after a restart thousands of terminals reconnect at once.
 DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
@@ -111,6 +112,8 @@ class LedgerConfig:
     known_accounts: int = _WRITER.known_accounts
     # A directory of policy files (YEAR.toml); empty: the built-in, illustrative ones.
     policy_dir: str = ""
+    # Days ahead of today the policies must cover; fewer, and the gateway warns (at start, then daily).
+    policy_warning_days: int = DEFAULT_POLICY_WARNING_DAYS
 
     def writer_limits(self) -> WriterLimits:
         """What the ledger's writer enforces."""
@@ -266,6 +269,8 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "ledger.max_queue", config.ledger.max_queue, upper=10_000_000)
     _positive(source, "ledger.retry_attempts", config.ledger.retry_attempts, upper=100)
     _positive(source, "ledger.known_accounts", config.ledger.known_accounts, upper=100_000_000)
+    _positive(source, "ledger.policy_warning_days", config.ledger.policy_warning_days,
+              upper=MAX_POLICY_WARNING_DAYS)
     _positive(source, "registry.cache_entries", config.registry.cache_entries, upper=100_000_000)
     _positive(source, "registry.refresh_s", config.registry.refresh_s, upper=3600)
     if config.log.format not in LOG_FORMATS:

@@ -22,6 +22,7 @@ from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
 from gateway.serve.listeners import Listener, ListenerError, format_address, parse_listeners, plaintext_exposure
+from gateway.serve.policy_watch import PolicyWatch
 from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.policy import load_builtin_policies, load_policy_directory
 
@@ -89,6 +90,7 @@ def serve(config: GatewayConfig) -> int:
         registry=registry,
     )
     factory = TerminalFactory(service, config.server, reactor)
+    policy_watch = PolicyWatch(policies, config.ledger.policy_warning_days, reactor)
     tls_factory = tls.factory(factory) if tls is not None else None
     ports: list[Any] = []
     exit_code = [0]
@@ -97,6 +99,7 @@ def serve(config: GatewayConfig) -> int:
         pool.start()
         writer.start()
         registry.start(reactor)
+        policy_watch.start()
         listening = [
             maybeDeferred(listener.endpoint.listen, tls_factory if listener.tls else factory)
             .addCallbacks(checked, refused, callbackArgs=(listener,), errbackArgs=(listener,))
@@ -144,6 +147,7 @@ def serve(config: GatewayConfig) -> int:
     reactor.callWhenRunning(listen)
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     reactor.addSystemEventTrigger("before", "shutdown", registry.stop)
+    reactor.addSystemEventTrigger("before", "shutdown", policy_watch.stop)
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
     reactor.run()

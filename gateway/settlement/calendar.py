@@ -24,6 +24,12 @@ def business_date(moment: datetime) -> date:
     return moment.astimezone(BEIJING).date()
 
 
+def next_business_day_start(moment: datetime) -> datetime:
+    """The moment the business day after `moment`'s begins: the next Beijing midnight, in UTC."""
+    day = business_date(moment) + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=BEIJING).astimezone(UTC)
+
+
 def beijing_naive(stored: datetime) -> datetime:
     """A moment read from the database as Beijing wall-clock time without a zone. SQLite hands moments back without
     their zone; they were stored in UTC (the writer's clock and CURRENT_TIMESTAMP are UTC), so a naive one is read

@@ -152,6 +152,52 @@ class PolicyBook:
         return found
 
 
+# How many days ahead of today the loaded policies must cover (`ledger.policy_warning_days`): fewer, and the gateway
+# warns, at start and at each business day's start, and `gateway policy check` exits 1. An insurance year's file is
+# published late in the year before; a month is time to install it.
+DEFAULT_POLICY_WARNING_DAYS = 30
+MAX_POLICY_WARNING_DAYS = 3660  # ten years: a larger number is a typo
+
+
+@dataclass(frozen=True)
+class PolicyCover:
+    """How the loaded policies cover the days from `today` to `today + days`: what the gateway's warning, `gateway
+    policy check`, the policy metric and /readyz all go by (`check_cover`)."""
+
+    today: date
+    days: int
+    days_remaining: int                    # PolicyBook.days_remaining: -1 when no policy covers today
+    gaps: tuple[tuple[date, date], ...]    # the uncovered stretches within those days, first and last day each
+
+    @property
+    def covers_today(self) -> bool:
+        return self.days_remaining >= 0
+
+    @property
+    def complete(self) -> bool:
+        """No day of the `days` ahead (nor today) lacks a policy."""
+        return not self.gaps
+
+    def problem(self) -> str | None:
+        """What an operator is told when a day lacks a policy (None when none does)."""
+        if self.complete:
+            return None
+        stretches = ", ".join(first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+                              for first, last in self.gaps)
+        years = sorted({day.year for first, last in self.gaps for day in (first, last)})
+        files = " and ".join(f"{year}.toml" for year in years)
+        if not self.covers_today:
+            return (f"no policy covers today, {self.today.isoformat()}: PreSettle and Settle are refused; days "
+                    f"without a policy: {stretches}; install {files} in ledger.policy_dir and restart")
+        return (f"no policy covers {stretches}, within the next {self.days} days: PreSettle and Settle will be "
+                f"refused then; install {files} in ledger.policy_dir and restart")
+
+
+def check_cover(book: PolicyBook, today: date, days: int = DEFAULT_POLICY_WARNING_DAYS) -> PolicyCover:
+    """How `book` covers `today` and the `days` after it."""
+    return PolicyCover(today, days, book.days_remaining(today), tuple(book.gaps(today, days)))
+
+
 def load_builtin_policies() -> PolicyBook:
     folder = resources.files("gateway.settlement").joinpath("policies")
     policies = [parse_policy(entry.read_text(encoding="utf-8"), f"{BUILT_IN}:{entry.name}")
