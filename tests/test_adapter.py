@@ -270,7 +270,7 @@ def test_shutdown_waits_for_requests_in_flight(held: tuple[HeldService, Connecti
     assert connection.transport.disconnecting
     assert [r.message_id for r in connection.responses()] == ["last"]
     connection.close()
-    assert closed.called
+    assert closed.done.called and (closed.connections, closed.relayed, closed.cut) == (1, 0, 0)
 
 
 class BrokenDirectory:

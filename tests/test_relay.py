@@ -11,7 +11,14 @@ from twisted.python.failure import Failure
 
 from gateway.demo.card import card_from_population
 from gateway.protocol.messages import pb
-from gateway.reader.errors import CardProblem, CardRemoved, CardUnreadable, NoCard, ReaderUnavailable
+from gateway.reader.errors import (
+    CardProblem,
+    CardRemoved,
+    CardUnreadable,
+    GatewayShuttingDown,
+    NoCard,
+    ReaderUnavailable,
+)
 from gateway.reader.relay import ApduRelay
 from tests.test_adapter import Connection, Harness
 from tests.wire import request, sign_in
@@ -82,6 +89,21 @@ def test_a_disconnect_fails_what_is_outstanding() -> None:
     r.relay.connection_lost()
     assert isinstance(r.outcome(pending).value, ReaderUnavailable)
     assert r.clock.getDelayedCalls() == []
+
+
+def test_a_shutdown_answers_what_is_outstanding_and_anything_later_as_shutting_down() -> None:
+    r = Relay()
+    first = r.relay.send(1, [b"a"], stop_on_error=False)
+    second = r.relay.send(2, [b"b"], stop_on_error=False)
+    assert r.relay.shut_down() == 2
+    for pending in (first, second):
+        problem = r.outcome(pending).value
+        assert isinstance(problem, GatewayShuttingDown) and problem.status == pb.STATUS_CODE_GATEWAY_SHUTTING_DOWN
+    assert r.answered == [1, 2] and r.clock.getDelayedCalls() == []  # no reader timeout left to fire
+    later = r.relay.send(3, [b"c"], stop_on_error=False)
+    assert isinstance(r.outcome(later).value, GatewayShuttingDown)
+    assert len(r.sent) == 2  # the later script never went out: its answer would not be read
+    assert r.relay.shut_down() == 0
 
 
 def test_stop_on_error_allows_fewer_responses() -> None:

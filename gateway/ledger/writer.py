@@ -67,6 +67,11 @@ class LedgerWriter:
         # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
         # a card's first use.
         self.on_registry_write: Callable[[], None] | None = None
+        # Intents taken and not yet answered, and answered so far (on the reactor's thread): a shutdown waits for
+        # the former and counts the latter.
+        self.in_hand = 0
+        self.answered = 0
+        self._idle: list[Deferred[None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -83,8 +88,28 @@ class LedgerWriter:
         if self._queue.qsize() >= self.limits.max_queue:
             answer.callback(_BUSY)
             return answer
+        self.in_hand += 1
+        answer.addBoth(self._answered)
         self._queue.put((intent, answer))
         return answer
+
+    def idle(self) -> Deferred[None]:
+        """Fires once every intent taken so far is answered (at once when none is in hand)."""
+        waiting: Deferred[None] = Deferred()
+        if self.in_hand == 0:
+            waiting.callback(None)
+        else:
+            self._idle.append(waiting)
+        return waiting
+
+    def _answered(self, outcome: Any) -> Any:
+        self.in_hand -= 1
+        self.answered += 1
+        if self.in_hand == 0:
+            waiting, self._idle = self._idle, []
+            for idle in waiting:
+                idle.callback(None)
+        return outcome
 
     # The writer thread -------------------------------------------------------------------------
 

@@ -230,6 +230,11 @@ STATUS_TEXTS: dict[int, StatusText] = {
         "Internal error, outcome unknown: query or reverse with the same message id and call the "
         "system administrator",
     ),
+    S.STATUS_CODE_GATEWAY_SHUTTING_DOWN: StatusText(
+        "网关正在停止或重启，本次交易未处理，读卡器无需检查：请稍后用相同报文编号重试",
+        "The gateway is shutting down or restarting; nothing was done and the card reader is fine: retry the "
+        "same request with the same message id in a moment",
+    ),
 }
 
 

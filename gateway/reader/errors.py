@@ -33,6 +33,13 @@ class ReaderUnavailable(CardProblem):
     status = pb.STATUS_CODE_READER_UNAVAILABLE
 
 
+class GatewayShuttingDown(CardProblem):
+    """The gateway stops: a request waiting on a terminal's reader is answered so, not as a reader that failed
+    (the reader is fine; the same request is retried once the gateway is back)."""
+
+    status = pb.STATUS_CODE_GATEWAY_SHUTTING_DOWN
+
+
 class CardUnreadable(CardProblem):
     status = pb.STATUS_CODE_CARD_UNREADABLE
 

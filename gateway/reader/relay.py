@@ -11,13 +11,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.reader.apdu import PinEntry
 from gateway.reader.base import PIN_ENTRY_TIMEOUT_S, Presence, PresenceEvent, PresenceListener, no_pin_pad
-from gateway.reader.errors import CardProblem, CardRemoved, CardUnreadable, NoCard, ReaderUnavailable
+from gateway.reader.errors import (
+    CardProblem,
+    CardRemoved,
+    CardUnreadable,
+    GatewayShuttingDown,
+    NoCard,
+    ReaderUnavailable,
+)
 
 MAX_SCRIPT_COMMANDS = 32
 
@@ -55,6 +62,8 @@ class ApduRelay:
         self.card_present: bool | None = None  # unknown until the terminal reports a CardEvent
         # Announced in SignIn: the terminal's reader verifies PINs typed on its own pad (ApduScript.pin_entry).
         self.pin_pad = False
+        # The gateway stops: the terminal's answers are no longer read (gateway.serve.adapter), so no script waits.
+        self.stopped = False
 
     def reader_for(self, token: int) -> RelayReader:
         return RelayReader(self, token)
@@ -65,6 +74,8 @@ class ApduRelay:
             raise ValueError(f"a script has 1 to {MAX_SCRIPT_COMMANDS} commands")
         if pin_entry is not None and not self.pin_pad:
             raise ValueError("a PIN entry goes only to a terminal that signed in with a PIN pad")
+        if self.stopped:
+            return fail(_shutting_down())
         script_id = f"A{next(self._ids)}"
         result: Deferred[list[bytes]] = Deferred()
         # The holder's typing is part of the wait: the terminal's reader is told the same deadline.
@@ -143,6 +154,17 @@ class ApduRelay:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
+    def shut_down(self) -> int:
+        """The gateway stops: every script out at the terminal, and any later one, ends its request with
+        GATEWAY_SHUTTING_DOWN. How many requests were waiting."""
+        self.stopped = True
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.timer.cancel()
+            self._terminal_answered(item.token)
+            item.result.errback(_shutting_down())
+        return len(pending)
+
     def connection_lost(self) -> None:
         pending, self._pending = self._pending, {}
         for item in pending.values():
@@ -152,6 +174,10 @@ class ApduRelay:
     @property
     def outstanding(self) -> int:
         return len(self._pending)
+
+
+def _shutting_down() -> GatewayShuttingDown:
+    return GatewayShuttingDown("it stopped while waiting for the terminal's reader", "等待终端读卡器时网关停止")
 
 
 class RelayReader:

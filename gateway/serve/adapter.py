@@ -11,12 +11,13 @@ reaches the reactor, and the connection's slots are freed when Twisted reports t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import interfaces
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -118,12 +119,22 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             else:
                 self.resetTimeout()  # type: ignore[no-untyped-call]
 
-    def shut_down(self) -> None:
-        """Read nothing more; close once the requests in flight are answered."""
+    def shut_down(self) -> int:
+        """Read nothing more; close once the requests in flight are answered. Those waiting on the terminal's reader
+        are answered GATEWAY_SHUTTING_DOWN at once: its answer would no longer be read. How many they were."""
+        relayed = 0
         with self._dropped_on_session_error():
             if self.session is not None:
                 self.session.shut_down()
+                if self.context is not None and self.context.relay is not None:
+                    relayed = self.context.relay.shut_down()
                 self._flush()
+        return relayed
+
+    @property
+    def closing(self) -> bool:
+        """Every answer is written: the connection only lingers before it closes."""
+        return self._closing
 
     def _live_session(self) -> Session:
         if self.session is None:
@@ -284,27 +295,60 @@ class TerminalFactory(ServerFactory):
     def release(self, protocol: TerminalProtocol) -> None:
         self.connections.discard(protocol)
 
-    def close_all(self) -> Deferred[Any]:
-        """Close every connection: gently where nothing is in flight, after the grace period otherwise."""
+    def close_all(self, before_cut: Callable[[], Deferred[Any]] | None = None) -> Drain:
+        """Close every connection: gently once its requests in flight are answered (those waiting on a terminal's
+        reader at once, GATEWAY_SHUTTING_DOWN). After shutdown_grace_s the connections still open are cut, once
+        `before_cut` fired (the requests at the ledger's writer answered), waiting at most another
+        shutdown_grace_s for it."""
         closing = [p.closed for p in self.connections]
-        for protocol in list(self.connections):
-            protocol.shut_down()
-        if not closing:
-            return succeed(None)
+        drain = Drain(len(closing), sum(protocol.shut_down() for protocol in list(self.connections)))
+        if not self.connections:
+            drain.done.callback(drain)
+            return drain
+        grace_s = self.config.shutdown_grace_s
+        timers: list[Any] = []
 
-        def force() -> None:
+        def cut() -> None:
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
             for protocol in list(self.connections):
-                protocol.transport.abortConnection()
+                # One closing already has nothing in flight: it closes after its linger, its last answers sent
+                # (an abort would drop what the kernel has not taken yet).
+                if not protocol.closing:
+                    drain.cut += 1
+                    protocol.transport.abortConnection()
 
-        timer = self.clock.callLater(self.config.shutdown_grace_s, force)
-        done = DeferredList(closing)
+        def grace_over() -> None:
+            timers.append(self.clock.callLater(grace_s, cut))
+            if before_cut is not None:
+                # On the next turn: the answers of what `before_cut` waited for are written in the same turn.
+                before_cut().addCallback(lambda _: None if drain.done.called else timers.append(
+                    self.clock.callLater(0, cut)))
+            else:
+                cut()
 
-        def cancel_timer(result: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            return result
+        timers.append(self.clock.callLater(grace_s, grace_over))
 
-        return done.addBoth(cancel_timer)
+        def finished(_: Any) -> Drain:
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
+            return drain
+
+        DeferredList(closing).addCallback(finished).chainDeferred(drain.done)
+        return drain
+
+
+@dataclass
+class Drain:
+    """What closing every connection at shutdown did (TerminalFactory.close_all); `done` fires with it once every
+    connection is closed."""
+
+    connections: int  # open when it began
+    relayed: int      # requests waiting on a terminal's reader, answered GATEWAY_SHUTTING_DOWN
+    cut: int = 0      # still open after the grace period, closed without waiting more
+    done: Deferred[Drain] = field(default_factory=Deferred, repr=False)
 
 
 def _peer_name(transport: Any) -> str:

@@ -21,6 +21,7 @@ from gateway.ops.logs import ANNOUNCE, report_fatal, start_logging
 from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
+from gateway.serve.drain import drain
 from gateway.serve.listeners import Listener, ListenerError, format_address, parse_listeners, plaintext_exposure
 from gateway.serve.policy_watch import PolicyWatch
 from gateway.serve.registry_cache import RegistryCache
@@ -140,9 +141,8 @@ def serve(config: GatewayConfig) -> int:
         reactor.stop()
 
     def shutting_down() -> Deferred[Any]:
-        log.info("gateway stopping: no new connections; finishing requests in flight")
         stopped = [maybeDeferred(p.stopListening) for p in ports]
-        return DeferredList([*stopped, factory.close_all()])
+        return DeferredList([*stopped, drain(factory, writer)])
 
     reactor.callWhenRunning(listen)
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
