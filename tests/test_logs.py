@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from twisted.logger import Logger, LogLevel, LogPublisher, globalLogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from gateway.demo.registry import DEMO_CREDENTIAL
@@ -369,3 +369,13 @@ def test_no_line_of_a_json_run_holds_a_pin_a_credential_or_a_full_id_number(json
     assert json_run.answers["wrong pin"].status == pb.STATUS_CODE_PIN_WRONG  # the PIN reached the card
     for secret in (WRONG_PIN, WRONG_CREDENTIAL, DEMO_CREDENTIAL, holder, PIN_CARD):
         assert secret not in text, secret
+
+
+def test_formats_twisted_allows_are_rendered_as_twisted_renders_them() -> None:
+    captured = Captured()
+    captured.log.info("called: {value()}", value=lambda: "yes")
+    captured.log.info("{{braces}} and {count:,} fen", count=1234567)
+    captured.log.info("missing {absent}")
+    messages = [line["message"] for line in captured.objects()]
+    assert messages[:2] == ["called: yes", "{braces} and 1,234,567 fen"]
+    assert messages[2] == formatEvent(captured.events[2])  # twisted.logger's own words for a broken format

@@ -11,22 +11,15 @@ carries its exception's first line only (`error_line`): a database error's later
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
-from datetime import datetime
+import time
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    PredicateResult,
-    formatEvent,
-    globalLogBeginner,
-)
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -42,6 +35,8 @@ _LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why
 # What a JSON line holds besides the event's own fields; an own field of one of these names is dropped.
 _LINE_KEYS = ("time", "level", "namespace", "message", "exception")
 _ALL_LEVELS = frozenset(LogLevel.iterconstants())
+# One encoder for every line (json.dumps with options builds one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 _TEXT_LINE = re.compile(r"\S+ \[[^\]]*\] (.*)")
 
 _log = Logger(namespace="gateway")
@@ -105,8 +100,15 @@ def _failure_of(event: dict[str, Any]) -> Failure | None:
 
 
 def _time_of(event: dict[str, Any]) -> str:
-    # The host's own zone, with its offset written out.
-    return datetime.fromtimestamp(event.get("log_time") or 0.0).astimezone().isoformat(timespec="milliseconds")
+    # The host's own zone, with its offset written out (the offset of that moment: a zone may change it).
+    moment = event.get("log_time") or 0.0
+    zone = _zone(time.localtime(moment).tm_gmtoff)
+    return datetime.fromtimestamp(moment, zone).isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=8)
+def _zone(offset_s: int) -> timezone:
+    return timezone(timedelta(seconds=offset_s))
 
 
 def _level_of(event: dict[str, Any]) -> str:
@@ -117,28 +119,41 @@ def _level_of(event: dict[str, Any]) -> str:
 def _json_safe(value: Any) -> Any:
     """`value` if JSON holds it as it is (finite numbers, str keys), its text otherwise."""
     try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False)
+        _JSON.encode(value)
     except (TypeError, ValueError, RecursionError):
         return str(value)
     return value
 
 
+def rendered(event: dict[str, Any]) -> str:
+    """The event's message: its format with its fields. twisted.logger's own formatter (which also calls `{f()}`)
+    costs a settlement's audit line most of its time; a plain format goes through `str.format_map`, the same
+    text, and anything else (a legacy event, a call, a bad format) through twisted.logger's."""
+    log_format = event.get("log_format")
+    if isinstance(log_format, str):
+        try:
+            return log_format.format_map(event)
+        except Exception:  # whatever the format or a field's __format__ raises: twisted.logger says what failed
+            pass
+    return formatEvent(event)
+
+
 def json_line(event: dict[str, Any]) -> str:
     """One event as one line of JSON (no line break inside: those in the text are escaped)."""
     line: dict[str, Any] = {"time": _time_of(event), "level": _level_of(event),
-                            "namespace": event.get("log_namespace", "-"), "message": formatEvent(event)}
+                            "namespace": event.get("log_namespace", "-"), "message": rendered(event)}
     failure = _failure_of(event)
     if failure is not None:
         line["exception"] = exception_text(failure)
     for key, value in own_fields(event).items():
         # The common values need no trial encoding (a settlement's audit line is all strings and integers).
         line[key] = value if isinstance(value, str | int) or value is None else _json_safe(value)
-    return json.dumps(line, ensure_ascii=False, allow_nan=False)
+    return _JSON.encode(line)
 
 
 def text_line(event: dict[str, Any]) -> str:
     """One event as readable text: `TIME [NAMESPACE#LEVEL] MESSAGE`, a traceback on the lines after it."""
-    text = formatEvent(event)
+    text = rendered(event)
     failure = _failure_of(event)
     if failure is not None:
         text = f"{text}\n{exception_text(failure)}"
@@ -162,31 +177,35 @@ def log_message(line: str) -> str | None:
 
 @implementer(ILogObserver)
 class LineObserver:
-    """Writes each event as one line and flushes it: a log collector (or the operator) sees it at once."""
+    """Writes each event at `levels` (and each announcement, whatever its level) as one line and flushes it: a log
+    collector (or the operator) sees it at once. The level is checked here, not by a FilteringLogObserver, whose
+    namespace look-up would cost every audit line a fifth again."""
 
-    def __init__(self, render: Any, stream: IO[str]) -> None:
+    def __init__(self, render: Any, stream: IO[str], levels: frozenset[Any]) -> None:
         self._render = render
         self._stream = stream
+        self._levels = levels
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self._stream.write(self._render(event) + "\n")
-        self._stream.flush()
+        if event.get("log_level") in self._levels or event.get(ANNOUNCE):
+            self._stream.write(self._render(event) + "\n")
+            self._stream.flush()
 
 
-def _announced(event: dict[str, Any]) -> Any:  # a PredicateResult constant (mypy sees an Any)
-    return PredicateResult.yes if event.get(ANNOUNCE) else PredicateResult.maybe
+def levels_from(level: str) -> frozenset[Any]:
+    """The levels written when `level` is the lowest."""
+    return frozenset(known for known in _ALL_LEVELS if known >= LEVELS[level])
 
 
 def make_observer(log_format: str, level: str, stream: IO[str] | None = None) -> ILogObserver:
-    observer = LineObserver(json_line if log_format == "json" else text_line, stream or sys.stdout)
-    levels = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    filtered: Any = FilteringLogObserver(observer, [_announced, levels])  # type: ignore[arg-type, list-item]
-    return filtered  # type: ignore[no-any-return]
+    observer: Any = LineObserver(json_line if log_format == "json" else text_line, stream or sys.stdout,
+                                 levels_from(level))
+    return observer  # type: ignore[no-any-return]
 
 
 def start_logging(log_format: str, level: str, stream: IO[str] | None = None) -> None:
     global _enabled_levels, _started_format
-    _enabled_levels = frozenset(known for known in _ALL_LEVELS if known >= LEVELS[level])
+    _enabled_levels = levels_from(level)
     _started_format = log_format
     globalLogBeginner.beginLoggingTo([make_observer(log_format, level, stream)], redirectStandardIO=False)
 
