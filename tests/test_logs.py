@@ -7,10 +7,12 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from gateway.ops import logs
 from gateway.ops.logs import ANNOUNCE, json_line, log_message, make_observer, text_line
 from gateway.protocol.messages import pb
 from tests.test_adapter import Harness
-from tests.test_end_to_end import RunningGateway
+from tests.test_end_to_end import ROOT, RunningGateway
 from tests.test_settlement_flow import HOLDERS, Counter
 from tests.wire import frame, request, sign_in
 
@@ -379,3 +381,12 @@ def test_formats_twisted_allows_are_rendered_as_twisted_renders_them() -> None:
     messages = [line["message"] for line in captured.objects()]
     assert messages[:2] == ["called: yes", "{braces} and 1,234,567 fen"]
     assert messages[2] == formatEvent(captured.events[2])  # twisted.logger's own words for a broken format
+
+
+@pytest.mark.parametrize("options", [["--listen", "tcpp:9500"], ["--db", "sqlite:////nonexistent/dir/gateway.db"]])
+def test_with_json_logs_a_failure_to_start_is_a_json_line_too(tmp_path: Path, options: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--log-format", "json", *options],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr == ""
+    [line] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert line["level"] == "critical" and line["namespace"] == "gateway" and "Traceback" not in result.stdout
