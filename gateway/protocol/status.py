@@ -73,6 +73,20 @@ STATUS_TEXTS: dict[int, StatusText] = {
         "The terminal id differs from the one this connection's TLS certificate names: sign in with this "
         "terminal's own certificate, or call the system administrator",
     ),
+    S.STATUS_CODE_SIGN_IN_LOCKED: StatusText(
+        "签到失败次数过多，已暂时锁定，请稍后再试或联系系统管理员核对终端编号和密钥",
+        "Too many failed sign-ins: signing in is locked for a while; try again later or ask the administrator "
+        "to check the terminal id and credential",
+    ),
+    S.STATUS_CODE_SEND_TIME_OUT_OF_WINDOW: StatusText(
+        "报文发送时间与网关时间相差过大，交易未处理。请校准终端时钟后用相同报文编号重新发送",
+        "The request's send_time is too far from the gateway's clock; nothing was done: set the terminal's clock "
+        "right and send it again with the same message id",
+    ),
+    S.STATUS_CODE_SIGN_IN_TIMEOUT: StatusText(
+        "连接后未在规定时间内签到，连接已关闭，请重新连接并签到",
+        "Not signed in in time after connecting; the connection is closed: reconnect and sign in",
+    ),
     # Card.
     S.STATUS_CODE_CARD_NOT_PRESENT: StatusText(
         "未检测到卡片，请插入社会保障卡", "No card in the reader: insert the social security card"
