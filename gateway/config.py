@@ -23,7 +23,9 @@ from gateway.demo.population import DEFAULT_PERSONS, DEFAULT_SEED
 from gateway.ledger.writer import WriterLimits
 from gateway.ops.logs import LEVELS, LOG_FORMATS
 from gateway.pki.layout import CA_CERTIFICATE, CRL, SERVER_CERTIFICATE, SERVER_KEY, default_file
+from gateway.protocol.send_time import DEFAULT_SEND_TIME_WINDOW_S
 from gateway.protocol.session import SessionLimits
+from gateway.protocol.throttle import ThrottleLimits
 from gateway.reader.pcsc import DEFAULT_CLOSE_TIMEOUT_S, DEFAULT_TRANSMIT_TIMEOUT_S
 from gateway.settlement.policy import DEFAULT_POLICY_WARNING_DAYS, MAX_POLICY_WARNING_DAYS
 
@@ -31,6 +33,7 @@ from gateway.settlement.policy import DEFAULT_POLICY_WARNING_DAYS, MAX_POLICY_WA
 DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
 # The limit objects with their own defaults, which the keys below take as theirs.
 _SESSION = SessionLimits()
+_THROTTLE = ThrottleLimits()
 _WRITER = WriterLimits()
 
 
@@ -53,11 +56,38 @@ class ServerConfig:
     shutdown_grace_s: float = 10.0
     # Plain TCP carries credentials and PINs in clear: `listen` is refused off loopback unless this is true.
     allow_plaintext_on_network: bool = False
+    # A connection not signed in this long after it opened is closed (STATUS_CODE_SIGN_IN_TIMEOUT).
+    sign_in_timeout_s: float = _SESSION.sign_in_timeout_s
+    # Failed SignIns after which the connection is closed.
+    sign_in_failures_per_connection: int = _SESSION.sign_in_failures_per_connection
+    # Failed SignIns per terminal id, and per address, after which it is locked for sign_in_lock_s.
+    sign_in_lock_after_failures: int = _THROTTLE.lock_after_failures
+    sign_in_peer_lock_after_failures: int = _THROTTLE.peer_lock_after_failures
+    sign_in_lock_s: float = _THROTTLE.lock_s
+    # A failed SignIn is answered after sign_in_delay_base_s, doubling with each failure in a row, at most
+    # sign_in_delay_max_s.
+    sign_in_delay_base_s: float = _THROTTLE.delay_base_s
+    sign_in_delay_max_s: float = _THROTTLE.delay_max_s
+    # Terminal ids and addresses whose failed SignIns are remembered at once.
+    sign_in_tracked_keys: int = _THROTTLE.tracked_keys
+    # A new Settle, Revoke or Reverse whose send_time is further from the gateway's clock is refused.
+    send_time_window_s: float = DEFAULT_SEND_TIME_WINDOW_S
+    # Frames read from one connection before the other connections get a turn.
+    frames_per_slice: int = _SESSION.frames_per_slice
 
     def session_limits(self) -> SessionLimits:
         """What each connection's session enforces."""
         return SessionLimits(max_frame_bytes=self.max_frame_bytes, max_in_flight=self.max_in_flight_per_connection,
-                             idle_timeout_s=self.idle_timeout_s)
+                             idle_timeout_s=self.idle_timeout_s, sign_in_timeout_s=self.sign_in_timeout_s,
+                             sign_in_failures_per_connection=self.sign_in_failures_per_connection,
+                             frames_per_slice=self.frames_per_slice)
+
+    def throttle_limits(self) -> ThrottleLimits:
+        """What limits failed sign-ins, per terminal id and per address, across the gateway."""
+        return ThrottleLimits(lock_after_failures=self.sign_in_lock_after_failures,
+                              peer_lock_after_failures=self.sign_in_peer_lock_after_failures,
+                              lock_s=self.sign_in_lock_s, delay_base_s=self.sign_in_delay_base_s,
+                              delay_max_s=self.sign_in_delay_max_s, tracked_keys=self.sign_in_tracked_keys)
 
 
 @dataclass(frozen=True)
@@ -237,6 +267,22 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "server.max_connections", server.max_connections)
     _positive(source, "server.max_sessions_per_terminal", server.max_sessions_per_terminal)
     _positive(source, "server.close_linger_s", server.close_linger_s, upper=60)
+    _positive(source, "server.sign_in_timeout_s", server.sign_in_timeout_s, upper=3600)
+    _positive(source, "server.sign_in_failures_per_connection", server.sign_in_failures_per_connection, upper=100)
+    _positive(source, "server.sign_in_lock_after_failures", server.sign_in_lock_after_failures, upper=1000)
+    _positive(source, "server.sign_in_peer_lock_after_failures", server.sign_in_peer_lock_after_failures,
+              upper=100_000)
+    _positive(source, "server.sign_in_lock_s", server.sign_in_lock_s, upper=86_400)
+    _positive(source, "server.sign_in_delay_max_s", server.sign_in_delay_max_s, upper=60)
+    if not 0 <= server.sign_in_delay_base_s <= server.sign_in_delay_max_s:
+        raise ConfigError(f"{source}: server.sign_in_delay_base_s must be 0 to server.sign_in_delay_max_s "
+                          f"({server.sign_in_delay_max_s}) (got {server.sign_in_delay_base_s})")
+    if server.sign_in_delay_max_s >= server.sign_in_timeout_s:
+        # A refusal held longer than the sign-in timeout would never be read: the connection closes first.
+        raise ConfigError(f"{source}: server.sign_in_delay_max_s must be less than server.sign_in_timeout_s")
+    _positive(source, "server.sign_in_tracked_keys", server.sign_in_tracked_keys, upper=10_000_000)
+    _positive(source, "server.send_time_window_s", server.send_time_window_s, upper=86_400)
+    _positive(source, "server.frames_per_slice", server.frames_per_slice, upper=100_000)
     if server.shutdown_grace_s < 0:
         raise ConfigError(f"{source}: server.shutdown_grace_s must not be negative")
     if not server.listen and not config.tls.listen:

@@ -47,7 +47,7 @@ class Harness:
         self.service = GatewayService(
             directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config,
             engine=engine, writer=InlineLedgerWriter(engine, load_builtin_policies()), today=lambda: TODAY,
-            now=lambda: NOW, registry=self.registry,
+            now=lambda: NOW, registry=self.registry, clock=self.clock,
         )
         self.factory = TerminalFactory(self.service, self.config, self.clock)
 
@@ -65,6 +65,9 @@ class Connection:
         self._decoder = FrameDecoder(1 << 20)
 
     def send(self, *requests: pb.Request) -> None:
+        for r in requests:
+            if not r.HasField("send_time"):
+                r.send_time.FromDatetime(NOW)  # a terminal stamps its requests; this one's clock is the gateway's
         self.protocol.dataReceived(b"".join(frame(r.SerializeToString()) for r in requests))
 
     def responses(self) -> list[pb.Response]:
@@ -101,25 +104,33 @@ def test_a_demo_terminal_signs_in_and_heartbeats(harness: Harness) -> None:
 
 
 SIGN_IN_REFUSALS = [
-    ("unregistered terminal", "H99999999999-01", "demo-secret", None, pb.STATUS_CODE_UNKNOWN_TERMINAL),
-    ("wrong credential", DEMO_TERMINAL, "not-the-secret", None, pb.STATUS_CODE_UNKNOWN_TERMINAL),
-    ("empty credential", DEMO_TERMINAL, "", None, pb.STATUS_CODE_UNKNOWN_TERMINAL),
-    ("disabled terminal", DEMO_TERMINAL, "demo-secret", "terminal", pb.STATUS_CODE_TERMINAL_DISABLED),
-    ("disabled institution", DEMO_TERMINAL, "demo-secret", "institution", pb.STATUS_CODE_INSTITUTION_DISABLED),
+    # a guess (an unknown id or a wrong credential) is answered after the throttle's first delay; a right credential
+    # of a disabled terminal or institution at once
+    ("unregistered terminal", "H99999999999-01", "demo-secret", None, pb.STATUS_CODE_UNKNOWN_TERMINAL, 0.5),
+    ("wrong credential", DEMO_TERMINAL, "not-the-secret", None, pb.STATUS_CODE_UNKNOWN_TERMINAL, 0.5),
+    ("empty credential", DEMO_TERMINAL, "", None, pb.STATUS_CODE_UNKNOWN_TERMINAL, 0.5),
+    ("disabled terminal", DEMO_TERMINAL, "demo-secret", "terminal", pb.STATUS_CODE_TERMINAL_DISABLED, 0.0),
+    ("disabled institution", DEMO_TERMINAL, "demo-secret", "institution", pb.STATUS_CODE_INSTITUTION_DISABLED, 0.0),
 ]
 
 
-@pytest.mark.parametrize(("case", "terminal_id", "credential", "disable", "status"), SIGN_IN_REFUSALS,
+@pytest.mark.parametrize(("case", "terminal_id", "credential", "disable", "status", "delay_s"), SIGN_IN_REFUSALS,
                          ids=[r[0] for r in SIGN_IN_REFUSALS])
 def test_sign_in_refusals(demo_engine: Engine, case: str, terminal_id: str, credential: str,
-                          disable: str | None, status: int) -> None:
+                          disable: str | None, status: int, delay_s: float) -> None:
     with DbSession(demo_engine) as db, db.begin():
         if disable == "terminal":
             db.execute(update(Terminal).where(Terminal.terminal_id == DEMO_TERMINAL).values(enabled=False))
         if disable == "institution":
             db.execute(update(Institution).where(Institution.code == "H33020300001").values(enabled=False))
-    connection = Harness(demo_engine).connect()
-    response = connection.call(sign_in(terminal_id=terminal_id, credential=credential))
+    harness = Harness(demo_engine)
+    connection = harness.connect()
+    connection.send(sign_in(terminal_id=terminal_id, credential=credential))
+    if delay_s:
+        harness.clock.advance(delay_s - 0.001)
+        assert connection.responses() == []
+        harness.clock.advance(0.001)
+    [response] = connection.responses()
     assert response.status == status
     assert "demo-secret" not in response.message_en + response.message_zh
     # Still not signed in, still open.
@@ -206,8 +217,8 @@ class HeldService:
     def __init__(self) -> None:
         self.pending: list[tuple[RequestReceived, Deferred[pb.Response | None]]] = []
 
-    def new_context(self, peer: str) -> ConnectionContext:
-        return ConnectionContext(peer=peer, session_id="S1")
+    def new_context(self, peer: str, peer_host: str | None = None) -> ConnectionContext:
+        return ConnectionContext(peer=peer, session_id="S1", peer_host=peer_host or peer)
 
     def connection_closed(self, context: ConnectionContext) -> None:
         pass
@@ -323,7 +334,7 @@ def test_pins_never_reach_the_log(demo_engine: Engine) -> None:
 
 
 def test_any_frame_counts_as_activity_for_the_idle_timer(demo_engine: Engine) -> None:
-    harness = Harness(demo_engine, idle_timeout_s=30.0)
+    harness = Harness(demo_engine, idle_timeout_s=30.0, sign_in_timeout_s=100.0)  # the idle timer, not the sign-in's
     connection = harness.connect()
     harness.clock.advance(29)
     connection.call(request("heartbeat", "refused-but-alive"))  # NOT_SIGNED_IN, still a frame

@@ -15,6 +15,7 @@ from gateway.protocol.session import (
     RequestReceived,
     Session,
     SessionLimits,
+    SliceEnded,
     State,
 )
 from gateway.protocol.states import TRANSITIONS, ImpossibleTransition, LocalProtocolError, Trigger, next_state
@@ -288,13 +289,16 @@ def test_a_request_waiting_for_the_terminals_reader_does_not_block_its_apdu_resu
 
 # The transition table (gateway.protocol.states), driven through the session's own calls ------------------------
 
-ANSWERED_BODY = {Trigger.SIGN_IN_ACCEPTED: "sign_in", Trigger.SIGN_OUT_ACCEPTED: "sign_out"}
+ANSWERED_BODY = {Trigger.SIGN_IN_ACCEPTED: "sign_in", Trigger.SIGN_OUT_ACCEPTED: "sign_out",
+                 Trigger.SIGN_IN_FAILED_TOO_OFTEN: "sign_in"}
+# The sessions of the table's rows close at their first failed SignIn, so that one answer is the event.
+TABLE_LIMITS = SessionLimits(sign_in_failures_per_connection=1)
 
 
 def session_in(state: State, pending_body: str | None = None) -> tuple[Session, int | None]:
     """A session brought to `state` by the calls that lead there, with a `pending_body` request in flight if
     given (taken while the session could still take it)."""
-    session = Session()
+    session = Session(TABLE_LIMITS)
     # A SignIn in flight when closing begins is taken on a connection that never signed in.
     signs_in_first = state is State.SIGNED_IN or pending_body == "sign_out" or (
         state is not State.CONNECTED and pending_body is None)
@@ -320,7 +324,10 @@ def session_in(state: State, pending_body: str | None = None) -> tuple[Session, 
 
 def fire(session: Session, trigger: Trigger, token: int | None) -> None:
     """Make `trigger` happen the way the adapter and the terminal make it happen."""
-    if trigger in ANSWERED_BODY:
+    if trigger is Trigger.SIGN_IN_FAILED_TOO_OFTEN:
+        assert token is not None
+        session.send_response(token, pb.Response(status=pb.STATUS_CODE_UNKNOWN_TERMINAL))
+    elif trigger in ANSWERED_BODY:
         assert token is not None
         answer_ok(session, RequestReceived(token=token, request=pb.Request(), body=ANSWERED_BODY[trigger]))
     elif trigger is Trigger.FRAME_TOO_LARGE:
@@ -328,6 +335,8 @@ def fire(session: Session, trigger: Trigger, token: int | None) -> None:
         session.next_event()
     elif trigger is Trigger.IDLE_TIMEOUT:
         session.idle_timed_out()
+    elif trigger is Trigger.SIGN_IN_TIMEOUT:
+        session.sign_in_timed_out()
     elif trigger is Trigger.CONNECTION_REFUSED:
         session.refuse_connection(pb.STATUS_CODE_TOO_MANY_CONNECTIONS)
     elif trigger is Trigger.SHUTDOWN:
@@ -360,6 +369,7 @@ IMPOSSIBLE = [
     (State.CLOSING, Trigger.CONNECTION_REFUSED, "raises"),
     (State.CLOSED, Trigger.FRAME_TOO_LARGE, "cannot occur"),
     (State.CLOSED, Trigger.IDLE_TIMEOUT, "raises"),
+    (State.CLOSED, Trigger.SIGN_IN_TIMEOUT, "raises"),  # the adapter cancels the timer with the connection
     (State.CLOSED, Trigger.CONNECTION_REFUSED, "raises"),
     (State.CLOSED, Trigger.PEER_CLOSED, "cannot occur"),
 ]
@@ -467,3 +477,101 @@ def test_the_sans_io_layer_reads_no_clock() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             readers += [f"{module.name}: {name}" for name in names if name.split(".")[0] in clocks]
     assert readers == []
+
+
+# Limits against peers that do not sign in, guess, flood or pile up work -----------------------------------------
+
+
+def test_a_session_not_signed_in_by_the_sign_in_timeout_closes_however_much_it_sent() -> None:
+    session = Session()
+    feed(session, *(request("heartbeat", f"h{n}") for n in range(5)))  # each refused, each restarting the idle timer
+    assert session.next_event() == NeedData()
+    assert session.sign_in_timed_out()
+    statuses = [r.status for r in responses(session)]
+    assert statuses == [pb.STATUS_CODE_NOT_SIGNED_IN] * 5 + [pb.STATUS_CODE_SIGN_IN_TIMEOUT]
+    assert session.wants_close and session.close_reason == "STATUS_CODE_SIGN_IN_TIMEOUT"
+
+
+def test_the_sign_in_timer_of_a_signed_in_session_changes_nothing() -> None:
+    session = signed_in_session()
+    assert not session.sign_in_timed_out()
+    assert session.state is State.SIGNED_IN and responses(session) == []
+
+
+SIGN_IN_ANSWERS = [
+    # the answers to three SignIns on one connection, whether the third closes it
+    ([pb.STATUS_CODE_UNKNOWN_TERMINAL] * 3, True),
+    ([pb.STATUS_CODE_UNKNOWN_TERMINAL, pb.STATUS_CODE_SIGN_IN_LOCKED, pb.STATUS_CODE_CERTIFICATE_MISMATCH], True),
+    ([pb.STATUS_CODE_UNKNOWN_TERMINAL, pb.STATUS_CODE_TERMINAL_DISABLED, pb.STATUS_CODE_UNKNOWN_TERMINAL], False),
+    ([pb.STATUS_CODE_TOO_MANY_SESSIONS, pb.STATUS_CODE_INSTITUTION_DISABLED, pb.STATUS_CODE_UNKNOWN_TERMINAL], False),
+]
+
+
+@pytest.mark.parametrize(("answers", "closes"), SIGN_IN_ANSWERS)
+def test_the_third_failed_sign_in_closes_the_connection_and_says_so(answers: list[int], closes: bool) -> None:
+    session = Session(SessionLimits(sign_in_failures_per_connection=3))
+    for n, status in enumerate(answers):
+        feed(session, sign_in(f"s{n}"))
+        event = session.next_event()
+        assert isinstance(event, RequestReceived)
+        session.send_response(event.token, pb.Response(status=status, message_en="refused", message_zh="拒绝"))
+    last = responses(session)[-1]
+    assert session.wants_close is closes
+    assert ("3 failed sign-ins on this connection: it is closed" in last.message_en) is closes
+    if closes:
+        assert session.close_reason == "3 failed sign-ins"
+        feed(session, sign_in("after"))
+        assert session.next_event() == Paused() and responses(session) == []  # nothing more is read
+
+
+def test_requests_waiting_on_the_terminals_reader_take_their_slots() -> None:
+    """3,000 ReadCards once waited at once on one connection: now at most max_in_flight requests are in flight,
+    waiting or not, and the terminal's ApduResults still get in."""
+    session = signed_in_session(max_in_flight=2, frames_per_slice=1000)
+    feed(session, *(request("read_card", f"rc{n}") for n in range(100)))
+    waiting = []
+    for _ in range(2):
+        event = session.next_event()
+        assert isinstance(event, RequestReceived)
+        script = pb.ApduScript(script_id=event.request.message_id)
+        session.send_interim(event.token, pb.Response(status=OK, apdu_script=script))
+        waiting.append(event)
+    assert session.next_event() == NeedData()  # the other 98 refused, none taken
+    assert session.in_flight == 2
+    refusals = [r for r in responses(session) if not r.interim]
+    assert len(refusals) == 98 and {r.status for r in refusals} == {pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE}
+    assert "send it again once they are answered" in refusals[0].message_en
+    feed(session, request("apdu_result", "ar0", script_id="rc0"), request("card_event", "ce0"))
+    result, card_event = session.next_event(), session.next_event()
+    assert isinstance(result, RequestReceived) and result.body == "apdu_result"
+    assert isinstance(card_event, RequestReceived) and card_event.body == "card_event"
+    session.discard(result.token)
+    answer_ok(session, card_event)
+    session.terminal_answered(waiting[0].token)
+    answer_ok(session, waiting[0])
+    feed(session, request("read_card", "rc-later"))
+    later = session.next_event()
+    assert isinstance(later, RequestReceived) and later.request.message_id == "rc-later"
+
+
+def test_every_slot_taken_and_none_waiting_on_the_reader_stops_reading() -> None:
+    session = signed_in_session(max_in_flight=2)
+    feed(session, *(request("read_card", f"rc{n}") for n in range(3)))
+    first, second = session.next_event(), session.next_event()
+    assert isinstance(first, RequestReceived) and isinstance(second, RequestReceived)
+    assert session.next_event() == Paused() and session.reading_paused
+    session.send_interim(first.token, pb.Response(status=OK, apdu_script=pb.ApduScript(script_id="s1")))
+    assert not session.reading_paused  # reading on, for the ApduResult
+    session.terminal_answered(first.token)
+    assert session.reading_paused
+
+
+def test_a_burst_is_read_a_slice_at_a_time() -> None:
+    session = Session(SessionLimits(frames_per_slice=64))
+    session.receive_data(frame(b"") * 200)  # 200 empty frames, each refused BAD_REQUEST
+    slices = []
+    for _ in range(4):
+        event = session.next_event()
+        slices.append((event, len(responses(session))))
+        session.start_slice()
+    assert slices == [(SliceEnded(), 64), (SliceEnded(), 64), (SliceEnded(), 64), (NeedData(), 8)]

@@ -40,6 +40,8 @@ class WireClient:
         self.sock = tls.wrap_socket(sock, server_hostname=server_hostname) if tls is not None else sock
 
     def send(self, req: pb.Request) -> None:
+        if not req.HasField("send_time"):
+            req.send_time.GetCurrentTime()  # as a terminal does; a retry of the same object keeps the first one
         self.sock.sendall(frame(req.SerializeToString()))
 
     def send_raw(self, data: bytes) -> None:

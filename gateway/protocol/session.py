@@ -29,8 +29,8 @@ from gateway.protocol.status import status_name
 
 __all__ = [
     "MAX_ECHOED_MESSAGE_ID_CHARS", "MAX_MESSAGE_ID_CHARS", "MAX_TERMINAL_ID_CHARS", "REGISTERED_TERMINAL_ID",
-    "ConnectionClosed", "Event",
-    "LocalProtocolError", "NeedData", "Paused", "RequestReceived", "Session", "SessionLimits", "State",
+    "SIGN_IN_FAILURES", "ConnectionClosed", "Event",
+    "LocalProtocolError", "NeedData", "Paused", "RequestReceived", "Session", "SessionLimits", "SliceEnded", "State",
 ]
 
 MAX_MESSAGE_ID_CHARS = 64
@@ -40,12 +40,29 @@ MAX_TERMINAL_ID_CHARS = 32
 REGISTERED_TERMINAL_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_TERMINAL_ID_CHARS - 1}}}$")
 MAX_ECHOED_MESSAGE_ID_CHARS = 256
 
+# The answers to a SignIn that count as a failed sign-in on the connection (sign_in_failures_per_connection): the
+# ones a guesser gets. A disabled terminal or institution, or too many sessions, answer a right credential.
+SIGN_IN_FAILURES = frozenset({
+    pb.STATUS_CODE_UNKNOWN_TERMINAL, pb.STATUS_CODE_SIGN_IN_LOCKED, pb.STATUS_CODE_CERTIFICATE_MISMATCH,
+})
+# What a session whose every slot is taken still takes while some of its requests wait on the terminal's own
+# reader: the terminal's answers about that reader, which those requests need to finish (answered at once).
+_READER_ANSWERS = frozenset({"apdu_result", "card_event"})
+
 
 @dataclass(frozen=True)
 class SessionLimits:
     max_frame_bytes: int = 64 * 1024
+    # Requests of the connection in flight at once, those waiting on the terminal's own reader included.
     max_in_flight: int = 32
     idle_timeout_s: float = 120.0
+    # A connection not signed in this long after it opened is closed, whatever it sends meanwhile.
+    sign_in_timeout_s: float = 30.0
+    # Failed SignIns (SIGN_IN_FAILURES) one connection may have; the last of them closes it.
+    sign_in_failures_per_connection: int = 3
+    # Frames read from one connection before the others get their turn (gateway.serve.adapter runs the next slice
+    # on the reactor's next turn): one connection's burst delays the others by one slice at most.
+    frames_per_slice: int = 64
 
 
 # Events -------------------------------------------------------------------------------------
@@ -71,13 +88,18 @@ class Paused:
 
 
 @dataclass(frozen=True)
+class SliceEnded:
+    """`frames_per_slice` frames read since `start_slice`: let other connections run, then `start_slice` again."""
+
+
+@dataclass(frozen=True)
 class ConnectionClosed:
     """The peer closed its side; `truncated` if it left half a frame behind."""
 
     truncated: bool = False
 
 
-Event = RequestReceived | NeedData | Paused | ConnectionClosed
+Event = RequestReceived | NeedData | Paused | SliceEnded | ConnectionClosed
 
 
 @dataclass
@@ -85,8 +107,8 @@ class _InFlight:
     message_id: str
     body: str
     terminal_id: str
-    # An interim frame (ApduScript) went out: the request waits for the terminal itself and does
-    # not count against the in-flight limit, so that the terminal's ApduResult can still be read.
+    # An interim frame (ApduScript) went out: the request waits for the terminal itself. It still counts against the
+    # in-flight limit, but while one waits so the session reads on for the terminal's ApduResult.
     awaiting_terminal: bool = False
 
 
@@ -107,6 +129,8 @@ class Session:
         self._tokens = itertools.count(1)
         self._peer_closed = False
         self.frames_received = 0
+        self.sign_in_failures = 0
+        self._slice_left = self.limits.frames_per_slice
 
     # Input ----------------------------------------------------------------------------------
 
@@ -129,8 +153,10 @@ class Session:
                 return ConnectionClosed(truncated=False)
             if self.state not in TAKES_REQUESTS:
                 return self._closed_by_peer() if self._peer_closed else Paused()
-            if self._working() >= self.limits.max_in_flight:
+            if self.reading_paused:
                 return Paused()
+            if self._slice_left <= 0 and self._decoder.buffered_bytes > 0:
+                return SliceEnded()
             try:
                 frame = self._decoder.next_frame()
             except FrameTooLarge as exc:
@@ -144,6 +170,7 @@ class Session:
             if frame is None:
                 return self._closed_by_peer() if self._peer_closed else NeedData()
             self.frames_received += 1
+            self._slice_left -= 1
             event = self._decode(frame)
             if event is not None:
                 return event
@@ -197,6 +224,15 @@ class Session:
         if self.state is State.SIGNED_IN and request.terminal_id != self.terminal_id:
             self._refuse(message_id, pb.STATUS_CODE_TERMINAL_MISMATCH)
             return None
+        if len(self._in_flight) >= self.limits.max_in_flight and body not in _READER_ANSWERS:
+            # Read only because requests wait on the terminal's reader (reading_paused otherwise): their answers
+            # must get in, and nothing more may be taken.
+            self._refuse(message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE,
+                         detail_en=f"{len(self._in_flight)} requests of this connection are in flight, the most it "
+                                   "may have, some waiting on its card reader: send it again once they are answered",
+                         detail_zh=f"本连接已有{len(self._in_flight)}笔请求正在处理（已达上限），部分在等待终端读卡器，"
+                                   "请在其应答后重新发送")
+            return None
         token = next(self._tokens)
         self._in_flight[token] = _InFlight(message_id, body, request.terminal_id)
         return RequestReceived(token=token, request=request, body=body)
@@ -214,6 +250,8 @@ class Session:
             self._move(Trigger.SIGN_IN_ACCEPTED)
             if self.state is State.SIGNED_IN:
                 self.terminal_id = pending.terminal_id
+        elif response.status in SIGN_IN_FAILURES and pending.body == "sign_in":
+            self._sign_in_failed(response)
         elif response.status == pb.STATUS_CODE_OK and pending.body == "sign_out":
             self._move(Trigger.SIGN_OUT_ACCEPTED, close_reason="signed out")
         del self._in_flight[token]
@@ -230,7 +268,7 @@ class Session:
         self._write(response)
 
     def terminal_answered(self, token: int) -> None:
-        """The terminal answered request `token`'s interim frame: it counts as in flight again."""
+        """The terminal answered request `token`'s interim frame: it no longer waits on the terminal's reader."""
         pending = self._in_flight.get(token)
         if pending is not None:
             pending.awaiting_terminal = False
@@ -246,7 +284,16 @@ class Session:
         self._outgoing.clear()
         return data
 
+    def start_slice(self) -> None:
+        """The reactor turned: read up to frames_per_slice more frames."""
+        self._slice_left = self.limits.frames_per_slice
+
     # Timers and limits ----------------------------------------------------------------------
+
+    def sign_in_timed_out(self) -> bool:
+        """The sign-in timer fired (sign_in_timeout_s after the connection opened). Returns True if the session now
+        closes: it is not signed in, however busy it kept the gateway with frames refused meanwhile."""
+        return self._refuse_and_close(Trigger.SIGN_IN_TIMEOUT, pb.STATUS_CODE_SIGN_IN_TIMEOUT)
 
     def idle_timed_out(self) -> bool:
         """The idle timer fired. Returns True if the session now closes.
@@ -283,10 +330,20 @@ class Session:
 
     @property
     def reading_paused(self) -> bool:
-        return self.state is not State.CLOSING and self._working() >= self.limits.max_in_flight
+        """Every slot is taken and none waits on the terminal's reader: read nothing until an answer goes out."""
+        return (self.state is not State.CLOSING and len(self._in_flight) >= self.limits.max_in_flight
+                and not any(p.awaiting_terminal for p in self._in_flight.values()))
 
-    def _working(self) -> int:
-        return sum(1 for p in self._in_flight.values() if not p.awaiting_terminal)
+    def _sign_in_failed(self, response: pb.Response) -> None:
+        self.sign_in_failures += 1
+        limit = self.limits.sign_in_failures_per_connection
+        if self.sign_in_failures < limit:
+            return
+        if next_state(self.state, Trigger.SIGN_IN_FAILED_TOO_OFTEN) is not self.state:
+            # This answer is the connection's last frame: it says why.
+            response.message_en += f" ({limit} failed sign-ins on this connection: it is closed)"
+            response.message_zh += f"（本连接签到失败{limit}次，连接已关闭）"
+        self._move(Trigger.SIGN_IN_FAILED_TOO_OFTEN, close_reason=f"{limit} failed sign-ins")
 
     # Internals ------------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ class Trigger(enum.Enum):
     FRAME_TOO_LARGE = "length prefix over `max_frame_bytes`"
     IDLE_TIMEOUT = "idle for `idle_timeout_s`, nothing in flight"
     CONNECTION_REFUSED = "connection over `max_connections`"
+    SIGN_IN_TIMEOUT = "not signed in `sign_in_timeout_s` after the connection opened"
+    SIGN_IN_FAILED_TOO_OFTEN = "the `sign_in_failures_per_connection`-th failed `SignIn` answered"
     SHUTDOWN = "gateway shutting down"
     PEER_CLOSED = "the terminal ends its stream (closes or half-closes)"
     CONNECTION_LOST = "the connection is gone (closed by either side, or broken)"
@@ -55,6 +57,8 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = MappingProxyType({
     (_CONNECTED, Trigger.FRAME_TOO_LARGE): _CLOSING,
     (_CONNECTED, Trigger.IDLE_TIMEOUT): _CLOSING,
     (_CONNECTED, Trigger.CONNECTION_REFUSED): _CLOSING,
+    (_CONNECTED, Trigger.SIGN_IN_TIMEOUT): _CLOSING,
+    (_CONNECTED, Trigger.SIGN_IN_FAILED_TOO_OFTEN): _CLOSING,
     (_CONNECTED, Trigger.SHUTDOWN): _CLOSING,
     (_CONNECTED, Trigger.PEER_CLOSED): _CLOSED,
     (_CONNECTED, Trigger.CONNECTION_LOST): _CLOSED,
@@ -65,6 +69,10 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = MappingProxyType({
     (_SIGNED_IN, Trigger.FRAME_TOO_LARGE): _CLOSING,
     (_SIGNED_IN, Trigger.IDLE_TIMEOUT): _CLOSING,
     # CONNECTION_REFUSED cannot happen: a connection is refused when it is made, before anything is read.
+    # The sign-in timer of a signed-in connection changes nothing: it signed in in time.
+    (_SIGNED_IN, Trigger.SIGN_IN_TIMEOUT): _SIGNED_IN,
+    # A repeated SignIn of the signed-in terminal that keeps failing is guessing too.
+    (_SIGNED_IN, Trigger.SIGN_IN_FAILED_TOO_OFTEN): _CLOSING,
     (_SIGNED_IN, Trigger.SHUTDOWN): _CLOSING,
     (_SIGNED_IN, Trigger.PEER_CLOSED): _CLOSED,
     (_SIGNED_IN, Trigger.CONNECTION_LOST): _CLOSED,
@@ -75,14 +83,18 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = MappingProxyType({
     # FRAME_TOO_LARGE cannot happen: a closing session decodes no more frames.
     # The idle timer of a closing session announces nothing: the session already said why it closes.
     (_CLOSING, Trigger.IDLE_TIMEOUT): _CLOSING,
+    (_CLOSING, Trigger.SIGN_IN_TIMEOUT): _CLOSING,
+    (_CLOSING, Trigger.SIGN_IN_FAILED_TOO_OFTEN): _CLOSING,
     (_CLOSING, Trigger.SHUTDOWN): _CLOSING,
     (_CLOSING, Trigger.PEER_CLOSED): _CLOSED,
     (_CLOSING, Trigger.CONNECTION_LOST): _CLOSED,
 
     # What may still arrive after the connection is gone: answers (dropped), a shutdown, the loss reported again.
-    # Frames, the idle timer, a refusal or the peer's close cannot: there is no connection left to have them.
+    # Frames, the idle or sign-in timer, a refusal or the peer's close cannot: there is no connection left to have
+    # them.
     (_CLOSED, Trigger.SIGN_IN_ACCEPTED): _CLOSED,
     (_CLOSED, Trigger.SIGN_OUT_ACCEPTED): _CLOSED,
+    (_CLOSED, Trigger.SIGN_IN_FAILED_TOO_OFTEN): _CLOSED,
     (_CLOSED, Trigger.SHUTDOWN): _CLOSED,
     (_CLOSED, Trigger.CONNECTION_LOST): _CLOSED,
 })

@@ -17,10 +17,13 @@ MAX_CREDENTIAL_CHARS = 128
 SALT_BYTES = 16
 
 
+def _keyed_digest(salt: bytes, credential: str) -> str:
+    return hmac.new(salt, credential.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def hash_credential(credential: str, salt: bytes | None = None) -> str:
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    digest = hmac.new(salt, credential.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"{SCHEME}${salt.hex()}${digest}"
+    return f"{SCHEME}${salt.hex()}${_keyed_digest(salt, credential)}"
 
 
 def verify_credential(credential: str, stored: str) -> bool:
@@ -31,8 +34,20 @@ def verify_credential(credential: str, stored: str) -> bool:
         return False
     if scheme != SCHEME:
         return False
-    expected = hmac.new(salt, credential.encode("utf-8"), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, digest)
+    return hmac.compare_digest(_keyed_digest(salt, credential), digest)
+
+
+# What the credential of an unknown terminal id is checked against: the hash of a secret nobody holds (drawn when the
+# process starts), so that an unknown id costs the same work as a known id with a wrong credential.
+_NOBODYS_HASH = hash_credential(secrets.token_urlsafe(32))
+
+
+def credential_matches(credential: str, stored: str | None) -> bool:
+    """Whether `credential` is the one `stored` hashes; `stored` None (no such terminal) is checked all the same,
+    against nobody's hash, and never matches."""
+    matched = verify_credential(credential, _NOBODYS_HASH if stored is None else stored)
+    return matched and stored is not None
+
 
 
 def credential_problem(credential: str) -> str | None:

@@ -1,8 +1,9 @@
 """The Twisted side of a terminal connection: a thin adapter over `gateway.protocol.session.Session`.
 
-It moves bytes between the transport and the session, runs the idle timer (TimeoutMixin), applies
-backpressure both ways (stop reading at the in-flight limit; stop reading while the transport's
-write buffer is full) and hands requests to the service.
+It moves bytes between the transport and the session, runs the idle timer (TimeoutMixin) and the sign-in timer,
+applies backpressure both ways (stop reading at the in-flight limit; stop reading while the transport's write
+buffer is full, which our answers to refused frames fill too), reads a burst one slice of frames per reactor turn
+so that other connections wait a slice at most, and hands requests to the service.
 
 An impossible event (`LocalProtocolError`: the session's table has no such move, or an answer names no
 request in flight) is a bug on our side. It is logged and that connection alone is aborted; it never
@@ -34,6 +35,7 @@ from gateway.protocol.session import (
     Paused,
     RequestReceived,
     Session,
+    SliceEnded,
 )
 from gateway.reader.relay import ApduRelay
 from gateway.serve.dispatch import ConnectionContext, GatewayService
@@ -56,6 +58,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self._admitted = False
         self._closing = False
         self._linger_timer: Any = None
+        self._sign_in_timer: Any = None
+        self._next_slice_call: Any = None  # the next slice's turn, while one is due
         self.closed: Deferred[None] = Deferred()
 
     def callLater(self, period: float, func: Any) -> Any:
@@ -67,7 +71,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         factory = self.factory
         self.session = Session(factory.session_limits)
-        self.context = factory.service.new_context(_peer_name(self.transport))
+        self.context = factory.service.new_context(*_peer_name(self.transport))
         self.context.relay = ApduRelay(
             send_interim=self._send_interim,
             terminal_answered=self.session.terminal_answered,
@@ -84,6 +88,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             return
         self._admitted = True
         self.setTimeout(factory.session_limits.idle_timeout_s)  # type: ignore[no-untyped-call]
+        self._sign_in_timer = factory.clock.callLater(factory.session_limits.sign_in_timeout_s, self._sign_in_timeout)
 
     def handshakeCompleted(self) -> None:
         """TLS (gateway.serve.tls) checked the terminal's certificate: its SignIn must be for the terminal it names."""
@@ -101,8 +106,7 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        if self._linger_timer is not None and self._linger_timer.active():
-            self._linger_timer.cancel()
+        self._cancel_timers(self._linger_timer)
         if self.session is not None:
             self.session.connection_lost()
         if self.context is not None:
@@ -118,6 +122,14 @@ class TerminalProtocol(Protocol, TimeoutMixin):
                 self._flush()
             else:
                 self.resetTimeout()  # type: ignore[no-untyped-call]
+
+    def _sign_in_timeout(self) -> None:
+        self._sign_in_timer = None
+        with self._dropped_on_session_error():
+            if self._live_session().sign_in_timed_out():
+                if self.context is not None:
+                    self.factory.service.sign_in_timed_out(self.context)
+                self._flush()
 
     def shut_down(self) -> int:
         """Read nothing more; close once the requests in flight are answered. Those waiting on the terminal's reader
@@ -151,11 +163,19 @@ class TerminalProtocol(Protocol, TimeoutMixin):
                         peer=self.context.peer if self.context else "?", error=str(error))
             self._closing = True
             self.setTimeout(None)  # type: ignore[no-untyped-call]
+            self._cancel_timers()
             if self.session is not None:
                 # Nothing more is decoded or written: the session's state is no longer to be trusted.
                 self.session.connection_lost()
             if self.transport is not None:
                 self.transport.abortConnection()
+
+    def _cancel_timers(self, *others: Any) -> None:
+        """The session's own timers (and `others`): none may fire once the connection is gone."""
+        for timer in (self._sign_in_timer, self._next_slice_call, *others):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._sign_in_timer = self._next_slice_call = None
 
     # IPushProducer: called by the transport about our outgoing data -------------------------
 
@@ -186,6 +206,11 @@ class TerminalProtocol(Protocol, TimeoutMixin):
                 event = session.next_event()
                 if isinstance(event, RequestReceived):
                     self._dispatch(event)
+                elif isinstance(event, SliceEnded):
+                    # Other connections' turn: the rest of the burst is read on the reactor's next turn.
+                    if self._next_slice_call is None:
+                        self._next_slice_call = self.factory.clock.callLater(0, self._next_slice)
+                    break
                 elif isinstance(event, ConnectionClosed):
                     if event.truncated:
                         log.info("{peer} closed the connection in the middle of a frame",
@@ -198,6 +223,15 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         if session.frames_received != frames_before and not self._closing:
             self.resetTimeout()  # type: ignore[no-untyped-call]  # any frame, even a refused one, is activity
         self._flush()
+
+    def _next_slice(self) -> None:
+        self._next_slice_call = None
+        with self._dropped_on_session_error():
+            session = self._live_session()
+            session.start_slice()
+            self._update_reading()
+            if not self._write_blocked:
+                self._pump()
 
     def _dispatch(self, event: RequestReceived) -> None:
         if self.context is None:
@@ -266,7 +300,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
 
     def _update_reading(self) -> None:
         session = self.session
-        should_pause = self._write_blocked or (session is not None and session.reading_paused)
+        should_pause = (self._write_blocked or self._next_slice_call is not None
+                        or (session is not None and session.reading_paused))
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
@@ -351,11 +386,12 @@ class Drain:
     done: Deferred[Drain] = field(default_factory=Deferred, repr=False)
 
 
-def _peer_name(transport: Any) -> str:
+def _peer_name(transport: Any) -> tuple[str, str]:
+    """The peer as the log names it (host:port), and the address its failed sign-ins are counted against (host)."""
     try:
         address = transport.getPeer()
     except Exception:  # a transport that cannot say
-        return "unknown"
+        return "unknown", "unknown"
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
-    return f"{host}:{port}" if host is not None else str(address)
+    return (f"{host}:{port}", str(host)) if host is not None else (str(address), str(address))

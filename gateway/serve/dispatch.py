@@ -8,6 +8,7 @@ through `run_blocking`, which the server backs with a thread pool so the reactor
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,15 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gateway.config import ReaderConfig, ServerConfig
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.session import RequestReceived
+from gateway.protocol.throttle import Key, Locked, SignInFailure, SignInThrottle
 from gateway.reader.card import CardData
 from gateway.reader.relay import ApduRelay
-from gateway.registry.credentials import verify_credential
+from gateway.registry.credentials import credential_matches
 from gateway.registry.directory import TerminalDirectory, TerminalRecord
 from gateway.serve import handlers
 from gateway.serve.audit import audit, audited
@@ -50,6 +53,8 @@ class ConnectionContext:
 
     peer: str
     session_id: str
+    # The address failed sign-ins are counted against (the peer's host, without its port).
+    peer_host: str = ""
     terminal: TerminalRecord | None = None
     # The terminal's own card reader, driven over this connection (set by the server adapter).
     relay: ApduRelay | None = None
@@ -97,8 +102,16 @@ class GatewayService:
         policies: PolicyBook | None = None,
         now: Callable[[], datetime] = utc_now,
         registry: RegistryCache | None = None,
+        clock: Any = None,
     ) -> None:
+        """`clock` (IReactorTime: a test's Clock) times the delayed answers to failed sign-ins; `reactor` by
+        default."""
         self._directory = directory
+        self._clock = clock if clock is not None else reactor
+        if self._clock is None:
+            raise ValueError("the service needs a clock for the delayed answers to failed sign-ins: pass reactor or "
+                             "clock")
+        self.throttle = SignInThrottle(server_config.throttle_limits())
         self._run_blocking = run_blocking
         self._config = server_config
         self.reader_config = reader_config or ReaderConfig()
@@ -114,7 +127,7 @@ class GatewayService:
             self.settlement = SettlementHandlers(
                 engine=engine, run_blocking=run_blocking, writer=writer,
                 policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
-                today=today, now=now, registry=registry,
+                today=today, now=now, registry=registry, send_time_window_s=server_config.send_time_window_s,
             )
         self._session_ids = itertools.count(1)
         self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {
@@ -125,8 +138,9 @@ class GatewayService:
             "apdu_result": self._apdu_result,
         }
 
-    def new_context(self, peer: str) -> ConnectionContext:
-        return ConnectionContext(peer=peer, session_id=f"S{next(self._session_ids):08d}")
+    def new_context(self, peer: str, peer_host: str | None = None) -> ConnectionContext:
+        return ConnectionContext(peer=peer, session_id=f"S{next(self._session_ids):08d}",
+                                 peer_host=peer if peer_host is None else peer_host)
 
     def forget_card(self, key: str) -> None:
         self.card_cache.pop(key, None)
@@ -190,31 +204,45 @@ class GatewayService:
 
     def _sign_in(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response]:
         request = event.request
+        # A refusal goes out a delay after the SignIn arrived, not after it was decided: how long the look-up and
+        # the check took (a known id or not) does not show in when the answer comes.
+        arrived = self._clock.seconds()
         certified = context.certificate_terminal_id
         if certified is not None and request.terminal_id != certified:
-            log.warn("sign-in refused for {terminal_id} from {peer}: its TLS certificate names {certified}",
-                     terminal_id=request.terminal_id, peer=context.peer, certified=certified)
-            return succeed(make_response(request.message_id, pb.STATUS_CODE_CERTIFICATE_MISMATCH))
+            return self._refuse_sign_in(context, request, SignInFailure.CERTIFICATE_MISMATCH, arrived,
+                                        f"its TLS certificate names {certified}")
+        locked = self.throttle.locked(request.terminal_id, context.peer_host, arrived)
+        if locked is not None:
+            return self._refuse_locked(context, request, locked, arrived)
         looked_up: Deferred[TerminalRecord | None] = self._run_blocking(
             self._directory.find_terminal, request.terminal_id
         )
-        return looked_up.addCallback(self._signed_in, context, request)
+        return looked_up.addCallback(self._signed_in, context, request, arrived)
 
     def _signed_in(
-        self, record: TerminalRecord | None, context: ConnectionContext, request: pb.Request
-    ) -> pb.Response:
+        self, record: TerminalRecord | None, context: ConnectionContext, request: pb.Request, arrived: float
+    ) -> pb.Response | Deferred[pb.Response]:
         message_id = request.message_id
         terminal_id = request.terminal_id
-        if record is None or not verify_credential(request.sign_in.credential, record.credential_hash):
-            log.warn("sign-in refused for {terminal_id} from {peer}: unknown terminal or wrong credential",
-                     terminal_id=terminal_id, peer=context.peer)
-            return make_response(message_id, pb.STATUS_CODE_UNKNOWN_TERMINAL)
+        # Asked again: other guesses at this id or from this address may have failed during the look-up.
+        locked = self.throttle.locked(terminal_id, context.peer_host, self._clock.seconds())
+        if locked is not None:
+            return self._refuse_locked(context, request, locked, arrived)
+        # An unknown id is checked against nobody's hash: the same work, the same answer as a wrong credential.
+        if not credential_matches(request.sign_in.credential, record.credential_hash if record is not None else None):
+            return self._refuse_sign_in(context, request, SignInFailure.UNKNOWN_OR_WRONG, arrived,
+                                        "unknown terminal or wrong credential")
+        if record is None:  # credential_matches never matches without a record
+            raise RuntimeError(f"a credential matched for {terminal_id}, which the registry does not hold")
+        self.throttle.succeeded(terminal_id)
         if not record.enabled:
-            log.warn("sign-in refused for {terminal_id}: terminal disabled", terminal_id=terminal_id)
+            log.warn("sign-in refused for {terminal_id} from {peer}: {reason} (terminal disabled)",
+                     terminal_id=terminal_id, peer=context.peer, reason=SignInFailure.DISABLED.value)
             return make_response(message_id, pb.STATUS_CODE_TERMINAL_DISABLED)
         if not record.institution_enabled:
-            log.warn("sign-in refused for {terminal_id}: institution {institution} disabled",
-                     terminal_id=terminal_id, institution=record.institution_code)
+            log.warn("sign-in refused for {terminal_id} from {peer}: {reason} (institution {institution} disabled)",
+                     terminal_id=terminal_id, peer=context.peer, reason=SignInFailure.DISABLED.value,
+                     institution=record.institution_code)
             return make_response(message_id, pb.STATUS_CODE_INSTITUTION_DISABLED)
         already_signed_in = context.terminal is not None
         if not already_signed_in and not self.sessions.try_acquire(terminal_id):
@@ -241,6 +269,49 @@ class GatewayService:
         result.limits.max_in_flight_requests = self._config.max_in_flight_per_connection
         result.pin_pad = request.sign_in.pin_pad
         return response
+
+    def _refuse_sign_in(self, context: ConnectionContext, request: pb.Request, reason: SignInFailure, arrived: float,
+                        why: str) -> Deferred[pb.Response]:
+        """Count the failure, log it (never the credential), and answer after the throttle's delay."""
+        terminal_id = request.terminal_id
+        penalty = self.throttle.failed(terminal_id, context.peer_host, reason, self._clock.seconds())
+        log.info("sign-in refused for {terminal_id} from {peer}: {reason} ({why}); answered after {delay_s} s "
+                 "({terminal_failures} failures of this terminal id, {peer_failures} from this address)",
+                 terminal_id=terminal_id, peer=context.peer, reason=reason.value, why=why, delay_s=penalty.delay_s,
+                 terminal_failures=penalty.terminal_failures, peer_failures=penalty.peer_failures)
+        for key in penalty.now_locked:
+            log.warn("sign-in locked for {key} {value} for {lock_s} s after {failures} failed sign-ins",
+                     key=key.value, value=terminal_id if key is Key.TERMINAL_ID else context.peer_host,
+                     lock_s=self.throttle.limits.lock_s,
+                     failures=penalty.terminal_failures if key is Key.TERMINAL_ID else penalty.peer_failures)
+        status = (pb.STATUS_CODE_CERTIFICATE_MISMATCH if reason is SignInFailure.CERTIFICATE_MISMATCH
+                  else pb.STATUS_CODE_UNKNOWN_TERMINAL)
+        return self._answer_at(arrived + penalty.delay_s, make_response(request.message_id, status))
+
+    def _refuse_locked(self, context: ConnectionContext, request: pb.Request, locked: Locked,
+                       arrived: float) -> Deferred[pb.Response]:
+        penalty = self.throttle.failed(request.terminal_id, context.peer_host, SignInFailure.LOCKED,
+                                       self._clock.seconds())
+        minutes = max(1, math.ceil(locked.retry_after_s / 60))
+        log.info("sign-in refused for {terminal_id} from {peer}: {reason} (the {key} is locked for {left_s} s more); "
+                 "answered after {delay_s} s", terminal_id=request.terminal_id, peer=context.peer,
+                 reason=SignInFailure.LOCKED.value, key=locked.key.value, left_s=round(locked.retry_after_s),
+                 delay_s=penalty.delay_s)
+        what_en, what_zh = ("this terminal id", "该终端编号") if locked.key is Key.TERMINAL_ID else (
+            "this address", "本地址")
+        response = make_response(
+            request.message_id, pb.STATUS_CODE_SIGN_IN_LOCKED,
+            detail_en=f"{what_en} is locked: try again in {minutes} minutes, or call the system administrator",
+            detail_zh=f"{what_zh}已锁定，请{minutes}分钟后再试，或联系系统管理员")
+        return self._answer_at(arrived + penalty.delay_s, response)
+
+    def _answer_at(self, moment: float, response: pb.Response) -> Deferred[pb.Response]:
+        return deferLater(self._clock, max(0.0, moment - self._clock.seconds()), lambda: response)
+
+    def sign_in_timed_out(self, context: ConnectionContext) -> None:
+        """The connection did not sign in within sign_in_timeout_s and is being closed."""
+        log.info("connection from {peer} closed: {reason} (not signed in within {timeout_s} s)", peer=context.peer,
+                 reason=SignInFailure.TIMEOUT.value, timeout_s=self._config.sign_in_timeout_s)
 
     def _sign_out(self, context: ConnectionContext, event: RequestReceived) -> pb.Response:
         response = make_response(event.request.message_id, pb.STATUS_CODE_OK)

@@ -29,6 +29,7 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import debug_enabled, error_line
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
+from gateway.protocol.send_time import CHECKED_BODIES, DEFAULT_SEND_TIME_WINDOW_S, SendTimeProblem, send_time_problem
 from gateway.protocol.session import MAX_MESSAGE_ID_CHARS, RequestReceived
 from gateway.reader.card import CardData
 from gateway.reader.driver import SocialSecurityCardDriver
@@ -59,6 +60,9 @@ INSURANCE_TYPES = {
     InsuranceType.RESIDENT: pb.INSURANCE_TYPE_RESIDENT,
 }
 
+
+# A settlement id (gateway.ledger.batch.new_ref: 21 characters) as a request may name one.
+MAX_SETTLEMENT_ID_CHARS = 32
 
 # The bodies this module answers; gateway.serve.dispatch routes them here.
 BODIES = frozenset({"read_card", "query_balance", "pre_settle", "settle", "revoke", "reverse", "query_transaction"})
@@ -99,6 +103,7 @@ class SettlementHandlers:
         today: Callable[[], date],
         now: Callable[[], datetime],
         registry: RegistryCache,
+        send_time_window_s: float = DEFAULT_SEND_TIME_WINDOW_S,
     ) -> None:
         self._engine = engine
         self.registry = registry
@@ -111,6 +116,7 @@ class SettlementHandlers:
         self._cards = card_cache
         self._today = today
         self._now = now
+        self._send_time_window_s = send_time_window_s
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await _available(self._run_blocking(function, *args))
@@ -124,6 +130,9 @@ class SettlementHandlers:
         message_id = event.request.message_id
         served = served if served is not None else Served()
         try:
+            if event.body in CHECKED_BODIES and (problem := send_time_problem(
+                    event.request, self._now().timestamp(), self._send_time_window_s)) is not None:
+                return await self._off_the_clock(terminal, event, problem)
             if event.body == "read_card":
                 return await self._read_card(terminal, relay, event, key)
             if event.body == "query_balance":
@@ -148,6 +157,19 @@ class SettlementHandlers:
         except Unavailable:
             return refusal(message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE, "the database cannot be reached",
                            "数据库暂时不可用")
+
+    async def _off_the_clock(self, terminal: TerminalRecord, event: RequestReceived, problem: SendTimeProblem
+                             ) -> pb.Response:
+        """A Settle, Revoke or Reverse without a send_time near now. Under a recorded key it gets the recorded answer
+        (an exact retry, and no money moves for it); anything new is refused before the card or the ledger is asked.
+        One look-up, for such requests only."""
+        request = event.request
+        recorded = await self._recorded(terminal, request.message_id, content_hash(request))
+        if recorded is not None:
+            return recorded
+        log.info("{body} {message_id} of {terminal_id} refused: {detail}", body=event.body,
+                 message_id=request.message_id, terminal_id=terminal.terminal_id, detail=problem.detail_en)
+        return refusal(request.message_id, problem.status, problem.detail_en, problem.detail_zh)
 
     # The card and the facts --------------------------------------------------------------------
 
@@ -385,6 +407,12 @@ class SettlementHandlers:
             return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
                            "query_transaction needs message_id or settlement_id", "缺少查询条件")
         value = getattr(request.query_transaction, key)
+        longest = MAX_MESSAGE_ID_CHARS if key == "message_id" else MAX_SETTLEMENT_ID_CHARS
+        if len(value) > longest:
+            # Never echoed: a 40,000-character id would make the answer too large to send.
+            return refusal(request.message_id, pb.STATUS_CODE_BAD_REQUEST,
+                           f"query_transaction.{key} is {len(value)} characters long, at most {longest}",
+                           f"查询条件{key}长{len(value)}个字符，上限{longest}个")
         found = await self._blocking(
             self.ledger.query_transaction, terminal.terminal_id, terminal.institution_code,
             value if key == "message_id" else None, value if key == "settlement_id" else None)
