@@ -27,6 +27,7 @@ def main(argv: list[str]) -> int:
     for n in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         request = pb.Request(terminal_id=ids[n // SESSIONS_PER_TERMINAL_ID], message_id=f"idle-{n}")
+        request.send_time.GetCurrentTime()
         request.sign_in.credential = DEMO_CREDENTIAL
         payload = request.SerializeToString()
         sock.sendall(struct.pack(">I", len(payload)) + payload)

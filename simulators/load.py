@@ -197,11 +197,13 @@ def _sign_in_once(options: Options, terminal_id: str) -> pb.Response:
     try:
         with _connection(options, terminal_id) as sock:
             sign_in = pb.Request(terminal_id=terminal_id, message_id=f"preflight-{uuid.uuid4().hex[:12]}")
+            sign_in.send_time.GetCurrentTime()
             sign_in.sign_in.credential = DEMO_CREDENTIAL
             sign_in.sign_in.software_version = SOFTWARE_VERSION
             answer = _exchange(sock, sign_in)
             if answer.status == pb.STATUS_CODE_OK:
                 sign_out = pb.Request(terminal_id=terminal_id, message_id=f"{sign_in.message_id}-out")
+                sign_out.send_time.GetCurrentTime()
                 sign_out.sign_out.SetInParent()
                 _exchange(sock, sign_out)  # its answer: the gateway then frees the session as the connection ends
             return answer

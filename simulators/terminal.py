@@ -188,6 +188,7 @@ class SimTerminal(Protocol):
                 result.responses.append(self.card.verify_on_pad(entry, self.typed_pin))
         self.scripts_answered += 1
         request = pb.Request(terminal_id=self.terminal_id, message_id=self.next_message_id(), apdu_result=result)
+        request.send_time.GetCurrentTime()
         self.transport.write(encode_frame(request.SerializeToString()))
 
     # The card reader ---------------------------------------------------------------------------

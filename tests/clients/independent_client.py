@@ -56,9 +56,11 @@ def main() -> None:
     sign_in.sign_in.software_version = "independent-client/1.0"
     signed = call(sign_in)
     heartbeat = pb.Request(terminal_id=terminal_id, message_id="H3302030000120261124090000002")
+    heartbeat.send_time.GetCurrentTime()
     heartbeat.heartbeat.SetInParent()
     beat = call(heartbeat)
     sign_out = pb.Request(terminal_id=terminal_id, message_id="bye-1")
+    sign_out.send_time.GetCurrentTime()
     sign_out.sign_out.SetInParent()
     out = call(sign_out)
     seen = {
