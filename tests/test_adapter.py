@@ -39,8 +39,8 @@ def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
 
 
 class Harness:
-    def __init__(self, engine: Engine, **server: Any) -> None:
-        self.clock = Clock()
+    def __init__(self, engine: Engine, clock: Clock | None = None, **server: Any) -> None:
+        self.clock = clock or Clock()
         self.config = ServerConfig(**server)
         self.registry = RegistryCache(engine, run_now)
         self.registry.start(self.clock)
