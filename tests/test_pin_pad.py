@@ -44,6 +44,8 @@ class CapturingClient(WireClient):
         super().send_raw(data)
 
     def send(self, req: pb.Request) -> None:
+        if not req.HasField("send_time"):
+            req.send_time.GetCurrentTime()
         self.send_raw(len(req.SerializeToString()).to_bytes(4, "big") + req.SerializeToString())
 
     def _read_exactly(self, count: int) -> bytes:

@@ -210,7 +210,7 @@ class GatewayService:
         certified = context.certificate_terminal_id
         if certified is not None and request.terminal_id != certified:
             return self._refuse_sign_in(context, request, SignInFailure.CERTIFICATE_MISMATCH, arrived,
-                                        f"its TLS certificate names {certified}")
+                                        f"its TLS certificate names {certified}", certified=certified)
         locked = self.throttle.locked(request.terminal_id, context.peer_host, arrived)
         if locked is not None:
             return self._refuse_locked(context, request, locked, arrived)
@@ -271,14 +271,14 @@ class GatewayService:
         return response
 
     def _refuse_sign_in(self, context: ConnectionContext, request: pb.Request, reason: SignInFailure, arrived: float,
-                        why: str) -> Deferred[pb.Response]:
-        """Count the failure, log it (never the credential), and answer after the throttle's delay."""
+                        why: str, **fields: str) -> Deferred[pb.Response]:
+        """Count the failure, log it (never the credential) with `fields`, and answer after the throttle's delay."""
         terminal_id = request.terminal_id
         penalty = self.throttle.failed(terminal_id, context.peer_host, reason, self._clock.seconds())
         log.info("sign-in refused for {terminal_id} from {peer}: {reason} ({why}); answered after {delay_s} s "
                  "({terminal_failures} failures of this terminal id, {peer_failures} from this address)",
                  terminal_id=terminal_id, peer=context.peer, reason=reason.value, why=why, delay_s=penalty.delay_s,
-                 terminal_failures=penalty.terminal_failures, peer_failures=penalty.peer_failures)
+                 terminal_failures=penalty.terminal_failures, peer_failures=penalty.peer_failures, **fields)
         for key in penalty.now_locked:
             log.warn("sign-in locked for {key} {value} for {lock_s} s after {failures} failed sign-ins",
                      key=key.value, value=terminal_id if key is Key.TERMINAL_ID else context.peer_host,
