@@ -186,7 +186,10 @@ def test_every_money_message_and_refusal_is_one_audit_line_and_a_retry_says_so(
     demo_engine: Engine, audit_lines: list[dict[str, Any]]
 ) -> None:
     harness = Harness(demo_engine)
-    refused_sign_in = harness.connect().call(sign_in("bad-sign-in", credential="wrong-credential-123"))
+    refusing = harness.connect()
+    refusing.send(sign_in("bad-sign-in", credential="wrong-credential-123"))
+    harness.clock.advance(0.5)  # a failed sign-in is answered after the throttle's first delay
+    [refused_sign_in] = refusing.responses()
     counter = Counter(harness, "H33020300001-01", "N00000001")
     outside = Counter(harness, "H33020300001-02", "Z00000101")  # another city: the PIN is verified on the card
     settled = counter.run("settle", "s-1", medical_type=11, total_fen=5_000)

@@ -130,9 +130,9 @@ class SettlementHandlers:
         message_id = event.request.message_id
         served = served if served is not None else Served()
         try:
-            if event.body in CHECKED_BODIES and (problem := send_time_problem(
+            if event.body in CHECKED_BODIES and (stale := send_time_problem(
                     event.request, self._now().timestamp(), self._send_time_window_s)) is not None:
-                return await self._off_the_clock(terminal, event, problem)
+                return await self._off_the_clock(terminal, event, stale, served)
             if event.body == "read_card":
                 return await self._read_card(terminal, relay, event, key)
             if event.body == "query_balance":
@@ -158,17 +158,15 @@ class SettlementHandlers:
             return refusal(message_id, pb.STATUS_CODE_TEMPORARILY_UNAVAILABLE, "the database cannot be reached",
                            "数据库暂时不可用")
 
-    async def _off_the_clock(self, terminal: TerminalRecord, event: RequestReceived, problem: SendTimeProblem
-                             ) -> pb.Response:
+    async def _off_the_clock(self, terminal: TerminalRecord, event: RequestReceived, problem: SendTimeProblem,
+                             served: Served) -> pb.Response:
         """A Settle, Revoke or Reverse without a send_time near now. Under a recorded key it gets the recorded answer
         (an exact retry, and no money moves for it); anything new is refused before the card or the ledger is asked.
         One look-up, for such requests only."""
         request = event.request
-        recorded = await self._recorded(terminal, request.message_id, content_hash(request))
+        recorded = await self._recorded(terminal, request.message_id, content_hash(request), served)
         if recorded is not None:
             return recorded
-        log.info("{body} {message_id} of {terminal_id} refused: {detail}", body=event.body,
-                 message_id=request.message_id, terminal_id=terminal.terminal_id, detail=problem.detail_en)
         return refusal(request.message_id, problem.status, problem.detail_en, problem.detail_zh)
 
     # The card and the facts --------------------------------------------------------------------
