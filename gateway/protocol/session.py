@@ -5,8 +5,9 @@ the application's answers go in with `send_response`; bytes to write come out of
 The session reads no clock: the time it needs, the server_time of each frame, is the `now` passed to
 `data_to_send` (after aioquic's `datagrams_to_send(now)`), so whoever drives it decides what time it is.
 Everything the protocol itself decides — framing limits, decoding, the envelope's checks, sign-in
-state, requests in flight, what an idle timeout does — happens here, so the Twisted adapter only
-moves bytes and timers.
+state and failed sign-ins per connection, requests in flight (those waiting on the terminal's reader
+included), how many frames one slice reads, what an idle or sign-in timeout does — happens here, so the
+Twisted adapter only moves bytes and timers.
 
 The states and every transition between them are the table of `gateway.protocol.states`; the session
 changes state only through it, so an event the table does not allow raises `ImpossibleTransition`
