@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.demo.population import demo_population
@@ -68,6 +68,16 @@ def balances_of(engine: Engine, card_number: str, year: int = 2026) -> tuple[int
     _, _, balances, ytd = load_state(engine, INSTITUTION, card_number, holder.person.social_security_number, year)
     return (balances.current_year_fen, balances.prior_years_fen, ytd.deductible_counted_fen,
             ytd.pooled_fund_paid_fen)
+
+
+def person_id_of(engine: Engine, social_security_number: str) -> int:
+    """The registry's id of the person, by which the ledger knows them (their accounts, transactions, totals)."""
+    from gateway.registry.tables import PERSONS
+
+    with engine.connect() as conn:
+        found: int = conn.execute(select(PERSONS.c.person_id).where(
+            PERSONS.c.social_security_number == social_security_number)).scalar_one()
+    return found
 
 
 def mark_closed(engine: Engine, day: date) -> None:

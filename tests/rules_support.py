@@ -29,6 +29,7 @@ from gateway.settlement.facts import (
 
 TODAY = date(2026, 11, 24)
 SSN = "330203199001011236"
+PERSON_ID = 3_000_000_000_000_000_001  # the registry's id of the person (gateway.registry.models.new_person_id)
 CARD = "N00000001"
 
 HOSPITAL = Institution("H33020300001", "330203", InstitutionKind.HOSPITAL, InstitutionLevel.TERTIARY, True)
@@ -62,7 +63,8 @@ def facts(
 ) -> Facts:
     card_record = replace(CardRecord(CARD, SSN, CardKind.SOCIAL_SECURITY, CardStatus.ACTIVE, date(2020, 1, 1),
                                      date(2030, 1, 1)), **(card or {}))
-    person_record = replace(PersonRecord(SSN, "张三", InsuranceType.EMPLOYEE_ACTIVE, "330203"), **(person or {}))
+    person_record = replace(PersonRecord(SSN, PERSON_ID, "张三", InsuranceType.EMPLOYEE_ACTIVE, "330203"),
+                            **(person or {}))
     chip_facts = replace(ChipFacts(CARD, SSN, "330203", date(2030, 1, 1)), **(chip or {}))
     return Facts(
         request=SettlementRequest(purpose, on, medical_type, total_fen, items, pin),

@@ -32,7 +32,18 @@ from gateway.registry.models import Card
 from gateway.settlement.policy import load_builtin_policies
 from gateway.settlement.rules import Decision
 from gateway.settlement.split import FundSplit
-from tests.ledger_support import CARDS, NOW, TODAY, balances_of, mark_closed, reverse, revoke, settle, write
+from tests.ledger_support import (
+    CARDS,
+    NOW,
+    TODAY,
+    balances_of,
+    mark_closed,
+    person_id_of,
+    reverse,
+    revoke,
+    settle,
+    write,
+)
 
 OK = pb.STATUS_CODE_OK
 POLICIES = load_builtin_policies()
@@ -240,7 +251,7 @@ def persons_accounts_fen(engine: Engine, card_number: str) -> int | None:
     """What the holder's ledger accounts hold together (None: the ledger has no account of theirs)."""
     with Session(engine) as db:
         total: int | None = db.scalar(select(func.sum(LedgerAccount.balance_fen)).where(
-            LedgerAccount.owner == CARDS[card_number][0].person.social_security_number))
+            LedgerAccount.owner == str(person_id_of(engine, CARDS[card_number][0].person.social_security_number))))
     return total
 
 

@@ -22,6 +22,7 @@ from gateway.demo.population import demo_population
 from gateway.demo.registry import demo_balances
 from gateway.ledger.models import LedgerAccount, LedgerTransaction
 from gateway.protocol.messages import pb
+from tests.ledger_support import person_id_of
 from tests.test_end_to_end import ROOT, RunningGateway, prepare_database
 from tests.wire import WireClient, request, sign_in
 
@@ -201,7 +202,7 @@ def test_concurrent_settlements_never_overdraw_one_person(database: str, tmp_pat
     engine = make_engine(postgres_url)
     with engine.connect() as conn:
         balances = dict(conn.execute(select(LedgerAccount.code, LedgerAccount.balance_fen).where(
-            LedgerAccount.owner == holder.person.social_security_number)).all())
+            LedgerAccount.owner == str(person_id_of(engine, holder.person.social_security_number)))).all())
         refs = conn.execute(select(func.count(func.distinct(LedgerTransaction.ref))).where(
             LedgerTransaction.kind == "settlement")).scalar()
     engine.dispose()

@@ -63,7 +63,6 @@ class BankLine:
     name: str
     amount_fen: int
     ref: str
-    social_security_number: str
     reversed_by: str | None  # the compensating reversal, if the payout was taken back
 
 
@@ -108,7 +107,7 @@ def read_amounts(text: str, source: str = "amounts") -> list[AmountRow]:
             if not ssn:
                 raise ValueError("social_security_number is empty")
             if not is_valid_id_number(ssn):
-                raise ValueError(f"social_security_number {ssn!r} is not a valid ID number (check digit)")
+                raise ValueError(f"social_security_number {mask_id(ssn)} is not a valid ID number (check digit)")
             amount = _amount(row["amount"])
             if amount <= 0:
                 raise ValueError(f"amount {row['amount']!r} must be more than zero")

@@ -6,10 +6,11 @@ burden-reduction subsidy (`subsidy`), and the pooled fund pays its share of manu
 (`reimbursement`). The insurance center sends the amounts; finance runs the batch, sends the bank the
 payout file, and reconciles the bank's return file against the ledger.
 
-Each person is one balanced `payout` transaction keyed "payout:<batch>:<ssn>", so running a batch again
-changes nothing. Persons are paid in chunks, each chunk one database transaction with the persons'
-accounts locked, as the year-end rollover does. The payout file is written from the ledger, not from
-the run, so the file of a batch run twice (or resumed after a crash) is the whole batch, numbered the same.
+Each person is one balanced `payout` transaction keyed "payout:<batch>:<person id>" (the registry's person id,
+the ledger's key of the person), so running a batch again changes nothing. Persons are paid in chunks, each chunk
+one database transaction with the persons' accounts locked, as the year-end rollover does. The payout file is
+written from the ledger, not from the run, so the file of a batch run twice (or resumed after a crash) is the whole
+batch, numbered the same.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from gateway.settlement.calendar import beijing_today
 from gateway.settlement.facts import CardKind, CardStatus
 
 CHUNK_PERSONS = MAX_IN_LIST_KEYS  # persons per transaction and per look-up
-# No colon, so "payout:<batch>:<ssn>" splits one way only; short enough for the 96-character dedupe key.
+# No colon, so "payout:<batch>:<person id>" splits one way only; short enough for the 96-character dedupe key.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 REVERSAL_PREFIX = "PV"
 
@@ -201,6 +202,7 @@ def check_batch_id(batch_id: str) -> None:
 @dataclass(frozen=True)
 class _Target:
     row: AmountRow
+    person_id: int   # the registry's: what the ledger keys the person by
     name: str
     insured_region_code: str
     card_number: str
@@ -238,15 +240,15 @@ def _refuse_closed_day(conn: Connection, day: date) -> None:
 def _targets(conn: Connection, rows: Sequence[AmountRow], source: str) -> list[_Target]:
     """Each row's person and the card paid into: the person's active social security card (the newest if
     several); a row without one is an error, since the bank must have an account to pay into."""
-    persons: dict[str, tuple[str, str]] = {}
+    persons: dict[str, tuple[int, str, str]] = {}
     cards: dict[str, tuple[date, str]] = {}
     ssns = sorted({row.social_security_number for row in rows})
     for start in range(0, len(ssns), CHUNK_PERSONS):  # bounded IN lists: SQLite limits bound parameters
         part = ssns[start : start + CHUNK_PERSONS]
-        for ssn, name, region in conn.execute(select(PERSONS.c.social_security_number, PERSONS.c.name,
-                                                     PERSONS.c.insured_region_code)
-                                              .where(PERSONS.c.social_security_number.in_(part))):
-            persons[ssn] = (name, region)
+        for ssn, person_id, name, region in conn.execute(
+                select(PERSONS.c.social_security_number, PERSONS.c.person_id, PERSONS.c.name,
+                       PERSONS.c.insured_region_code).where(PERSONS.c.social_security_number.in_(part))):
+            persons[ssn] = (person_id, name, region)
         for ssn, number, issued in conn.execute(select(CARDS.c.social_security_number, CARDS.c.card_number,
                                                        CARDS.c.issue_date).where(
                 CARDS.c.social_security_number.in_(part), CARDS.c.kind == CardKind.SOCIAL_SECURITY.value,
@@ -263,17 +265,16 @@ def _targets(conn: Connection, rows: Sequence[AmountRow], source: str) -> list[_
             errors.append(RowError(source, row.line, f"{mask_id(ssn)} has no active social security card: "
                                                         "no bank account to pay into"))
         else:
-            name, region = persons[ssn]
-            targets.append(_Target(row, name, region, cards[ssn][1]))
+            person_id, name, region = persons[ssn]
+            targets.append(_Target(row, person_id, name, region, cards[ssn][1]))
     if errors:
         raise PayoutRejected(errors)
     return targets
 
 
 def _source(kind: PayoutKind, target: _Target) -> AccountSpec:
-    ssn = target.row.social_security_number
     if kind is PayoutKind.CONTRIBUTION:
-        return accounts.person_prior_years(ssn)
+        return accounts.person_prior_years(target.person_id)
     if kind is PayoutKind.SUBSIDY:
         return accounts.subsidy_fund()
     return accounts.pooled_fund(target.insured_region_code)
@@ -290,17 +291,17 @@ def _split_columns(kind: PayoutKind, amount: int) -> dict[str, int]:
 
 def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
                targets: Sequence[_Target]) -> list[PayoutLine]:
-    ssns = sorted({t.row.social_security_number for t in targets})
+    persons = sorted({t.person_id for t in targets})
     if kind is PayoutKind.CONTRIBUTION:
         # A person the ledger never met has no prior-years account yet: opened as the settlement batch opens
-        # them (registry balances posted once, keyed "opening:<ssn>").
-        open_persons(conn, ssns)
+        # them (registry balances posted once, keyed "opening:<person id>").
+        open_persons(conn, persons)
     specs = {spec.code: spec for t in targets for spec in (_source(kind, t), accounts.card_bank(t.card_number))}
     open_accounts(conn, specs.values())
     balances: dict[str, int] = {}
     if kind is PayoutKind.CONTRIBUTION:
-        balances = locked_balances(conn, [accounts.person_prior_years(ssn).code for ssn in ssns])
-    keys = [_payout_key(batch_id, ssn) for ssn in ssns]
+        balances = locked_balances(conn, [accounts.person_prior_years(person).code for person in persons])
+    keys = [_payout_key(batch_id, person) for person in persons]
     existing = {row.dedupe_key: row for row in conn.execute(
         select(TRANSACTIONS.c.dedupe_key, TRANSACTIONS.c.ref, TRANSACTIONS.c.total_fen, TRANSACTIONS.c.card_number)
         .where(TRANSACTIONS.c.dedupe_key.in_(keys)))}
@@ -310,7 +311,7 @@ def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
     now = datetime.now(UTC)
     for target in targets:
         row = target.row
-        key = _payout_key(batch_id, row.social_security_number)
+        key = _payout_key(batch_id, target.person_id)
         if key not in existing:
             source = _source(kind, target)
             amount = row.amount_fen
@@ -319,7 +320,7 @@ def _pay_chunk(conn: Connection, kind: PayoutKind, batch_id: str, day: date,
             ref = new_ref(kind.ref_prefix, day)
             inserted = conn.execute(insert_ignore(conn, TRANSACTIONS).returning(TRANSACTIONS.c.ref), {
                 "ref": ref, "kind": TransactionKind.PAYOUT.value, "dedupe_key": key,
-                "social_security_number": row.social_security_number, "card_number": target.card_number,
+                "person_id": target.person_id, "card_number": target.card_number,
                 "business_date": day, "recorded_at": now, **_split_columns(kind, amount),
             }).first()  # RETURNING: another process may have paid the same key since the read above
             if inserted is not None:
@@ -350,8 +351,8 @@ def _payout_postings(source: AccountSpec, card: AccountSpec, amount: int) -> lis
     return [(source, -amount), (card, amount)]
 
 
-def _payout_key(batch_id: str, ssn: str) -> str:
-    return f"payout:{batch_id}:{ssn}"
+def _payout_key(batch_id: str, person_id: int) -> str:
+    return f"payout:{batch_id}:{person_id}"
 
 
 
@@ -365,15 +366,13 @@ def bank_lines(engine: Engine, batch_id: str) -> list[BankLine]:
     check_batch_id(batch_id)
     t = TRANSACTIONS.c
     with engine.connect() as conn:
-        rows = conn.execute(select(t.ref, t.card_number, t.total_fen, t.social_security_number,
-                                   PERSONS.c.name)
-                            .outerjoin(PERSONS, PERSONS.c.social_security_number == t.social_security_number)
+        rows = conn.execute(select(t.ref, t.card_number, t.total_fen, PERSONS.c.name)
+                            .outerjoin(PERSONS, PERSONS.c.person_id == t.person_id)
                             .where(t.kind == TransactionKind.PAYOUT.value, t.total_fen > 0,
                                    t.dedupe_key.startswith(f"payout:{batch_id}:", autoescape=True))
                             .order_by(t.id)).all()
         reversed_by = undone_by(conn, [row.ref for row in rows])
     return [BankLine(batch_id, number, row.card_number or "", row.name or "", row.total_fen, row.ref,
-                     row.social_security_number or "",
                      reversed_by[row.ref].ref if row.ref in reversed_by else None)
             for number, row in enumerate(rows, start=1)]
 
@@ -448,7 +447,7 @@ def _book_reversals(engine: Engine, failed: Sequence[BankLine], day: date) -> li
             keyed.append(({
                 "ref": new_ref(REVERSAL_PREFIX, day), "kind": TransactionKind.REVERSAL.value,
                 "dedupe_key": f"compensates:{line.ref}", "original_ref": line.ref,
-                "social_security_number": original.social_security_number, "card_number": original.card_number,
+                "person_id": original.person_id, "card_number": original.card_number,
                 "business_date": day, "recorded_at": now, **negated_columns(original._mapping),
             }, compensation_postings(postings_of[line.ref], specs)))
         written = post_once(conn, keyed)  # one reversed meanwhile by another run is left as it is

@@ -25,7 +25,7 @@ from gateway.identity import mask_id
 from gateway.ledger.export import of_the_day, status_of, undone_on
 from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import format_fen
-from gateway.registry.tables import INSTITUTIONS
+from gateway.registry.tables import INSTITUTIONS, PERSONS
 from gateway.settlement.calendar import beijing_naive, utc_now
 
 # (fund, national statement column, ledger column)
@@ -219,7 +219,9 @@ def institution_names(engine: Engine) -> dict[str, str]:
 
 
 def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict[str, Any]]:
-    """The day's settlements, revokes and reversals: only what reconciliation compares (cheap per row)."""
+    """The day's settlements, revokes and reversals: only what reconciliation compares (cheap per row). The ledger
+    knows the holder by the registry's person id; the statement's `psn_no` is the ID number, joined from the
+    registry here."""
     t = TRANSACTIONS.c
     condition = of_the_day(day)
     if institution is not None:
@@ -228,7 +230,8 @@ def ledger_rows(engine: Engine, day: date, institution: str | None) -> list[dict
         undone = undone_on(conn, day)
         result = conn.execute(select(t.ref, t.kind, t.institution_code, t.message_id, t.original_ref, t.total_fen,
                                      t.pooled_fund_fen, t.current_year_fen, t.prior_years_fen, t.cash_fen,
-                                     t.social_security_number, t.recorded_at)
+                                     PERSONS.c.social_security_number, t.recorded_at)
+                              .outerjoin(PERSONS, PERSONS.c.person_id == t.person_id)
                               .where(*condition)).all()  # one fetchall: a row at a time costs twice as much
         rows = []
         for ref, kind, code, message_id, original, total, pooled, current, prior, cash, person, at in result:

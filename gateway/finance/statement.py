@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from gateway.ledger.export import export_rows
+from gateway.ledger.export import export_rows, of_the_day
+from gateway.ledger.tables import TRANSACTIONS
 from gateway.money import MAX_AMOUNT_FEN, AmountError, format_fen, parse_signed_yuan_to_fen
+from gateway.registry.tables import PERSONS
 
 COLUMNS = ("setl_id", "medins_setl_id", "fixmedins_code", "psn_no", "setl_time", "medfee_sumamt", "fund_pay_sumamt",
            "hifp_pay", "acct_pay_current", "acct_pay_prior", "psn_cash_pay", "refd_setl_flag")
@@ -138,14 +140,15 @@ def _row(line: int, cells: list[str]) -> StatementRow:
     return StatementRow(line, setl_id, medins_setl_id, code, psn_no, _time(setl_time), amounts, flag == "1")
 
 
-def write_statement(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
-    """Rows of gateway.ledger.export.export_rows, in the statement's format."""
+def write_statement(rows: Iterable[dict[str, Any]], id_numbers: Mapping[int, str], out: IO[str]) -> int:
+    """Rows of gateway.ledger.export.export_rows, in the statement's format; `id_numbers` gives each holder's ID
+    number (`psn_no`) by the registry's person id, which is all the ledger knows of the holder."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     count = 0
     for row in rows:
         writer.writerow([
-            row["settlement_id"], row["message_id"], row["institution_code"], row.get("social_security_number", ""),
+            row["settlement_id"], row["message_id"], row["institution_code"], id_numbers.get(row["person_id"], ""),
             row["recorded_at_beijing"], format_fen(row["total_fen"]), format_fen(row["pooled_fund_fen"]),
             format_fen(row["pooled_fund_fen"]), format_fen(row["current_year_fen"]), format_fen(row["prior_years_fen"]),
             format_fen(row["cash_fen"]), "0" if row["kind"] == "settlement" else "1",
@@ -156,5 +159,15 @@ def write_statement(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
 
 def export_statement(engine: Engine, day: date, out: IO[str]) -> int:
     """The ledger's rows of `day` in the center's statement format: what `gateway ledger export --format statement`
-    writes, and what a day reconciles against when the center's own file is not at hand."""
-    return write_statement(export_rows(engine, day), out)
+    writes, and what a day reconciles against when the center's own file is not at hand. The format wants the
+    holder's full ID number (`psn_no`, the center's key of the person): joined from the registry now, for the day's
+    holders only; the ledger holds none."""
+    return write_statement(export_rows(engine, day), id_numbers_of_the_day(engine, day), out)
+
+
+def id_numbers_of_the_day(engine: Engine, day: date) -> dict[int, str]:
+    """The ID numbers of the holders of the day's settlements, revokes and reversals, by person id."""
+    holders = select(TRANSACTIONS.c.person_id).where(*of_the_day(day))
+    with engine.connect() as conn:
+        return {person: number for person, number in conn.execute(
+            select(PERSONS.c.person_id, PERSONS.c.social_security_number).where(PERSONS.c.person_id.in_(holders)))}

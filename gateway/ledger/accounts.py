@@ -1,4 +1,8 @@
-"""Account codes and what kind of account each is. Codes are the ledger's keys: readable in exports."""
+"""Account codes and what kind of account each is. Codes are the ledger's keys: readable in exports.
+
+A person's accounts are named by the registry's person id (gateway.registry.models.Person.person_id), never by
+the ID number: the ledger holds no ID number anywhere.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from gateway.ledger.models import AccountKind
 PERSONS_CASH = "persons:cash"
 OPENING = "opening"
 SUBSIDY_FUND = "fund:subsidy"
+# A person's account code is PERSON_PREFIX + the person id + one of these (gateway.serve.reads builds the same
+# codes in SQL from them, to read a holder's balances in the statement that finds the holder).
+PERSON_PREFIX = "person:"
+CURRENT_YEAR_SUFFIX = ":current_year"
+PRIOR_YEARS_SUFFIX = ":prior_years"
 
 
 @dataclass(frozen=True)
@@ -19,12 +28,14 @@ class AccountSpec:
     must_not_go_negative: bool
 
 
-def person_current_year(ssn: str) -> AccountSpec:
-    return AccountSpec(f"person:{ssn}:current_year", AccountKind.PERSON_CURRENT_YEAR, ssn, True)
+def person_current_year(person_id: int) -> AccountSpec:
+    return AccountSpec(f"{PERSON_PREFIX}{person_id}{CURRENT_YEAR_SUFFIX}", AccountKind.PERSON_CURRENT_YEAR,
+                       str(person_id), True)
 
 
-def person_prior_years(ssn: str) -> AccountSpec:
-    return AccountSpec(f"person:{ssn}:prior_years", AccountKind.PERSON_PRIOR_YEARS, ssn, True)
+def person_prior_years(person_id: int) -> AccountSpec:
+    return AccountSpec(f"{PERSON_PREFIX}{person_id}{PRIOR_YEARS_SUFFIX}", AccountKind.PERSON_PRIOR_YEARS,
+                       str(person_id), True)
 
 
 def pooled_fund(region_code: str) -> AccountSpec:

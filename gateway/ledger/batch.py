@@ -21,6 +21,7 @@ from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.errors import LedgerInvariantBroken
 from gateway.ledger.intents import Intent, ReverseIntent, RevokeIntent, SettleIntent, business_date
 from gateway.ledger.models import (
+    AccountKind,
     RequestOutcome,
     TransactionKind,
 )
@@ -46,9 +47,9 @@ from gateway.ledger.sql import (
     transaction_rows,
 )
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
-from gateway.ledger.transactions import rollover_key, split_columns, split_of, undone_by
+from gateway.ledger.transactions import opening_key, rollover_key, split_columns, split_of, undone_by
 from gateway.protocol.status import StatusCode
-from gateway.registry.tables import CARDS, OPENING_BALANCES
+from gateway.registry.tables import CARDS, OPENING_BALANCES, PERSONS
 from gateway.settlement.calendar import utc_now
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
@@ -58,14 +59,23 @@ from gateway.settlement.split import FundSplit
 CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
 
 # The batch's reads, built once (see gateway.ledger.sql): an IN list of any length is one expanding parameter.
+# The ledger keys persons by the registry's person id. Where it reads or writes the registry's rows of a person
+# (opening balances, cards), which the registry keys by the ID number, it joins through `persons` and never selects
+# the number.
 _PERSONS_WITH_ACCOUNTS = select(ACCOUNTS.c.owner).where(
-    ACCOUNTS.c.owner.in_(bindparam("ssns", expanding=True)),
-    ACCOUNTS.c.kind == accounts.person_current_year("").kind.value)
-_CARDS = select(CARDS.c.card_number, CARDS.c.status, CARDS.c.first_used_on, CARDS.c.kind,
-                CARDS.c.social_security_number).where(CARDS.c.card_number.in_(bindparam("cards", expanding=True)))
-_USED_SOCIAL_SECURITY_CARDS = select(CARDS.c.social_security_number).where(
-    CARDS.c.social_security_number.in_(bindparam("ssns", expanding=True)),
-    CARDS.c.kind == CardKind.SOCIAL_SECURITY.value, CARDS.c.first_used_on.is_not(None))
+    ACCOUNTS.c.owner.in_(bindparam("owners", expanding=True)),
+    ACCOUNTS.c.kind == AccountKind.PERSON_CURRENT_YEAR.value)
+_OPENING_BALANCES = (select(PERSONS.c.person_id, OPENING_BALANCES.c.current_year_fen,
+                            OPENING_BALANCES.c.prior_years_fen)
+                     .join(PERSONS, PERSONS.c.social_security_number == OPENING_BALANCES.c.social_security_number)
+                     .where(PERSONS.c.person_id.in_(bindparam("persons", expanding=True))))
+_CARDS = select(CARDS.c.card_number, CARDS.c.status, CARDS.c.first_used_on, CARDS.c.kind).where(
+    CARDS.c.card_number.in_(bindparam("cards", expanding=True)))
+_USED_SOCIAL_SECURITY_CARDS = (select(PERSONS.c.person_id)
+                               .join(CARDS, CARDS.c.social_security_number == PERSONS.c.social_security_number)
+                               .where(PERSONS.c.person_id.in_(bindparam("persons", expanding=True)),
+                                      CARDS.c.kind == CardKind.SOCIAL_SECURITY.value,
+                                      CARDS.c.first_used_on.is_not(None)).distinct())
 _FIRST_USE = (update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARDS.c.first_used_on.is_(None))
               .values(first_used_on=bindparam("day")))
 
@@ -79,35 +89,36 @@ def new_ref(prefix: str, day: date) -> str:
 RefMaker = Callable[[str, date], str]
 
 
-def open_persons(conn: Connection, ssns: Sequence[str], known_accounts: frozenset[str] | set[str] = frozenset(),
-                 *, now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref) -> None:
-    """Give each person met for the first time their two accounts and post their opening balances, booked at
-    `now()` on its business day."""
-    unknown = [ssn for ssn in ssns if accounts.person_current_year(ssn).code not in known_accounts]
+def open_persons(conn: Connection, person_ids: Sequence[int],
+                 known_accounts: frozenset[str] | set[str] = frozenset(), *, now: Callable[[], datetime] = utc_now,
+                 make_ref: RefMaker = new_ref) -> None:
+    """Give each person (by the registry's person id) met for the first time their two accounts and post their
+    opening balances, booked at `now()` on its business day."""
+    unknown = [person for person in person_ids if accounts.person_current_year(person).code not in known_accounts]
     if not unknown:
         return
-    have = set(conn.scalars(_PERSONS_WITH_ACCOUNTS, {"ssns": unknown}))
-    new = [ssn for ssn in unknown if ssn not in have]
+    have = set(conn.scalars(_PERSONS_WITH_ACCOUNTS, {"owners": [str(person) for person in unknown]}))
+    new = [person for person in unknown if str(person) not in have]
     if not new:
         return
-    openings = {row.social_security_number: (row.current_year_fen, row.prior_years_fen)
-                for row in conn.execute(select(OPENING_BALANCES).where(
-                    OPENING_BALANCES.c.social_security_number.in_(new)))}
-    specs = [spec for ssn in new for spec in (accounts.person_current_year(ssn), accounts.person_prior_years(ssn))]
+    openings = {row.person_id: (row.current_year_fen, row.prior_years_fen)
+                for row in conn.execute(_OPENING_BALANCES, {"persons": new})}
+    specs = [spec for person in new
+             for spec in (accounts.person_current_year(person), accounts.person_prior_years(person))]
     specs.append(accounts.opening())
     open_accounts(conn, specs)
     moment = now()
     today = business_date(moment)
     openings_to_post: list[tuple[dict[str, Any], list[Posting]]] = []
-    for ssn in new:
-        current, prior = openings.get(ssn, (0, 0))
+    for person in new:
+        current, prior = openings.get(person, (0, 0))
         if current == 0 and prior == 0:
             continue
         openings_to_post.append(({
-            "ref": make_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": f"opening:{ssn}",
-            "social_security_number": ssn, "business_date": today, "recorded_at": moment, "total_fen": current + prior,
+            "ref": make_ref("O", today), "kind": TransactionKind.OPENING.value, "dedupe_key": opening_key(person),
+            "person_id": person, "business_date": today, "recorded_at": moment, "total_fen": current + prior,
             "current_year_fen": current, "prior_years_fen": prior,
-        }, opening_postings(ssn, current, prior)))
+        }, opening_postings(person, current, prior)))
     post_once(conn, openings_to_post)  # another gateway may have opened some first: those stay as they are
 
 
@@ -119,7 +130,7 @@ class _Transaction:
     kind: str
     terminal_id: str | None
     institution_code: str | None
-    ssn: str | None
+    person_id: int | None
     card_number: str | None
     business_date: date
     insurance_year: int | None
@@ -135,9 +146,9 @@ class _Writes:
     records: list[dict[str, Any]] = field(default_factory=list)
     deltas: dict[str, int] = field(default_factory=dict)
     specs: dict[str, AccountSpec] = field(default_factory=dict)
-    year_deltas: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    year_deltas: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (person id, year)
     first_used: dict[str, date] = field(default_factory=dict)  # card -> day
-    cancel_old_cards_of: set[str] = field(default_factory=set)  # ssn
+    cancel_old_cards_of: set[int] = field(default_factory=set)  # person id
 
 
 class Batch:
@@ -156,12 +167,12 @@ class Batch:
         self.writes = _Writes()
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.transactions: dict[str, _Transaction] = {}
-        # "rollover:Y:<ssn>" of the holders whose year Y, a settlement's year, is rolled over already.
+        # "rollover:Y:<person id>" of the holders whose year Y, a settlement's year, is rolled over already.
         self.rolled_over: set[str] = set()
         self.balances: dict[str, int] = {}
-        self.year_totals: dict[tuple[str, int], list[int]] = {}
+        self.year_totals: dict[tuple[int, int], list[int]] = {}  # (person id, year)
         self.cards: dict[str, dict[str, Any]] = {}
-        self.used_social_security_card: set[str] = set()
+        self.used_social_security_card: set[int] = set()  # person ids
 
     # The whole batch -------------------------------------------------------------------------
 
@@ -185,11 +196,11 @@ class Batch:
         if any(isinstance(i, RevokeIntent | ReverseIntent) for i in intents):
             self._load_rollovers()  # only an undoing asks; a batch of Settles reads nothing more
         settles = [i for i in intents if isinstance(i, SettleIntent)]
-        ssns = {i.facts.registry.person.social_security_number for i in settles if i.facts.registry.person}
-        ssns |= {t.ssn for t in self.transactions.values() if t.ssn}
-        self._load_persons(sorted(ssns), {i.facts.request.on.year for i in settles} | {
+        persons = {i.facts.registry.person.person_id for i in settles if i.facts.registry.person}
+        persons |= {t.person_id for t in self.transactions.values() if t.person_id}
+        self._load_persons(sorted(persons), {i.facts.request.on.year for i in settles} | {
             t.insurance_year for t in self.transactions.values() if t.insurance_year})
-        self._load_cards({i.card_number for i in settles}, ssns)
+        self._load_cards({i.card_number for i in settles}, persons)
 
     def _load_transactions(self, refs: set[str]) -> None:
         if not refs:
@@ -200,7 +211,7 @@ class Batch:
             # subsidy's row records its total alone, which no FundSplit holds.)
             split = split_of(row) if row["kind"] == TransactionKind.SETTLEMENT.value else None
             self.transactions[row["ref"]] = _Transaction(
-                row["ref"], row["kind"], row["terminal_id"], row["institution_code"], row["social_security_number"],
+                row["ref"], row["kind"], row["terminal_id"], row["institution_code"], row["person_id"],
                 row["card_number"], row["business_date"], row["insurance_year"], split, [])
         for entry in self.conn.execute(select(ENTRIES.c.transaction_ref, ENTRIES.c.account_code, ENTRIES.c.amount_fen)
                                        .where(ENTRIES.c.transaction_ref.in_(sorted(refs))).order_by(ENTRIES.c.id)):
@@ -210,40 +221,39 @@ class Batch:
 
     def _load_rollovers(self) -> None:
         """Which loaded settlements' holders have had their settlement's year rolled over."""
-        keys = sorted({rollover_key(t.insurance_year, t.ssn) for t in self.transactions.values()
-                       if t.kind == TransactionKind.SETTLEMENT.value and t.ssn and t.insurance_year})
+        keys = sorted({rollover_key(t.insurance_year, t.person_id) for t in self.transactions.values()
+                       if t.kind == TransactionKind.SETTLEMENT.value and t.person_id and t.insurance_year})
         if keys:
             self.rolled_over = set(self.conn.scalars(select(TRANSACTIONS.c.dedupe_key).where(
                 TRANSACTIONS.c.dedupe_key.in_(keys))))
 
-    def _load_persons(self, ssns: list[str], years: set[int]) -> None:
-        if not ssns:
+    def _load_persons(self, persons: list[int], years: set[int]) -> None:
+        if not persons:
             return
-        open_persons(self.conn, ssns, self.known_accounts, now=self.now, make_ref=self.make_ref)
-        codes = [spec.code for ssn in ssns for spec in (accounts.person_current_year(ssn),
-                                                          accounts.person_prior_years(ssn))]
+        open_persons(self.conn, persons, self.known_accounts, now=self.now, make_ref=self.make_ref)
+        codes = [spec.code for person in persons for spec in (accounts.person_current_year(person),
+                                                                accounts.person_prior_years(person))]
         self.balances = locked_balances(self.conn, codes)
         if len(self.balances) < len(codes):
             # Accounts remembered as committed are not in the database: it lost committed rows (a restore, a
             # failover to a replica that lagged). Trust nothing remembered, and open them as for a newcomer.
             self.known_accounts = frozenset()
             self.forgot_accounts = True
-            open_persons(self.conn, ssns, self.known_accounts, now=self.now, make_ref=self.make_ref)
+            open_persons(self.conn, persons, self.known_accounts, now=self.now, make_ref=self.make_ref)
             self.balances = locked_balances(self.conn, codes)
-        pairs = [(ssn, year) for ssn in ssns for year in sorted(years)]
-        totals = select_by_keys(self.conn, YEAR_TOTALS, ("social_security_number", "insurance_year"), pairs,
-                                lock=True)
+        pairs = [(person, year) for person in persons for year in sorted(years)]
+        totals = select_by_keys(self.conn, YEAR_TOTALS, ("person_id", "insurance_year"), pairs, lock=True)
         for row in totals.mappings():
-            self.year_totals[(row["social_security_number"], row["insurance_year"])] = [
+            self.year_totals[(row["person_id"], row["insurance_year"])] = [
                 row["deductible_counted_fen"], row["pooled_fund_paid_fen"]]
 
-    def _load_cards(self, card_numbers: set[str], ssns: set[str]) -> None:
+    def _load_cards(self, card_numbers: set[str], persons: set[int]) -> None:
         if card_numbers:
             rows = self.conn.execute(_CARDS, {"cards": sorted(card_numbers)}).mappings()
             self.cards = {row["card_number"]: dict(row) for row in rows}
-        if ssns:
+        if persons:
             self.used_social_security_card = set(self.conn.scalars(_USED_SOCIAL_SECURITY_CARDS,
-                                                                   {"ssns": sorted(ssns)}))
+                                                                   {"persons": sorted(persons)}))
 
     # Deciding ----------------------------------------------------------------------------------
 
@@ -263,20 +273,20 @@ class Batch:
         card = facts.registry.card
         if person is None or card is None:  # the rules refused these before the ledger was asked
             return Refused(StatusCode.STATUS_CODE_PERSON_NOT_FOUND, "no person", "查无此人")
-        ssn = person.social_security_number
+        holder = person.person_id
         year = facts.request.on.year
         # The facts that may have changed since the reactor decided, as this transaction sees them.
         fresh_card = self.cards.get(card.card_number)
         if fresh_card is not None and (card.status.value, card.first_used_on) != (fresh_card["status"],
                                                                                   fresh_card["first_used_on"]):
             card = replace(card, status=CardStatus(fresh_card["status"]), first_used_on=fresh_card["first_used_on"])
-        used = ssn in self.used_social_security_card
+        used = holder in self.used_social_security_card
         if card is not facts.registry.card or used != person.social_security_card_used:
             person = replace(person, social_security_card_used=used)
             facts = replace(facts, registry=replace(facts.registry, card=card, person=person))
-        current_code = accounts.person_current_year(ssn).code
-        prior_code = accounts.person_prior_years(ssn).code
-        totals = self.year_totals.get((ssn, year), [0, 0])
+        current_code = accounts.person_current_year(holder).code
+        prior_code = accounts.person_prior_years(holder).code
+        totals = self.year_totals.get((holder, year), [0, 0])
         facts = replace(facts, balances=Balances(self.balances.get(current_code, 0), self.balances.get(prior_code, 0)),
                         year_to_date=YearToDate(totals[0], totals[1]))
         outcome = decide(facts, self.policies)
@@ -287,29 +297,29 @@ class Batch:
             raise LedgerInvariantBroken(f"the rules settled {intent.message_id} without a split")
         day = business_date(intent.recorded_at)
         ref = self.make_ref("S", day)
-        postings = settlement_postings(ssn, person.insured_region_code, facts.institution.code, split)
+        postings = settlement_postings(holder, person.insured_region_code, facts.institution.code, split)
         self._post(ref, postings)
         self.writes.transactions.append({
             "ref": ref, "kind": TransactionKind.SETTLEMENT.value, "terminal_id": intent.terminal_id,
             "message_id": intent.message_id, "institution_code": facts.institution.code,
-            "social_security_number": ssn, "card_number": card.card_number,
+            "person_id": holder, "card_number": card.card_number,
             "medical_type": facts.request.medical_type, "insurance_year": year, "business_date": day,
             "recorded_at": intent.recorded_at, "policy_version": outcome.policy_version, **split_columns(split),
         })
-        self._add_year(ssn, year, split.deductible_counted_fen, split.pooled_fund_fen)
+        self._add_year(holder, year, split.deductible_counted_fen, split.pooled_fund_fen)
         if outcome.first_use_of_card:
             self.writes.first_used[card.card_number] = day
-            self.writes.cancel_old_cards_of.add(ssn)
-            self.used_social_security_card.add(ssn)
+            self.writes.cancel_old_cards_of.add(holder)
+            self.used_social_security_card.add(holder)
             self.cards.setdefault(card.card_number, {"status": card.status.value})["first_used_on"] = day
         self.transactions[ref] = _Transaction(ref, TransactionKind.SETTLEMENT.value, intent.terminal_id,
-                                              facts.institution.code, ssn, card.card_number, day, year, split,
+                                              facts.institution.code, holder, card.card_number, day, year, split,
                                               [(spec.code, amount) for spec, amount in postings])
         policy = self.policies.for_date(facts.request.on)
         if policy is None:  # the rules refuse a day no policy covers (S0)
             raise LedgerInvariantBroken(f"{intent.message_id} was settled on a day no policy covers")
         deductible, cap = policy.limits_for(person.insurance_type)
-        totals = self.year_totals[(ssn, year)]
+        totals = self.year_totals[(holder, year)]
         settled = Settled(ref, card.card_number, split, HolderBalances(
             year, self.balances.get(current_code, 0), self.balances.get(prior_code, 0), totals[0], deductible,
             totals[1], cap), intent.recorded_at, outcome.policy_version or "")
@@ -318,25 +328,25 @@ class Batch:
 
     def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> tuple[str, FundSplit]:
         """Book the undoing of the settlement `original`: its ref, and the split given back."""
-        ssn, institution_code, split = _undoable(original)
+        holder, institution_code, split = _undoable(original)
         day = business_date(intent.recorded_at)
         ref = self.make_ref("R" if kind is TransactionKind.REVOKE else "V", day)
         entries = original.entries
-        if original.insurance_year is not None and rollover_key(original.insurance_year, ssn) in self.rolled_over:
+        if original.insurance_year is not None and rollover_key(original.insurance_year, holder) in self.rolled_over:
             # The year's current-year balance has moved into the prior-years account: what the settlement took
             # from the current-year account goes back there, not into the new year's current-year account.
-            entries, split = to_prior_years(entries, split, ssn)
-        postings = compensation_postings(entries, _specs_for(original, ssn, institution_code))
+            entries, split = to_prior_years(entries, split, holder)
+        postings = compensation_postings(entries, _specs_for(original, holder, institution_code))
         self._post(ref, postings)
         self.writes.transactions.append({
             "ref": ref, "kind": kind.value, "dedupe_key": f"compensates:{original.ref}", "original_ref": original.ref,
             "terminal_id": intent.terminal_id, "message_id": intent.message_id,
-            "institution_code": institution_code, "social_security_number": ssn,
+            "institution_code": institution_code, "person_id": holder,
             "card_number": original.card_number, "insurance_year": original.insurance_year, "business_date": day,
             "recorded_at": intent.recorded_at, **split_columns(split, sign=-1),
         })
         if original.insurance_year is not None:
-            self._add_year(ssn, original.insurance_year, -split.deductible_counted_fen, -split.pooled_fund_fen)
+            self._add_year(holder, original.insurance_year, -split.deductible_counted_fen, -split.pooled_fund_fen)
         original.compensated_by = kind.value
         return ref, split
 
@@ -409,11 +419,11 @@ class Batch:
                     raise LedgerInvariantBroken(f"{spec.code} would go negative")
                 self.balances[spec.code] = new_balance
 
-    def _add_year(self, ssn: str, year: int, deductible: int, pooled: int) -> None:
-        totals = self.year_totals.setdefault((ssn, year), [0, 0])
+    def _add_year(self, person_id: int, year: int, deductible: int, pooled: int) -> None:
+        totals = self.year_totals.setdefault((person_id, year), [0, 0])
         totals[0] += deductible
         totals[1] += pooled
-        delta = self.writes.year_deltas.setdefault((ssn, year), [0, 0])
+        delta = self.writes.year_deltas.setdefault((person_id, year), [0, 0])
         delta[0] += deductible
         delta[1] += pooled
 
@@ -442,33 +452,34 @@ class Batch:
             conn.execute(ENTRIES.insert(), writes.entries)
         add_to_balances(conn, writes.deltas)
         if writes.year_deltas:
-            conn.execute(insert_or_add(conn, YEAR_TOTALS, ["social_security_number", "insurance_year"],
+            conn.execute(insert_or_add(conn, YEAR_TOTALS, ["person_id", "insurance_year"],
                                        ["deductible_counted_fen", "pooled_fund_paid_fen"]),
-                         [{"social_security_number": ssn, "insurance_year": year, "deductible_counted_fen": d,
-                           "pooled_fund_paid_fen": p} for (ssn, year), (d, p) in sorted(writes.year_deltas.items())])
+                         [{"person_id": person, "insurance_year": year, "deductible_counted_fen": d,
+                           "pooled_fund_paid_fen": p} for (person, year), (d, p) in sorted(writes.year_deltas.items())])
         if writes.records:
             conn.execute(RECORDS.insert(), writes.records)
         if writes.first_used:
             conn.execute(_FIRST_USE, [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())])
         if writes.cancel_old_cards_of:
             conn.execute(update(CARDS).where(
-                CARDS.c.social_security_number.in_(sorted(writes.cancel_old_cards_of)),
+                CARDS.c.social_security_number.in_(select(PERSONS.c.social_security_number).where(
+                    PERSONS.c.person_id.in_(sorted(writes.cancel_old_cards_of)))),
                 CARDS.c.kind == CardKind.OLD_MEDICAL_IC.value,
                 or_(CARDS.c.status == CardStatus.ACTIVE.value, CARDS.c.status == CardStatus.LOST_REPORTED.value),
             ).values(status=CardStatus.CANCELLED.value))
 
 
-def _undoable(original: _Transaction) -> tuple[str, str, FundSplit]:
+def _undoable(original: _Transaction) -> tuple[int, str, FundSplit]:
     """What undoing a settlement needs, which every settlement row has: its holder, institution and split."""
-    if original.ssn is None or original.institution_code is None or original.split is None:
+    if original.person_id is None or original.institution_code is None or original.split is None:
         raise LedgerInvariantBroken(f"settlement {original.ref} lacks its holder, institution or split")
-    return original.ssn, original.institution_code, original.split
+    return original.person_id, original.institution_code, original.split
 
 
-def to_prior_years(entries: list[tuple[str, int]], split: FundSplit, ssn: str
+def to_prior_years(entries: list[tuple[str, int]], split: FundSplit, person_id: int
                    ) -> tuple[list[tuple[str, int]], FundSplit]:
     """A settlement's entries and split with its current-year account's share moved to the prior-years account."""
-    current, prior = accounts.person_current_year(ssn).code, accounts.person_prior_years(ssn).code
+    current, prior = accounts.person_current_year(person_id).code, accounts.person_prior_years(person_id).code
     moved: dict[str, int] = {}
     for code, amount in entries:
         target = prior if code == current else code
@@ -478,10 +489,10 @@ def to_prior_years(entries: list[tuple[str, int]], split: FundSplit, ssn: str
         prior_years_account_fen=split.prior_years_account_fen + split.current_year_account_fen)
 
 
-def _specs_for(original: _Transaction, ssn: str, institution_code: str) -> dict[str, AccountSpec]:
+def _specs_for(original: _Transaction, person_id: int, institution_code: str) -> dict[str, AccountSpec]:
     """The accounts a settlement may have moved, by code: those its undoing moves back."""
     region = next((code.split(":")[1] for code, _ in original.entries if code.startswith("fund:")), "0000")
-    candidates = [accounts.person_current_year(ssn), accounts.person_prior_years(ssn),
+    candidates = [accounts.person_current_year(person_id), accounts.person_prior_years(person_id),
                   accounts.pooled_fund(region + "00"), accounts.persons_cash(),
                   accounts.institution_receivable(institution_code), accounts.institution_cash(institution_code)]
     return {spec.code: spec for spec in candidates}

@@ -128,17 +128,16 @@ def _split_mismatches(conn: Any) -> list[str]:
 def _year_total_mismatches(conn: Any) -> list[str]:
     t = TRANSACTIONS.c
     sums = conn.execute(
-        select(t.social_security_number, t.insurance_year, func.sum(t.deductible_counted_fen),
-               func.sum(t.pooled_fund_fen))
+        select(t.person_id, t.insurance_year, func.sum(t.deductible_counted_fen), func.sum(t.pooled_fund_fen))
         .where(_settlement_or_its_undoing())
-        .group_by(t.social_security_number, t.insurance_year))
-    expected = {(ssn, year): (int(d or 0), int(p or 0)) for ssn, year, d, p in sums}
-    cached = {(r.social_security_number, r.insurance_year): (r.deductible_counted_fen, r.pooled_fund_paid_fen)
+        .group_by(t.person_id, t.insurance_year))
+    expected = {(person, year): (int(d or 0), int(p or 0)) for person, year, d, p in sums}
+    cached = {(r.person_id, r.insurance_year): (r.deductible_counted_fen, r.pooled_fund_paid_fen)
               for r in conn.execute(select(YEAR_TOTALS))}
     problems = []
     for key in sorted(set(expected) | set(cached), key=str):
         if expected.get(key, (0, 0)) != cached.get(key, (0, 0)):
-            problems.append(f"{key[0][:6]}…{key[0][-4:]} {key[1]}: cached {cached.get(key, (0, 0))}, "
+            problems.append(f"person {key[0]} {key[1]}: cached {cached.get(key, (0, 0))}, "
                             f"transactions {expected.get(key, (0, 0))} (deductible, pooled fund)")
     return problems
 

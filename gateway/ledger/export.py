@@ -70,8 +70,9 @@ def export_rows(engine: Engine, day: date) -> Iterator[dict[str, Any]]:
                 "card_number": row["card_number"] or "", "medical_type": row["medical_type"] or "",
                 "policy_version": row["policy_version"] or "",
                 **{name: row[name] for name in AMOUNTS}, "total_yuan": format_fen(row["total_fen"]),
-                # For the statement format only (not CSV columns):
-                "social_security_number": row["social_security_number"] or "",
+                # For the statement format only (not CSV columns). The holder by the registry's person id: the
+                # statement's ID number is joined from the registry by finance (gateway.finance.statement).
+                "person_id": row["person_id"],
                 "recorded_at_beijing": beijing_wall_clock(row["recorded_at"]).strftime("%Y-%m-%d %H:%M:%S")
                 if row["recorded_at"] else "",
             }

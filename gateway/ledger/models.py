@@ -61,7 +61,8 @@ class LedgerAccount(Base):
         CheckConstraint("NOT must_not_go_negative OR balance_fen >= 0", name="not_negative"),
     )
 
-    # e.g. "person:330203199001011236:current_year", "fund:3302", "institution:H33020300001:receivable"
+    # e.g. "person:3141592653589793238:current_year" (the registry's person id, never the ID number), "fund:3302",
+    # "institution:H33020300001:receivable"
     code: Mapped[str] = mapped_column(String(80), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     owner: Mapped[str] = mapped_column(String(32), index=True)
@@ -77,13 +78,16 @@ class LedgerTransaction(Base):
     # The public id: a settlement id, revoke id, reversal id.
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
-    # What may exist only once: "compensates:<ref>", "rollover:<year>:<ssn>", "opening:<ssn>", a payout key.
+    # What may exist only once: "compensates:<ref>", "rollover:<year>:<person id>", "opening:<person id>", a payout
+    # key ("payout:<batch>:<person id>").
     dedupe_key: Mapped[str | None] = mapped_column(String(96), unique=True, nullable=True)
     original_ref: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     terminal_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     institution_code: Mapped[str | None] = mapped_column(String(12), nullable=True, index=True)
-    social_security_number: Mapped[str | None] = mapped_column(String(18), nullable=True, index=True)
+    # The holder: the registry's person id (persons.person_id). The ID number is in the registry alone; finance
+    # joins it from there where the center's statement wants it.
+    person_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     card_number: Mapped[str | None] = mapped_column(String(9), nullable=True)
     medical_type: Mapped[int | None] = mapped_column(Integer, nullable=True)
     insurance_year: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -126,11 +130,12 @@ class RequestRecord(Base):
 
 
 class YearTotal(Base):
-    """Cached year-to-date totals per person; always what the year's transactions add up to."""
+    """Cached year-to-date totals per person (by the registry's person id); always what the year's transactions add
+    up to."""
 
     __tablename__ = "year_totals"
 
-    social_security_number: Mapped[str] = mapped_column(String(18), primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     insurance_year: Mapped[int] = mapped_column(Integer, primary_key=True)
     deductible_counted_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     pooled_fund_paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,12 +10,13 @@ from gateway.settlement.split import FundSplit
 Posting = tuple[AccountSpec, int]
 
 
-def settlement_postings(ssn: str, insured_region_code: str, institution_code: str, split: FundSplit) -> list[Posting]:
+def settlement_postings(person_id: int, insured_region_code: str, institution_code: str,
+                        split: FundSplit) -> list[Posting]:
     """The person's accounts, the pooled fund of the person's city and the person's cash pay; the
     institution is owed what the accounts and the fund paid, and holds the cash it collected."""
     postings: list[Posting] = [
-        (accounts.person_current_year(ssn), -split.current_year_account_fen),
-        (accounts.person_prior_years(ssn), -split.prior_years_account_fen),
+        (accounts.person_current_year(person_id), -split.current_year_account_fen),
+        (accounts.person_prior_years(person_id), -split.prior_years_account_fen),
         (accounts.pooled_fund(insured_region_code), -split.pooled_fund_fen),
         (accounts.persons_cash(), -split.cash_fen),
         (accounts.institution_receivable(institution_code),
@@ -30,18 +31,18 @@ def compensation_postings(original: list[tuple[str, int]], specs: dict[str, Acco
     return _balanced([(specs[code], -amount) for code, amount in original])
 
 
-def opening_postings(ssn: str, current_year_fen: int, prior_years_fen: int) -> list[Posting]:
+def opening_postings(person_id: int, current_year_fen: int, prior_years_fen: int) -> list[Posting]:
     postings: list[Posting] = [
-        (accounts.person_current_year(ssn), current_year_fen),
-        (accounts.person_prior_years(ssn), prior_years_fen),
+        (accounts.person_current_year(person_id), current_year_fen),
+        (accounts.person_prior_years(person_id), prior_years_fen),
         (accounts.opening(), -(current_year_fen + prior_years_fen)),
     ]
     return _balanced([p for p in postings if p[1] != 0])
 
 
-def rollover_postings(ssn: str, amount_fen: int) -> list[Posting]:
-    return _balanced([(accounts.person_current_year(ssn), -amount_fen),
-                      (accounts.person_prior_years(ssn), amount_fen)])
+def rollover_postings(person_id: int, amount_fen: int) -> list[Posting]:
+    return _balanced([(accounts.person_current_year(person_id), -amount_fen),
+                      (accounts.person_prior_years(person_id), amount_fen)])
 
 
 def _balanced(postings: list[Posting]) -> list[Posting]:

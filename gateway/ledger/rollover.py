@@ -1,6 +1,6 @@
 """`gateway ledger rollover --year Y`: each current-year balance moves into the prior-years account.
 
-One balanced transaction per person, keyed "rollover:Y:<ssn>", so running it again changes nothing.
+One balanced transaction per person, keyed "rollover:Y:<person id>", so running it again changes nothing.
 Persons are handled in chunks, each chunk one database transaction with the persons' accounts locked.
 
 It runs only once year Y is over in Beijing time and its last business day (Y-12-31) is closed: a rollover
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -19,7 +20,7 @@ from gateway.db.engine import IMMEDIATE_OPTION, MAX_IN_LIST_KEYS
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.models import AccountKind, TransactionKind
-from gateway.ledger.postings import rollover_postings
+from gateway.ledger.postings import Posting, rollover_postings
 from gateway.ledger.sql import locked_balances, post_once
 from gateway.ledger.tables import ACCOUNTS, CLOSED_DAYS
 from gateway.ledger.transactions import rollover_key
@@ -53,20 +54,21 @@ def rollover(engine: Engine, year: int, *, today: date, on: date | None = None) 
         if closed is None:
             raise RolloverRefused(f"{last_day}, the last day of {year}, is not closed: reconcile and close it first "
                                   f"(gateway day close --date {last_day})")
-        owners = list(conn.scalars(select(ACCOUNTS.c.owner).where(
-            ACCOUNTS.c.kind == AccountKind.PERSON_CURRENT_YEAR.value).order_by(ACCOUNTS.c.owner)))
-    for start in range(0, len(owners), CHUNK_PERSONS):
-        chunk = owners[start : start + CHUNK_PERSONS]
+        # A person account's owner is the person id (gateway.ledger.accounts).
+        persons = sorted(int(owner) for owner in conn.scalars(select(ACCOUNTS.c.owner).where(
+            ACCOUNTS.c.kind == AccountKind.PERSON_CURRENT_YEAR.value)))
+    for start in range(0, len(persons), CHUNK_PERSONS):
+        chunk = persons[start : start + CHUNK_PERSONS]
         with engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
-            balances = locked_balances(conn, [accounts.person_current_year(ssn).code for ssn in chunk])
+            balances = locked_balances(conn, [accounts.person_current_year(person).code for person in chunk])
             now = datetime.now(UTC)
-            keyed = []
-            for ssn in chunk:
-                amount = balances.get(accounts.person_current_year(ssn).code, 0)
+            keyed: list[tuple[dict[str, Any], list[Posting]]] = []
+            for person in chunk:
+                amount = balances.get(accounts.person_current_year(person).code, 0)
                 keyed.append(({"ref": new_ref("Y", day), "kind": TransactionKind.ROLLOVER.value,
-                               "dedupe_key": rollover_key(year, ssn), "social_security_number": ssn,
+                               "dedupe_key": rollover_key(year, person), "person_id": person,
                                "insurance_year": year, "business_date": day, "recorded_at": now,
-                               "total_fen": amount}, rollover_postings(ssn, amount) if amount else []))
+                               "total_fen": amount}, rollover_postings(person, amount) if amount else []))
             written = post_once(conn, keyed)
             report.persons += len(written)
             report.already_done += len(keyed) - len(written)

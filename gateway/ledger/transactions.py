@@ -75,6 +75,11 @@ def _undoings(rows: Any) -> dict[str, Undoing]:
     return {original: Undoing(kind, ref) for original, kind, ref in rows}
 
 
-def rollover_key(year: int, ssn: str) -> str:
+def rollover_key(year: int, person_id: int) -> str:
     """The dedupe key of a holder's rollover of `year`: it exists once the year's current-year balance moved."""
-    return f"rollover:{year}:{ssn}"
+    return f"rollover:{year}:{person_id}"
+
+
+def opening_key(person_id: int) -> str:
+    """The dedupe key of a person's opening balances: posted once, the first time the ledger meets the person."""
+    return f"opening:{person_id}"

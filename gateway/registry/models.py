@@ -7,6 +7,7 @@ values of the enums in gateway.settlement.facts (tests/test_registry_persons.py 
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -32,6 +33,17 @@ from gateway.reader.spec import MAX_SPEC_CHARS
 MAX_INSTITUTION_NAME_CHARS = 100
 MAX_PERSON_NAME_CHARS = 50
 MAX_NOTE_CHARS = 200
+
+# A person's id, by which the ledger keys the person's accounts and transactions (gateway.ledger.accounts): drawn
+# at random when the registry first meets the person and never changed by an import, so it tells nothing of the ID
+# number, which stays in the registry. 61 random bits above 2**61: always 19 digits (never taken for an
+# 18-character ID number), within a signed 64-bit integer on SQLite and PostgreSQL.
+PERSON_ID_RANDOM_BITS = 61
+PERSON_ID_FLOOR = 1 << PERSON_ID_RANDOM_BITS
+
+
+def new_person_id() -> int:
+    return PERSON_ID_FLOOR + secrets.randbits(PERSON_ID_RANDOM_BITS)
 
 
 class Institution(Base):
@@ -76,7 +88,8 @@ class Terminal(Base):
 
 
 class Person(Base):
-    """An insured person, keyed by the social security number (= resident ID number)."""
+    """An insured person, keyed by the social security number (= resident ID number); known to the ledger only by
+    `person_id`."""
 
     __tablename__ = "persons"
     __table_args__ = (
@@ -86,6 +99,8 @@ class Person(Base):
     )
 
     social_security_number: Mapped[str] = mapped_column(String(18), primary_key=True)
+    # Given on insert only: an import updates a registered person's other columns and never this one.
+    person_id: Mapped[int] = mapped_column(BigInteger, unique=True, default=new_person_id)
     name: Mapped[str] = mapped_column(String(MAX_PERSON_NAME_CHARS))
     insurance_type: Mapped[str] = mapped_column(String(20))
     # The current pooling region. The rules follow it, not the district printed in the card: a person

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, String, Table, bindparam, exists, select
+from sqlalchemy import Connection, Engine, Integer, String, Table, bindparam, cast, exists, literal, select
 from sqlalchemy.orm import Session
 
 from gateway.identity import is_valid_id_number
@@ -49,22 +49,26 @@ def _statement() -> Any:
     """Built once: every request runs the same statement with its own parameters (cheap to execute)."""
     card_number, institution_code = bindparam("card_number", type_=String), bindparam("institution_code", type_=String)
     ssn, year = bindparam("ssn", type_=String), bindparam("year", type_=Integer)
-    current, prior = bindparam("current", type_=String), bindparam("prior", type_=String)
     terminal_id, message_id = bindparam("terminal_id", type_=String), bindparam("message_id", type_=String)
+    # The ledger knows the holder by the registry's person id, found here from the chip's ID number: the holder's
+    # account codes (gateway.ledger.accounts) are built from it in SQL, so the statement stays one.
+    person = select(PERSONS.c.person_id).where(PERSONS.c.social_security_number == ssn).scalar_subquery()
+    current, prior = (literal(accounts.PERSON_PREFIX) + cast(person, String) + literal(suffix)
+                      for suffix in (accounts.CURRENT_YEAR_SUFFIX, accounts.PRIOR_YEARS_SUFFIX))
     return select(
         *(_one(CARDS, c, card_number=card_number) for c in ("social_security_number", "kind", "status", "issue_date",
                                                              "expiry_date", "first_used_on")),
         *(_one(INSTITUTIONS, c, code=institution_code) for c in ("code", "region_code", "kind", "level",
                                                                   "cross_region_designated")),
-        *(_one(PERSONS, c, social_security_number=ssn) for c in ("social_security_number", "name", "insurance_type",
-                                                                  "insured_region_code")),
+        *(_one(PERSONS, c, social_security_number=ssn) for c in ("social_security_number", "person_id", "name",
+                                                                  "insurance_type", "insured_region_code")),
         _one(LOOKUP_PROBLEMS, "problem", id_number=ssn),
         select(ACCOUNTS.c.balance_fen).where(ACCOUNTS.c.code == current).scalar_subquery().label("current"),
         select(ACCOUNTS.c.balance_fen).where(ACCOUNTS.c.code == prior).scalar_subquery().label("prior"),
         _one(OPENING_BALANCES, "current_year_fen", social_security_number=ssn),
         _one(OPENING_BALANCES, "prior_years_fen", social_security_number=ssn),
-        _one(YEAR_TOTALS, "deductible_counted_fen", social_security_number=ssn, insurance_year=year),
-        _one(YEAR_TOTALS, "pooled_fund_paid_fen", social_security_number=ssn, insurance_year=year),
+        _one(YEAR_TOTALS, "deductible_counted_fen", person_id=person, insurance_year=year),
+        _one(YEAR_TOTALS, "pooled_fund_paid_fen", person_id=person, insurance_year=year),
         exists().where(CARDS.c.social_security_number == ssn, CARDS.c.kind == facts.CardKind.SOCIAL_SECURITY.value,
                        CARDS.c.first_used_on.is_not(None)).label("used"),
         *(_one(RECORDS, c, terminal_id=terminal_id, message_id=message_id)
@@ -77,9 +81,7 @@ STATEMENT = _statement()
 
 def _parameters(institution_code: str, card_number: str, ssn: str, year: int, terminal_id: str = "",
                 message_id: str = "") -> dict[str, Any]:
-    return {"card_number": card_number,
-            "institution_code": institution_code, "ssn": ssn, "year": year,
-            "current": accounts.person_current_year(ssn).code, "prior": accounts.person_prior_years(ssn).code,
+    return {"card_number": card_number, "institution_code": institution_code, "ssn": ssn, "year": year,
             "terminal_id": terminal_id, "message_id": message_id}
 
 
@@ -103,7 +105,8 @@ def _registry(conn: Connection, row: Any, card_number: str, ssn: str, city: str 
                                                          FILINGS.c.valid_from, FILINGS.c.valid_to)
                                                   .where(FILINGS.c.social_security_number == ssn)
                                                   .order_by(FILINGS.c.valid_from, FILINGS.c.id)))
-        person = facts.PersonRecord(ssn, row["persons_name"], facts.InsuranceType(row["persons_insurance_type"]),
+        person = facts.PersonRecord(ssn, row["persons_person_id"], row["persons_name"],
+                                    facts.InsuranceType(row["persons_insurance_type"]),
                                     region, filings, bool(row["used"]))
     problem = row["lookup_problems_problem"]
     return facts.RegistryFacts(card, person, facts.LookupProblem(problem) if problem is not None else None)

@@ -105,6 +105,7 @@ class CardRecord:
 @dataclass(frozen=True)
 class PersonRecord:
     social_security_number: str
+    person_id: int            # the registry's opaque id of the person: what the ledger keys the person by
     name: str
     insurance_type: InsuranceType
     insured_region_code: str  # the current pooling region; may differ from the card's district
