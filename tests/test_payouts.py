@@ -28,6 +28,7 @@ from gateway.finance.payouts import PayoutKind, bank_lines, reconcile_bank_retur
 from gateway.ledger.check import check_ledger
 from gateway.ledger.models import ClosedDay, LedgerAccount, LedgerEntry, LedgerTransaction
 from gateway.money import format_fen, parse_yuan_to_fen
+from tests.ledger_support import person_id_of
 
 MAY = date(2026, 5, 20)
 HOLDERS = demo_population(40)
@@ -53,6 +54,11 @@ def payout_engine(db_url: str) -> Iterator[Engine]:
 
 def ssn(holder: DemoHolder) -> str:
     return holder.person.social_security_number
+
+
+def prior_years_account(engine: Engine, holder: DemoHolder) -> str:
+    """The code of the holder's prior-years account: the ledger names it by the registry's person id."""
+    return f"person:{person_id_of(engine, ssn(holder))}:prior_years"
 
 
 def prior(holder: DemoHolder) -> int:
@@ -95,15 +101,15 @@ def paid_back(engine: Engine, batch: str) -> list[ReturnRow]:
 
 
 @pytest.mark.parametrize(("kind", "source"), [
-    (PayoutKind.CONTRIBUTION, lambda holder: f"person:{ssn(holder)}:prior_years"),
-    (PayoutKind.SUBSIDY, lambda holder: "fund:subsidy"),
-    (PayoutKind.REIMBURSEMENT, lambda holder: f"fund:{holder.person.insured_region_code[:4]}"),
+    (PayoutKind.CONTRIBUTION, prior_years_account),
+    (PayoutKind.SUBSIDY, lambda engine, holder: "fund:subsidy"),
+    (PayoutKind.REIMBURSEMENT, lambda engine, holder: f"fund:{holder.person.insured_region_code[:4]}"),
 ])
 def test_each_kind_pays_into_the_card_bank_account_and_balances(
-    payout_engine: Engine, kind: PayoutKind, source: Callable[[DemoHolder], str]
+    payout_engine: Engine, kind: PayoutKind, source: Callable[[Engine, DemoHolder], str]
 ) -> None:
     holders = [IN_CITY, RETIRED, OTHER_CITY, REPLACED, OLD_IC]
-    funds_before = {source(h): balance(payout_engine, source(h)) for h in holders}
+    funds_before = {source(payout_engine, h): balance(payout_engine, source(payout_engine, h)) for h in holders}
     rows = read_amounts(amounts(*[(ssn(h), 100_00 + i) for i, h in enumerate(holders)]))
     report = run_payout(payout_engine, kind, "B1", rows, MAY)
     assert len(report.paid) == 5 and not report.already_paid and not report.short
@@ -111,7 +117,7 @@ def test_each_kind_pays_into_the_card_bank_account_and_balances(
     paid_from: dict[str, int] = {}
     for i, holder in enumerate(holders):
         assert balance(payout_engine, f"card:{holder.card.card_number}:bank") == 100_00 + i
-        code = source(holder)
+        code = source(payout_engine, holder)
         paid_from[code] = paid_from.get(code, 0) + 100_00 + i
         if kind is PayoutKind.CONTRIBUTION:
             # The person's accounts were opened with the registry's balances, then paid from.
@@ -156,7 +162,7 @@ def test_a_contribution_never_overdraws_the_prior_years_account(payout_engine: E
     assert paid[ssn(RETIRED)].shortfall_fen == 0
     assert {line.social_security_number for line in report.short} == {ssn(IN_CITY), ssn(RESIDENT)}
     assert "short by 81.00 yuan" in report.summary()
-    assert balance(payout_engine, f"person:{ssn(IN_CITY)}:prior_years") == 0
+    assert balance(payout_engine, prior_years_account(payout_engine, IN_CITY)) == 0
     assert balance(payout_engine, f"card:{IN_CITY.card.card_number}:bank") == held
     # Nothing to pay is nothing sent to the bank.
     assert [line.card_number for line in bank_lines(payout_engine, "B1")] == [IN_CITY.card.card_number,
@@ -260,7 +266,7 @@ def test_booking_failures_gives_the_money_back(payout_engine: Engine) -> None:
     held = prior(IN_CITY)
     rows = read_amounts(amounts((ssn(IN_CITY), 150_00), (ssn(RETIRED), 20_00)))
     run_payout(payout_engine, PayoutKind.CONTRIBUTION, "C1", rows, MAY)
-    prior_code, card_code = f"person:{ssn(IN_CITY)}:prior_years", f"card:{IN_CITY.card.card_number}:bank"
+    prior_code, card_code = prior_years_account(payout_engine, IN_CITY), f"card:{IN_CITY.card.card_number}:bank"
     assert balance(payout_engine, prior_code) == held - 150_00
     returned = paid_back(payout_engine, "C1")
     answers = [ReturnRow(returned[0].line, returned[0].card_number, returned[0].amount_fen, "failed", "no account"),
