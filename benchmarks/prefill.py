@@ -30,6 +30,7 @@ from gateway.identity import id_check_char
 from gateway.ledger import accounts
 from gateway.ledger.batch import new_ref
 from gateway.ledger.outcomes import HolderBalances, Settled, recorded_form
+from gateway.registry.models import new_person_id
 from gateway.settlement.calendar import beijing_today
 from gateway.settlement.split import FundSplit
 
@@ -62,7 +63,8 @@ def _template_outcome() -> str:
 Rows = tuple[list[tuple[object, ...]], list[tuple[str, str, int]], list[tuple[object, ...]]]
 
 
-def _rows(settlements: int, ssns: list[str], today: date, seed: int) -> Iterator[Rows]:
+def _rows(settlements: int, holders: list[int], today: date, seed: int) -> Iterator[Rows]:
+    """`holders`: the persons' ids, by which the ledger knows them."""
     rng = random.Random(seed)
     outcome = _template_outcome()
     per_day = max(1, settlements // 365)
@@ -75,7 +77,7 @@ def _rows(settlements: int, ssns: list[str], today: date, seed: int) -> Iterator
     for n in range(settlements):
         day = today - timedelta(days=365 - n // per_day % 365)
         institution = INSTITUTIONS[n % len(INSTITUTIONS)]
-        ssn = ssns[rng.randrange(len(ssns))]
+        holder = holders[rng.randrange(len(holders))]
         total = rng.randrange(500, 200_000)
         pooled = total * 7 // 10
         cash = total - pooled
@@ -83,7 +85,7 @@ def _rows(settlements: int, ssns: list[str], today: date, seed: int) -> Iterator
         terminal = f"{institution}-{n % 50 + 1:02d}"
         message_id = f"P{n:019d}"
         recorded = f"{day:%Y-%m-%d} 02:00:00.000000"
-        transactions.append((ref, "settlement", terminal, message_id, institution, ssn, "N99999999", 11,
+        transactions.append((ref, "settlement", terminal, message_id, institution, holder, "N99999999", 11,
                              day.year, day.isoformat(), recorded, "prefill", total, pooled, 0, 0, cash, 0))
         entries.extend(((ref, fund, -pooled), (ref, accounts.PERSONS_CASH, -cash),
                         (ref, receivable[institution], pooled), (ref, cash_of[institution], cash)))
@@ -102,13 +104,13 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
     conn.execute("PRAGMA cache_size=-1000000")
     conn.execute("PRAGMA foreign_keys=OFF")
     today = beijing_today()
-    ssns = [synthetic_ssn(i) for i in range(persons)]
+    holders = {synthetic_ssn(i): new_person_id() for i in range(persons)}
     conn.execute("BEGIN")
     # A city's registry of holders: the request path reads persons by key among a realistic number.
     conn.executemany(
-        "INSERT OR IGNORE INTO persons (social_security_number, name, insurance_type, insured_region_code, "
-        "updated_at) VALUES (?, '测试', 'employee_active', '330203', '2025-01-01 00:00:00')",
-        ((ssn,) for ssn in ssns))
+        "INSERT OR IGNORE INTO persons (social_security_number, person_id, name, insurance_type, "
+        "insured_region_code, updated_at) VALUES (?, ?, '测试', 'employee_active', '330203', '2025-01-01 00:00:00')",
+        holders.items())
     for spec in (accounts.pooled_fund(FUND_REGION), accounts.persons_cash(),
                  *(f(code) for code in INSTITUTIONS for f in (accounts.institution_receivable,
                                                                accounts.institution_cash))):
@@ -116,13 +118,13 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
                      "VALUES (?, ?, ?, ?, 0)", (spec.code, spec.kind.value, spec.owner, spec.must_not_go_negative))
     conn.execute("COMMIT")
     deltas: dict[str, int] = defaultdict(int)
-    year_totals: dict[tuple[str, int], int] = defaultdict(int)
+    year_totals: dict[tuple[int, int], int] = defaultdict(int)
     written = 0
-    for transactions, entries, records in _rows(settlements, ssns, today, seed):
+    for transactions, entries, records in _rows(settlements, list(holders.values()), today, seed):
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO ledger_transactions (ref, kind, terminal_id, message_id, institution_code, "
-            "social_security_number, card_number, medical_type, insurance_year, business_date, recorded_at, "
+            "person_id, card_number, medical_type, insurance_year, business_date, recorded_at, "
             "policy_version, total_fen, pooled_fund_fen, current_year_fen, prior_years_fen, cash_fen, "
             "deductible_counted_fen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", transactions)
         conn.executemany("INSERT INTO ledger_entries (transaction_ref, account_code, amount_fen) VALUES (?, ?, ?)",
@@ -133,7 +135,7 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
         for _, code, amount in entries:
             deltas[code] += amount
         for row in transactions:
-            year_totals[(str(row[5]), int(str(row[8])))] += int(str(row[13]))
+            year_totals[(int(str(row[5])), int(str(row[8])))] += int(str(row[13]))
         written += len(transactions)
         if sys.stderr.isatty():
             print(f"\rprefill: {written:,} / {settlements:,} settlements", end="", file=sys.stderr, flush=True)
@@ -143,10 +145,10 @@ def prefill(path: Path, settlements: int, persons: int, seed: int = 1) -> dict[s
     conn.executemany("UPDATE ledger_accounts SET balance_fen = balance_fen + ? WHERE code = ?",
                      [(amount, code) for code, amount in deltas.items()])
     conn.executemany(
-        "INSERT INTO year_totals (social_security_number, insurance_year, deductible_counted_fen, "
-        "pooled_fund_paid_fen) VALUES (?, ?, 0, ?) ON CONFLICT (social_security_number, insurance_year) "
+        "INSERT INTO year_totals (person_id, insurance_year, deductible_counted_fen, "
+        "pooled_fund_paid_fen) VALUES (?, ?, 0, ?) ON CONFLICT (person_id, insurance_year) "
         "DO UPDATE SET pooled_fund_paid_fen = pooled_fund_paid_fen + excluded.pooled_fund_paid_fen",
-        [(ssn, year, pooled) for (ssn, year), pooled in year_totals.items()])
+        [(person, year, pooled) for (person, year), pooled in year_totals.items()])
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("ANALYZE")

@@ -17,13 +17,15 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.prefill import CHUNK
+from benchmarks.prefill import CHUNK, synthetic_ssn
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.finance.reconcile import reconcile_file
 from gateway.finance.report import write_report
 from gateway.finance.statement import export_statement
 from gateway.ledger.tables import TRANSACTIONS
+from gateway.registry.models import new_person_id
+from gateway.registry.tables import PERSONS
 
 DAY = date(2026, 11, 24)
 
@@ -32,7 +34,15 @@ def fill(url: str, count: int) -> None:
     engine = make_engine(url, sqlite_synchronous="FULL")
     upgrade(engine)
     start = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
+    # Two settlements per holder: the statement's ID numbers are joined from the registry by person id, one
+    # look-up per row, as on a real day.
+    holders = [new_person_id() for _ in range(max(1, count // 2))]
     with engine.begin() as conn:
+        for first in range(0, len(holders), CHUNK):
+            conn.execute(PERSONS.insert(), [
+                {"social_security_number": synthetic_ssn(n), "person_id": holders[n], "name": "测试",
+                 "insurance_type": "employee_active", "insured_region_code": "330203"}
+                for n in range(first, min(first + CHUNK, len(holders)))])
         for first in range(0, count, CHUNK):
             rows = []
             for n in range(first, min(first + CHUNK, count)):
@@ -42,7 +52,7 @@ def fill(url: str, count: int) -> None:
                 rows.append({"ref": f"S20261124{n:012X}", "kind": "settlement",
                              "terminal_id": f"H3302030000{n % 10}-01",
                              "message_id": f"m{n}", "institution_code": f"H3302030000{n % 10}",
-                             "social_security_number": "330203199001011236", "card_number": "N00000001",
+                             "person_id": holders[n % len(holders)], "card_number": "N00000001",
                              "medical_type": 11, "insurance_year": 2026, "business_date": DAY,
                              "recorded_at": start + timedelta(microseconds=n * 50), "policy_version": "bench",
                              "total_fen": total, "pooled_fund_fen": pooled, "current_year_fen": current,
