@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -288,5 +289,23 @@ def test_the_upgrade_keeps_the_registry_version_moving_on_persons(sqlite_url: st
                               "insured_region_code) VALUES ('330203199001011236', :id, 'x', 'resident', '330203')"),
                          {"id": PERSON_ID_FLOOR})
             assert conn.execute(select(REGISTRY_VERSION.c.version)).scalar_one() > before
+    finally:
+        engine.dispose()
+
+
+def test_an_id_drawn_twice_is_drawn_again(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draw repeats itself for the first persons (as it may, once in a great while): each still gets an id of
+    its own, and the unique constraint is made."""
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade(engine, "0009")
+        numbers = ["330203199001011236", "11010519491231002X", "440524188001010014"]
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO persons (social_security_number, name, insurance_type, insured_region_code)"
+                              " VALUES (:number, 'x', 'resident', '330203')"), [{"number": n} for n in numbers])
+        draws = iter([7, 7, 7, 8, 9])
+        monkeypatch.setattr(secrets, "randbits", lambda bits: next(draws))
+        upgrade(engine)
+        assert sorted(person_ids(engine).values()) == [PERSON_ID_FLOOR + n for n in (7, 8, 9)]
     finally:
         engine.dispose()
