@@ -309,3 +309,43 @@ def test_an_id_drawn_twice_is_drawn_again(sqlite_url: str, monkeypatch: pytest.M
         assert sorted(person_ids(engine).values()) == [PERSON_ID_FLOOR + n for n in (7, 8, 9)]
     finally:
         engine.dispose()
+
+
+def test_the_ledger_commands_print_no_id_number_and_only_the_statement_has_it_in_full(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What finance and the operator see: person ids, masked numbers, and the full number only in the center's
+    statement format (its psn_no)."""
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade(engine)
+        write_demo_registry(engine, persons=40)
+        writer = InlineLedgerWriter(engine, load_builtin_policies())
+        at = datetime.fromisoformat(ledger_0009.SETTLED_AT)
+        [settled] = write(writer, [settle(engine, "N00000001", "m-1", 300_000, at=at)])
+        assert settled.status == pb.STATUS_CODE_OK
+        number = CARDS["N00000001"][0].person.social_security_number
+        holder = person_ids(engine)[number]
+        with engine.begin() as conn:  # a cached total gone wrong, for check to report
+            conn.execute(text("UPDATE year_totals SET pooled_fund_paid_fen = pooled_fund_paid_fen + 1"))
+    finally:
+        engine.dispose()
+    day = ledger_0009.DAY
+    status, report = run(["ledger", "check"], sqlite_url)
+    assert status == 1 and f"person {holder} 2026: cached" in report
+    outputs = {"report": report}
+    for fmt in ("csv", "jsonl", "statement"):
+        path = tmp_path / f"day.{fmt}"
+        assert run(["ledger", "export", "--date", day, "--format", fmt, "--output", str(path)], sqlite_url)[0] == 0
+        outputs[fmt] = path.read_text(encoding="utf-8")
+    assert f'"person_id": {holder}' in outputs["jsonl"]
+    assert f",{number}," in outputs["statement"], "the center's format names the person by the full number"
+    assert [name for name, printed in outputs.items() if number in printed] == ["statement"]
+    amounts = tmp_path / "amounts.csv"
+    mistyped = number[:17] + ("0" if number[17] != "0" else "1")
+    amounts.write_text(f"social_security_number,amount\n{mistyped},1.00\n", encoding="utf-8")
+    capsys.readouterr()
+    status = main(["payout", "run", "--kind", "subsidy", "--batch", "B9", "--amounts", str(amounts), "--out",
+                   str(tmp_path / "bank.csv"), "--db", sqlite_url])
+    refused = capsys.readouterr().err
+    assert status == 2 and mistyped not in refused and mask_id(mistyped) in refused
