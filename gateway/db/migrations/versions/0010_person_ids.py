@@ -63,15 +63,8 @@ def upgrade() -> None:
 
     _rename_person_accounts(bind, to_person_ids=True)
 
-    with op.batch_alter_table("ledger_transactions") as batch:
-        batch.add_column(sa.Column("person_id", sa.BigInteger(), nullable=True))
-    op.execute("UPDATE ledger_transactions SET person_id = persons.person_id FROM persons "
-               "WHERE persons.social_security_number = ledger_transactions.social_security_number")
-    _rekey(bind, old="social_security_number", new="person_id", old_chars=ID_NUMBER_CHARS)
-    with op.batch_alter_table("ledger_transactions") as batch:
-        batch.drop_index("ix_ledger_transactions_social_security_number")
-        batch.drop_column("social_security_number")
-        batch.create_index("ix_ledger_transactions_person_id", ["person_id"], unique=False)
+    _replace_holders(bind, "social_security_number", sa.Column("person_id", sa.BigInteger(), nullable=True),
+                     ID_NUMBER_CHARS)
 
     _replace_year_totals(bind, sa.Column("person_id", sa.BigInteger(), autoincrement=False, nullable=False),
                          "persons.person_id", "persons.social_security_number = old.social_security_number")
@@ -82,16 +75,8 @@ def downgrade() -> None:
     _replace_year_totals(bind, sa.Column("social_security_number", sa.String(length=18), nullable=False),
                          "persons.social_security_number", "persons.person_id = old.person_id")
 
-    with op.batch_alter_table("ledger_transactions") as batch:
-        batch.add_column(sa.Column("social_security_number", sa.String(length=18), nullable=True))
-    op.execute("UPDATE ledger_transactions SET social_security_number = persons.social_security_number FROM persons "
-               "WHERE persons.person_id = ledger_transactions.person_id")
-    _rekey(bind, old="person_id", new="social_security_number", old_chars=PERSON_ID_DIGITS)
-    with op.batch_alter_table("ledger_transactions") as batch:
-        batch.drop_index("ix_ledger_transactions_person_id")
-        batch.drop_column("person_id")
-        batch.create_index("ix_ledger_transactions_social_security_number", ["social_security_number"],
-                           unique=False)
+    _replace_holders(bind, "person_id", sa.Column("social_security_number", sa.String(length=18), nullable=True),
+                     PERSON_ID_DIGITS)
 
     _rename_person_accounts(bind, to_person_ids=False)
 
@@ -209,6 +194,20 @@ def _rename_person_accounts(bind: sa.Connection, *, to_person_ids: bool) -> None
                                     f"length(owner) <> {PERSON_ID_DIGITS}")).scalar_one()
         if left:
             raise MigrationRefused(f"{left} person account(s) kept their ID number; nothing was migrated")
+
+
+def _replace_holders(bind: sa.Connection, old: str, new: sa.Column[object], old_chars: int) -> None:
+    """The transactions' holder as `new` (a column of persons, by which the ledger names them from now on) instead
+    of `old`, with its index; the dedupe keys that name the holder name it so."""
+    with op.batch_alter_table("ledger_transactions") as batch:
+        batch.add_column(new)
+    op.execute(f"UPDATE ledger_transactions SET {new.name} = persons.{new.name} FROM persons "
+               f"WHERE persons.{old} = ledger_transactions.{old}")
+    _rekey(bind, old=old, new=new.name, old_chars=old_chars)
+    with op.batch_alter_table("ledger_transactions") as batch:
+        batch.drop_index(f"ix_ledger_transactions_{old}")
+        batch.drop_column(old)
+        batch.create_index(f"ix_ledger_transactions_{new.name}", [new.name], unique=False)
 
 
 def _rekey(bind: sa.Connection, *, old: str, new: str, old_chars: int) -> None:
