@@ -237,7 +237,9 @@ def test_a_ledger_of_0009_reads_the_same_after_the_upgrade_and_holds_no_id_numbe
 # Refusals and the registry's side ----------------------------------------------------------------------
 
 
-def test_an_id_number_the_registry_does_not_know_stops_the_upgrade_and_changes_nothing(db_url: str) -> None:
+def test_an_id_number_the_registry_does_not_know_stops_the_upgrade_and_changes_nothing(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The ledger's holder must be a person of the registry, or 0010 could give them no person id."""
     engine = make_engine(db_url)
     try:
@@ -251,6 +253,10 @@ def test_an_id_number_the_registry_does_not_know_stops_the_upgrade_and_changes_n
                                                    r"\(110105\*\*\*\*\*\*\*\*002X\)") as refused:
             upgrade(engine)
         assert stranger not in str(refused.value)
+        capsys.readouterr()
+        assert main(["db", "upgrade", "--db", db_url]) == 1
+        said = capsys.readouterr().err
+        assert said.count("\n") == 1 and said.startswith("gateway: the ledger holds 1 ID number(s)"), said
         assert current_revision(engine) == "0009"
         assert rows(engine, "SELECT code FROM ledger_accounts") == [[f"person:{stranger}:current_year"]]
     finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sqlalchemy import Engine
 
-from gateway.cli.support import EXIT_OK, Commands, add_config, add_db, with_database
+from gateway.cli.support import EXIT_FAILED, EXIT_OK, Commands, add_config, add_db, with_database
 from gateway.config import GatewayConfig
 from gateway.db.engine import redact_url
-from gateway.db.migrate import current_revision, head_revision, upgrade
+from gateway.db.migrate import MigrationRefused, current_revision, head_revision, upgrade
 
 
 def add_commands(commands: Commands) -> None:
@@ -29,7 +30,11 @@ def add_commands(commands: Commands) -> None:
 
 def _upgrade(_args: argparse.Namespace, config: GatewayConfig) -> int:
     def command(engine: Engine) -> int:
-        upgrade(engine)
+        try:
+            upgrade(engine)
+        except MigrationRefused as exc:  # it says why and what to do; nothing was changed
+            print(f"gateway: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"database {redact_url(config.database.url)} is at schema revision {current_revision(engine)}")
         return EXIT_OK
 
