@@ -13,10 +13,10 @@ card, never its holder's ID number, so a retry is answered exactly as before.
 An ID number the ledger holds that is no person of the registry would have no person id: the upgrade then stops
 before changing anything, naming such numbers masked, so that they can be imported first.
 
-Each statement rewrites a whole table set-wise (one UPDATE ... FROM, or one INSERT ... SELECT), so that a ledger of
-ten million settlements is not read into Python. On SQLite the tables altered are copied (Alembic's batch mode)
-with foreign keys off, and checked after (gateway.db.migrate); `persons` loses its registry-version triggers in
-the copy and gets them back.
+The ledger is rewritten set-wise (one UPDATE ... FROM, or one INSERT ... SELECT, per table), so that a ledger of
+ten million settlements is not read into Python; only the persons' keys are, in chunks, to draw their ids. On
+SQLite the tables altered are copied (Alembic's batch mode) with foreign keys off, and checked after
+(gateway.db.migrate); `persons` loses its registry-version triggers in the copy and gets them back.
 
 Revision ID: 0010
 Revises: 0009
