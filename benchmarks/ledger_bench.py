@@ -1,10 +1,16 @@
 """The ledger alone: durable settlements per second at batch sizes 1, 10 and 100, on SQLite (WAL,
-synchronous=FULL) and on PostgreSQL, measured in one run so the ratios are comparable.
+synchronous=FULL) and on PostgreSQL, measured in one run so the ratios are comparable, each beside the
+database's own floor for the same rows.
 
     .venv/bin/python -m benchmarks.ledger_bench [--settlements N] [--postgres URL] [--json OUT] [--profile]
 
 Each batch is one transaction committed (fsynced) before the next starts: what the writer does when
 intents queue up behind a commit. A cProfile of the largest batch size shows where the time goes.
+
+The floor: the rows the ledger wrote in a run (its transactions, entries and request records, the balances and
+year-to-date totals they moved), read back and written again into a second database of the same schema and
+durability, batch for batch, by plain DBAPI `executemany` — no reads, no decisions, no SQLAlchemy. The ledger's
+settlements/s divided by the floor's is how much of what its database offers the ledger uses.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from gateway.db.engine import make_engine
@@ -31,6 +39,7 @@ from gateway.demo.population import Case, demo_population
 from gateway.demo.registry import write_demo_registry
 from gateway.ledger.intents import SettleIntent, business_date
 from gateway.ledger.outcomes import Settled
+from gateway.ledger.tables import RECORDS, TRANSACTIONS
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.serve.reads import load_institution, load_registry_facts
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
@@ -62,9 +71,10 @@ def in_city_intents(engine: Engine, count: int, tag: str) -> list[SettleIntent]:
     return intents
 
 
-def measure(engine: Engine, batch_size: int, count: int, profile: bool) -> dict[str, Any]:
+def measure(engine: Engine, floor_engine: Engine, batch_size: int, count: int, profile: bool) -> dict[str, Any]:
     writer = InlineLedgerWriter(engine, load_builtin_policies())
-    intents = in_city_intents(engine, count, f"b{batch_size}-{uuid.uuid4().hex[:6]}")
+    tag = f"b{batch_size}-{uuid.uuid4().hex[:6]}"
+    intents = in_city_intents(engine, count, tag)
     # Warm up: every person's accounts opened, caches warm.
     writer.write(in_city_intents(engine, 50, f"warm-{uuid.uuid4().hex[:6]}"))
     profiler = cProfile.Profile() if profile else None
@@ -80,6 +90,12 @@ def measure(engine: Engine, batch_size: int, count: int, profile: bool) -> dict[
     elapsed = time.perf_counter() - started
     result: dict[str, Any] = {"batch_size": batch_size, "settlements": count, "ok": ok, "seconds": round(elapsed, 3),
                               "settlements_per_s": round(ok / elapsed, 1)}
+    batches = written_batches(engine, tag, batch_size)
+    floor_s = floor_seconds(engine, floor_engine, batches)
+    floor_rate = ok / floor_s
+    result.update({"floor_settlements_per_s": round(floor_rate, 1),
+                   "to_floor_ratio": round(ok / elapsed / floor_rate, 3),
+                   "rows_per_settlement": round(sum(b.rows() for b in batches) / max(ok, 1), 2)})
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(18)
@@ -87,10 +103,130 @@ def measure(engine: Engine, batch_size: int, count: int, profile: bool) -> dict[
     return result
 
 
-def prepared_engine(url: str) -> Engine:
+# The floor ---------------------------------------------------------------------------------------
+
+_TRANSACTION_COLUMNS = tuple(c.name for c in TRANSACTIONS.c if c.name != "id")
+_RECORD_COLUMNS = tuple(c.name for c in RECORDS.c)
+
+
+@dataclass
+class FloorBatch:
+    """What the ledger wrote in one of its transactions, as the database holds it."""
+
+    transactions: list[Sequence[Any]] = field(default_factory=list)
+    entries: list[Sequence[Any]] = field(default_factory=list)
+    records: list[Sequence[Any]] = field(default_factory=list)
+    balances: dict[str, int] = field(default_factory=dict)                       # account -> delta
+    year_totals: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (ID number, year) -> deltas
+
+    def rows(self) -> int:
+        return (len(self.transactions) + len(self.entries) + len(self.records) + len(self.balances)
+                + len(self.year_totals))
+
+
+def written_batches(engine: Engine, tag: str, batch_size: int) -> list[FloorBatch]:
+    """The rows the ledger wrote for the intents tagged `tag` (message ids `<tag>-<n>`), in its batches."""
+    like = {"tag": f"{tag}-%"}
+    with engine.connect() as conn:
+        # Raw values as stored (text() with no column types): written again as they are.
+        transactions = conn.execute(text(f"SELECT {', '.join(_TRANSACTION_COLUMNS)} FROM ledger_transactions "
+                                         "WHERE message_id LIKE :tag ORDER BY id"), like).all()
+        entries = conn.execute(text("SELECT e.transaction_ref, e.account_code, e.amount_fen, t.message_id "
+                                    "FROM ledger_entries e JOIN ledger_transactions t ON t.ref = e.transaction_ref "
+                                    "WHERE t.message_id LIKE :tag ORDER BY e.id"), like).all()
+        records = conn.execute(text(f"SELECT {', '.join(_RECORD_COLUMNS)} FROM request_records "
+                                    "WHERE message_id LIKE :tag"), like).all()
+    batches: dict[int, FloorBatch] = {}
+
+    def batch_of(message_id: str) -> FloorBatch:
+        return batches.setdefault(int(message_id.rsplit("-", 1)[1]) // batch_size, FloorBatch())
+
+    column = {name: i for i, name in enumerate(_TRANSACTION_COLUMNS)}
+    for row in transactions:
+        batch = batch_of(row[column["message_id"]])
+        batch.transactions.append(tuple(row))
+        totals = batch.year_totals.setdefault((row[column["social_security_number"]], row[column["insurance_year"]]),
+                                              [0, 0])
+        totals[0] += row[column["deductible_counted_fen"]]
+        totals[1] += row[column["pooled_fund_fen"]]
+    for ref, account, amount, message_id in entries:
+        batch = batch_of(message_id)
+        batch.entries.append((ref, account, amount))
+        batch.balances[account] = batch.balances.get(account, 0) + amount
+    message_at = _RECORD_COLUMNS.index("message_id")
+    for row in records:
+        batch_of(row[message_at]).records.append(tuple(row))
+    return [batches[n] for n in sorted(batches)]
+
+
+def floor_seconds(engine: Engine, floor_engine: Engine, batches: list[FloorBatch]) -> float:
+    """How long the database takes to write `batches` into `floor_engine`'s database with plain DBAPI
+    `executemany`, one transaction each, committed before the next (the accounts and year totals they move are
+    copied from `engine`'s database first, untimed)."""
+    postgres = floor_engine.dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+
+    def marks(count: int) -> str:
+        return ", ".join([mark] * count)
+
+    def ignore(table: str, columns: Sequence[str]) -> str:
+        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(len(columns))}) "
+                "ON CONFLICT DO NOTHING")
+
+    insert_transaction = (f"INSERT INTO ledger_transactions ({', '.join(_TRANSACTION_COLUMNS)}) "
+                          f"VALUES ({marks(len(_TRANSACTION_COLUMNS))})")
+    insert_entry = f"INSERT INTO ledger_entries (transaction_ref, account_code, amount_fen) VALUES ({marks(3)})"
+    insert_record = f"INSERT INTO request_records ({', '.join(_RECORD_COLUMNS)}) VALUES ({marks(len(_RECORD_COLUMNS))})"
+    add_balance = f"UPDATE ledger_accounts SET balance_fen = balance_fen + {mark} WHERE code = {mark}"
+    add_year = ("INSERT INTO year_totals (social_security_number, insurance_year, deductible_counted_fen, "
+                f"pooled_fund_paid_fen) VALUES ({marks(4)}) ON CONFLICT (social_security_number, insurance_year) "
+                "DO UPDATE SET deductible_counted_fen = year_totals.deductible_counted_fen + "
+                "excluded.deductible_counted_fen, pooled_fund_paid_fen = year_totals.pooled_fund_paid_fen + "
+                "excluded.pooled_fund_paid_fen")
+    moved: dict[str, int] = {}
+    for batch in batches:
+        for code, delta in batch.balances.items():
+            moved[code] = moved.get(code, 0) + delta
+    with engine.connect() as conn:
+        # At their balances before the run: the floor moves them through the same balances as the ledger did.
+        accounts = [(code, kind, owner, flag, balance - moved.get(code, 0)) for code, kind, owner, flag, balance
+                    in conn.execute(text("SELECT code, kind, owner, must_not_go_negative, balance_fen "
+                                         "FROM ledger_accounts"))]
+        years = [tuple(row) for row in conn.execute(text(
+            "SELECT social_security_number, insurance_year, deductible_counted_fen, pooled_fund_paid_fen "
+            "FROM year_totals"))]
+    raw = floor_engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if not postgres:
+            cursor.execute("BEGIN")
+        cursor.executemany("INSERT INTO ledger_accounts (code, kind, owner, must_not_go_negative, balance_fen) "
+                           f"VALUES ({marks(5)}) ON CONFLICT (code) DO UPDATE SET balance_fen = excluded.balance_fen",
+                           accounts)
+        cursor.executemany(ignore("year_totals", ("social_security_number", "insurance_year",
+                                                  "deductible_counted_fen", "pooled_fund_paid_fen")), years)
+        raw.commit() if postgres else cursor.execute("COMMIT")
+        started = time.perf_counter()
+        for batch in batches:
+            if not postgres:
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(insert_transaction, batch.transactions)
+            cursor.executemany(insert_entry, batch.entries)
+            cursor.executemany(add_balance, [(batch.balances[code], code) for code in sorted(batch.balances)])
+            cursor.executemany(add_year, [(ssn, year, d, p)
+                                          for (ssn, year), (d, p) in sorted(batch.year_totals.items())])
+            cursor.executemany(insert_record, batch.records)
+            raw.commit() if postgres else cursor.execute("COMMIT")
+        return time.perf_counter() - started
+    finally:
+        raw.close()
+
+
+def prepared_engine(url: str, registry: bool = True) -> Engine:
     engine = make_engine(url)
     upgrade(engine)
-    write_demo_registry(engine, persons=PERSONS)
+    if registry:
+        write_demo_registry(engine, persons=PERSONS)
     return engine
 
 
@@ -119,28 +255,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "settlements": args.settlements}
     with tempfile.TemporaryDirectory() as tmp:
-        engines = {"sqlite": prepared_engine(f"sqlite:///{tmp}/bench.db")}
-        drop = None
+        engines = {"sqlite": (prepared_engine(f"sqlite:///{tmp}/bench.db"),
+                              prepared_engine(f"sqlite:///{tmp}/floor.db", registry=False))}
+        drops = []
         if args.postgres:
             try:
                 url, drop = postgres_database(args.postgres)
-                engines["postgresql"] = prepared_engine(url)
+                drops.append(drop)
+                floor_url, drop = postgres_database(args.postgres)
+                drops.append(drop)
+                engines["postgresql"] = (prepared_engine(url), prepared_engine(floor_url, registry=False))
             except Exception as exc:  # the benchmark still reports SQLite
                 print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
-        for name, engine in engines.items():
-            rows = [measure(engine, size, args.settlements, args.profile and size == BATCH_SIZES[-1])
-                    for size in BATCH_SIZES]
+        for name, (engine, floor_engine) in engines.items():
+            rows = [measure(engine, floor_engine, size, args.settlements,
+                            args.profile and size == BATCH_SIZES[-1]) for size in BATCH_SIZES]
             base = rows[0]["settlements_per_s"]
             for row in rows:
                 row["ratio_to_batch_1"] = round(row["settlements_per_s"] / base, 2)
             results[name] = rows
             engine.dispose()
-        if drop:
+            floor_engine.dispose()
+        for drop in drops:
             drop()
     for name in ("sqlite", "postgresql"):
         for row in results.get(name, []):
             print(f"{name:10} batch {row['batch_size']:>3}: {row['settlements_per_s']:>9.1f} settlements/s "
-                  f"(x{row['ratio_to_batch_1']} of batch 1; {row['ok']}/{row['settlements']} OK in {row['seconds']} s)")
+                  f"(x{row['ratio_to_batch_1']} of batch 1; {row['ok']}/{row['settlements']} OK in "
+                  f"{row['seconds']} s); "
+                  f"floor {row['floor_settlements_per_s']:>9.1f}/s ({row['rows_per_settlement']} rows each): "
+                  f"ledger / floor {row['to_floor_ratio']:.3f}")
             if "profile" in row:
                 print(row["profile"])
     if args.json:
