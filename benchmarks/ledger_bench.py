@@ -44,10 +44,12 @@ from gateway.ledger.writer import InlineLedgerWriter
 from gateway.serve.reads import load_institution, load_registry_facts
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
 from gateway.settlement.policy import load_builtin_policies
+from gateway.settlement.rules import Refusal, admit
 
 BATCH_SIZES = (1, 10, 100)
 PERSONS = 400
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+POLICIES = load_builtin_policies()
 
 
 def in_city_intents(engine: Engine, count: int, tag: str) -> list[SettleIntent]:
@@ -67,12 +69,17 @@ def in_city_intents(engine: Engine, count: int, tag: str) -> list[SettleIntent]:
         card_number, registry, chip = facts_by_holder[n % len(facts_by_holder)]
         request = SettlementRequest(Purpose.SETTLE, business_date(NOW), 11, 500 + n % 100)
         facts = Facts(request, chip, registry, institution)
-        intents.append(SettleIntent("H33020300001-01", f"{tag}-{n}", f"hash-{tag}-{n}", facts, card_number, NOW))
+        # As the request path sends it: admitted by the rules, the split left to the writer.
+        admitted = admit(facts, POLICIES)
+        if isinstance(admitted, Refusal):
+            raise RuntimeError(f"the demo holder of {card_number} is refused ({admitted.rule}): no benchmark")
+        intents.append(SettleIntent("H33020300001-01", f"{tag}-{n}", f"hash-{tag}-{n}", facts, card_number, NOW,
+                                    admitted=admitted))
     return intents
 
 
 def measure(engine: Engine, floor_engine: Engine, batch_size: int, count: int, profile: bool) -> dict[str, Any]:
-    writer = InlineLedgerWriter(engine, load_builtin_policies())
+    writer = InlineLedgerWriter(engine, POLICIES)
     tag = f"b{batch_size}-{uuid.uuid4().hex[:6]}"
     intents = in_city_intents(engine, count, tag)
     # Warm up: every person's accounts opened, caches warm.

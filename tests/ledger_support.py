@@ -14,12 +14,15 @@ from gateway.protocol.messages import pb
 from gateway.serve.answers import answer, content_hash
 from gateway.serve.reads import load_institution, load_registry_facts, load_state
 from gateway.settlement.facts import ChipFacts, Facts, Purpose, SettlementRequest
+from gateway.settlement.policy import load_builtin_policies
+from gateway.settlement.rules import Refusal, admit
 
 # 10:00 in Beijing on 2026-11-24.
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 24)
 TERMINAL = "H33020300001-01"
 INSTITUTION = "H33020300001"
+POLICIES = load_builtin_policies()
 CARDS = {card.card_number: (holder, card) for holder in demo_population() for card in holder.cards}
 
 
@@ -32,7 +35,9 @@ def settle_request(message_id: str, total_fen: int, medical_type: int = 11, term
 
 def settle(engine: Engine, card_number: str, message_id: str, total_fen: int, *, medical_type: int = 11,
            terminal: str = TERMINAL, institution: str = INSTITUTION, pin: bool = False,
-           at: datetime = NOW) -> SettleIntent:
+           at: datetime = NOW, admitted: bool = False) -> SettleIntent:
+    """admitted: the intent carries what the request path's rules admitted on its facts, as the service sends it
+    (they must admit it); otherwise none, and the writer decides it all."""
     holder, card = CARDS[card_number]
     ssn = holder.person.social_security_number
     with Session(engine) as session:
@@ -42,7 +47,10 @@ def settle(engine: Engine, card_number: str, message_id: str, total_fen: int, *,
     facts = Facts(request, ChipFacts(card_number, ssn, card.issuing_region_code, card.expiry_date), registry,
                   institution_facts)
     digest = content_hash(settle_request(message_id, total_fen, medical_type, terminal))
-    return SettleIntent(terminal, message_id, digest, facts, card_number, at)
+    admission = admit(facts, POLICIES) if admitted else None
+    if isinstance(admission, Refusal):
+        raise ValueError(f"the rules refuse this settlement ({admission.rule}): the service would not send it")
+    return SettleIntent(terminal, message_id, digest, facts, card_number, at, admitted=admission)
 
 
 def revoke(settlement_id: str, message_id: str, *, terminal: str = TERMINAL, institution: str = INSTITUTION,

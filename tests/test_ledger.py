@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from gateway.db.engine import make_engine
@@ -22,15 +22,16 @@ from gateway.ledger.batch import Batch
 from gateway.ledger.check import check_ledger
 from gateway.ledger.errors import LedgerInvariantBroken
 from gateway.ledger.export import export_rows
-from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord
-from gateway.ledger.outcomes import Outcome
+from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord, YearTotal
+from gateway.ledger.outcomes import Outcome, Settled
 from gateway.ledger.rollover import RolloverRefused, rollover
 from gateway.ledger.transactions import negated_columns, split_columns, split_of
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.registry.models import Card
+from gateway.settlement.facts import Balances, YearToDate
 from gateway.settlement.policy import load_builtin_policies
-from gateway.settlement.rules import Decision
+from gateway.settlement.rules import Decision, decide
 from gateway.settlement.split import FundSplit
 from tests.ledger_support import (
     CARDS,
@@ -214,6 +215,66 @@ def test_the_first_settlement_with_the_new_card_cancels_the_old_ic_card(
     refused = one(writer, settle(ledger_engine, OLD_IC, "old-2", 1_000))
     assert refused.status == pb.STATUS_CODE_OLD_MEDICAL_CARD_CANCELLED
     assert_consistent(ledger_engine)
+
+
+def test_an_admission_on_a_card_state_that_changed_is_decided_again(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    """The request path admitted the old IC card before its holder's new card was first used; the new card's first
+    settlement, earlier in the same batch, voids it: the writer decides again and refuses it."""
+    new_card = settle(ledger_engine, NEW_OF_OLD_IC, "new-1", 1_000, admitted=True)
+    old_card = settle(ledger_engine, OLD_IC, "old-1", 1_000, admitted=True)
+    assert old_card.admitted is not None and new_card.admitted is not None and new_card.admitted.first_use_of_card
+    settled, refused = write(writer, [new_card, old_card])
+    assert settled.status == OK and refused.status == pb.STATUS_CODE_OLD_MEDICAL_CARD_CANCELLED
+    # Admitted again on registry facts from before the first use: the card was used meanwhile, so its first use is
+    # not booked again.
+    again = replace(settle(ledger_engine, NEW_OF_OLD_IC, "new-2", 1_000), facts=new_card.facts,
+                    admitted=new_card.admitted)
+    assert one(writer, again).status == OK
+    with Session(ledger_engine) as db:
+        used = db.get(Card, NEW_OF_OLD_IC)
+        assert used is not None and used.first_used_on == TODAY
+    assert_consistent(ledger_engine)
+
+
+_some_fen = st.integers(0, 2_500_000)
+
+
+def test_what_the_request_path_admitted_the_writer_splits_as_the_rules_decide(ledger_engine: Engine) -> None:
+    """Decided once: with the request path's admission the writer computes only the split, on the balances and
+    year-to-date totals it locked, and its outcome is the one it gives deciding everything itself — the rules'
+    decision on the state it locked. (Hypothesis inside the test: pytest-twisted runs no @given test with
+    parametrized fixtures.)"""
+    ssn = CARDS[IN_CITY][0].person.social_security_number
+
+    @settings(max_examples=30, deadline=None)
+    @given(total=st.integers(1, 2_500_000), medical_type=st.sampled_from([11, 14, 21]), current=_some_fen,
+           prior=_some_fen, deductible_so_far=st.integers(0, 100_000), pooled_so_far=_some_fen)
+    def decided_once(total: int, medical_type: int, current: int, prior: int, deductible_so_far: int,
+                     pooled_so_far: int) -> None:
+        admitted = settle(ledger_engine, IN_CITY, "m-1", total, medical_type=medical_type, admitted=True)
+        outcomes = []
+        for intent in (admitted, replace(admitted, admitted=None)):
+            with ledger_engine.connect() as conn:
+                transaction = conn.begin()
+                batch_module.open_persons(conn, [ssn])
+                for code, balance in ((f"person:{ssn}:current_year", current), (f"person:{ssn}:prior_years", prior)):
+                    conn.execute(update(LedgerAccount).where(LedgerAccount.code == code).values(balance_fen=balance))
+                conn.execute(delete(YearTotal).where(YearTotal.social_security_number == ssn))
+                conn.execute(insert(YearTotal).values(social_security_number=ssn, insurance_year=2026,
+                                                      deductible_counted_fen=deductible_so_far,
+                                                      pooled_fund_paid_fen=pooled_so_far))
+                [outcome] = Batch(conn, POLICIES, make_ref=lambda kind, day: f"{kind}{day:%Y%m%d}1").run([intent])
+                transaction.rollback()
+            outcomes.append(outcome)
+        assert outcomes[0] == outcomes[1]
+        locked = replace(admitted.facts, balances=Balances(current, prior),
+                         year_to_date=YearToDate(deductible_so_far, pooled_so_far))
+        rules = decide(locked, POLICIES)
+        assert isinstance(rules, Decision) and isinstance(outcomes[0], Settled) and outcomes[0].split == rules.split
+
+    decided_once()
 
 
 def test_settlements_in_one_batch_see_each_other(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:

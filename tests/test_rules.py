@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.protocol.messages import pb
 from gateway.protocol.status import STATUS_TEXTS
@@ -21,10 +24,30 @@ from gateway.settlement.facts import (
     LookupProblem,
     MedicalType,
     Purpose,
+    YearToDate,
 )
 from gateway.settlement.policy import PolicyBook, load_builtin_policies
-from gateway.settlement.rules import PROBLEM_STATUS, RULES, Decision, Refusal, RuleOrderError, decide
-from tests.rules_support import KIOSK, NINGBO_FILING, PHARMACY, TODAY, UNDESIGNATED_HOSPITAL, facts
+from gateway.settlement.rules import (
+    PROBLEM_STATUS,
+    RULES,
+    Admission,
+    Decision,
+    Refusal,
+    RuleOrderError,
+    admit,
+    decide,
+    decision,
+)
+from tests.rules_support import (
+    COMMUNITY,
+    HOSPITAL,
+    KIOSK,
+    NINGBO_FILING,
+    PHARMACY,
+    TODAY,
+    UNDESIGNATED_HOSPITAL,
+    facts,
+)
 
 POLICIES = load_builtin_policies()
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,6 +207,78 @@ def test_employees_residents_and_retirees_pay_by_their_scheme() -> None:
     assert (active.split.deductible_counted_fen, active.split.pooled_fund_fen) == (75_000, 93_750)
     assert (retired.split.deductible_counted_fen, retired.split.pooled_fund_fen) == (30_000, 137_700)
     assert resident.split.account_fen == 0  # residents have no personal accounts, whatever a balance says
+
+
+_fen = st.integers(0, 3_000_000)
+_balances = st.builds(Balances, _fen, _fen)
+_year_to_date = st.builds(YearToDate, _fen, _fen)
+
+
+@st.composite
+def _any_facts(draw: st.DrawFn) -> Any:
+    """Facts of every kind the rules meet: refused for each reason, admitted with and without a PIN, any
+    balances and year-to-date totals."""
+    day = draw(st.sampled_from([TODAY, date(2025, 12, 31), date(2027, 1, 2), date(2031, 1, 1)]))
+    total = draw(st.one_of(st.integers(-100, 2_000_000), st.just(50_000_001)))
+    items = draw(st.sampled_from([(), (total,), (total - 1, 1), (1, 2)]))
+    return facts(
+        purpose=draw(st.sampled_from(list(Purpose))),
+        medical_type=draw(st.sampled_from([0, 11, 14, 21, 41, 99])),
+        total_fen=total, items=items, pin=draw(st.booleans()), on=day,
+        institution=draw(st.sampled_from([HOSPITAL, UNDESIGNATED_HOSPITAL, COMMUNITY, PHARMACY, KIOSK])),
+        card={"kind": draw(st.sampled_from(list(CardKind))), "status": draw(st.sampled_from(list(CardStatus))),
+              "first_used_on": draw(st.sampled_from([None, date(2026, 1, 5)])),
+              "expiry_date": draw(st.sampled_from([date(2030, 1, 1), date(2026, 11, 23)]))},
+        person={"insurance_type": draw(st.sampled_from(list(InsuranceType))),
+                "insured_region_code": draw(st.sampled_from(["330203", "330212", "330100", "310100"])),
+                "filings": draw(st.sampled_from([(), (NINGBO_FILING,)])),
+                "social_security_card_used": draw(st.booleans())},
+        registered=draw(st.sampled_from([True, True, True, False])),
+        person_known=draw(st.sampled_from([True, True, True, False])),
+        lookup_problem=draw(st.one_of(st.none(), st.none(), st.sampled_from(list(LookupProblem)))),
+        balances=draw(_balances), year_to_date=draw(_year_to_date))
+
+
+@st.composite
+def _settlements(draw: st.DrawFn) -> Any:
+    """Facts the rules admit for a settlement: every scheme, medical type, institution level and region that
+    splits differently, any balances and year-to-date totals."""
+    institution, medical_type = draw(st.sampled_from([(HOSPITAL, 11), (HOSPITAL, 14), (HOSPITAL, 21),
+                                                      (COMMUNITY, 11), (UNDESIGNATED_HOSPITAL, 21),
+                                                      (PHARMACY, 41)]))
+    cross = draw(st.booleans()) and institution is not UNDESIGNATED_HOSPITAL and medical_type != 14
+    return facts(
+        medical_type=medical_type, total_fen=draw(st.integers(1, 2_000_000)), pin=cross,
+        on=draw(st.sampled_from([TODAY, date(2025, 12, 31), date(2027, 1, 2)])), institution=institution,
+        card={"kind": draw(st.sampled_from(list(CardKind))),
+              "first_used_on": draw(st.sampled_from([None, date(2025, 1, 5)])),
+              "issue_date": date(2020, 1, 1)},
+        person={"insurance_type": draw(st.sampled_from(list(InsuranceType))),
+                **(HANGZHOU_FILED if cross else {"insured_region_code": draw(st.sampled_from(["330203", "330212"]))})},
+        balances=draw(_balances), year_to_date=draw(_year_to_date))
+
+
+class _Unread:
+    """Stands for balances and year-to-date totals that must not be read: reading any field fails."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a rule read {name} before the ledger locked it")
+
+
+@given(st.one_of(_any_facts(), _settlements()))
+def test_deciding_once_is_the_rules_decision(locked: Any) -> None:
+    """What the request path admits reads no balance and no year-to-date total (there it has none it could trust),
+    and completed with the split on the balances the writer locked it is exactly the rules' decision on them — so
+    the writer does not run the rules a second time while the card's state is the one they saw."""
+    admitted = admit(replace(locked, balances=_Unread(), year_to_date=_Unread()), POLICIES)
+    whole = decide(locked, POLICIES)
+    if isinstance(admitted, Refusal):
+        assert whole == admitted
+        return
+    assert isinstance(admitted, Admission) and isinstance(whole, Decision)
+    completed = decision(locked, admitted)
+    assert completed == whole
+    assert (completed.split is not None) == (locked.request.purpose is Purpose.SETTLE)
 
 
 NO_CARD = {"registered": False}

@@ -53,7 +53,7 @@ from gateway.registry.tables import CARDS, OPENING_BALANCES, PERSONS
 from gateway.settlement.calendar import utc_now
 from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
 from gateway.settlement.policy import PolicyBook
-from gateway.settlement.rules import Refusal, decide
+from gateway.settlement.rules import Refusal, decide, decision
 from gateway.settlement.split import FundSplit
 
 CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
@@ -281,7 +281,8 @@ class Batch:
                                                                                   fresh_card["first_used_on"]):
             card = replace(card, status=CardStatus(fresh_card["status"]), first_used_on=fresh_card["first_used_on"])
         used = holder in self.used_social_security_card
-        if card is not facts.registry.card or used != person.social_security_card_used:
+        changed = card is not facts.registry.card or used != person.social_security_card_used
+        if changed:
             person = replace(person, social_security_card_used=used)
             facts = replace(facts, registry=replace(facts.registry, card=card, person=person))
         current_code = accounts.person_current_year(holder).code
@@ -289,7 +290,11 @@ class Batch:
         totals = self.year_totals.get((holder, year), [0, 0])
         facts = replace(facts, balances=Balances(self.balances.get(current_code, 0), self.balances.get(prior_code, 0)),
                         year_to_date=YearToDate(totals[0], totals[1]))
-        outcome = decide(facts, self.policies)
+        # Decided once: what the request path's rules admitted holds while the card's state is the one they saw
+        # (no rule reads a balance), and only the split is decided here; otherwise, or with no admission, the rules
+        # decide it all again on the state locked.
+        admitted = intent.admitted
+        outcome = decide(facts, self.policies) if admitted is None or changed else decision(facts, admitted)
         if isinstance(outcome, Refusal):
             return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
         split = outcome.split

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from gateway.settlement.calendar import business_date
 from gateway.settlement.facts import Facts
+from gateway.settlement.rules import Admission
 
 # Every intent carries `content_hash`: the request path's digest of what the request asks for, PIN excluded
 # (gateway.serve.answers.content_hash). The ledger records it and compares a retry's with it.
@@ -20,6 +21,10 @@ class SettleIntent:
     facts: Facts          # the PIN, where required, was verified on the card before this was built
     card_number: str
     recorded_at: datetime
+    # What the request path's rules admitted on `facts` (gateway.settlement.rules.admit): the writer takes it
+    # as decided while the card's state it locked is the one in `facts`, and computes only the split on the
+    # balances it locked. None (tools, tests): the writer decides it all.
+    admitted: Admission | None = None
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from gateway.settlement.facts import (
     YearToDate,
 )
 from gateway.settlement.policy import PolicyBook
-from gateway.settlement.rules import Decision, Refusal, decide, has_filing_here, settlement_needs_pin
+from gateway.settlement.rules import Decision, Refusal, admit, decide, has_filing_here, settlement_needs_pin
 
 log = Logger(namespace="gateway.serve.handlers")
 T = TypeVar("T")
@@ -324,7 +324,9 @@ class SettlementHandlers:
             facts, record = await self._facts_and_record(terminal, card, settle_request, message_id)
             if record is not None:
                 return _answer(served, message_id, repeated(message_id, record, digest))
-        outcome = decide(facts, self.policies)
+        # A Settle's split is the writer's, on the balances it locks: here only the rules' refusals and the PIN,
+        # which read no balance (gateway.settlement.rules.admit). A PreSettle is answered here, split and all.
+        outcome = admit(facts, self.policies) if write else decide(facts, self.policies)
         if isinstance(outcome, Refusal):
             # A refused Settle looks again, even after a look-up before the card read: the original of a retry may
             # have gone through meanwhile and now be refused (its own first use of the card cancelled the old
@@ -343,9 +345,10 @@ class SettlementHandlers:
         # An in-city Settle with its card read kept has not looked (and costs no look-up): the writer answers a
         # recorded key from its record, first, in the transaction that would write (its batch reads the records
         # of all its intents in one statement). Only the rules, pure and in memory, ran before.
-        if not write:
+        if isinstance(outcome, Decision):
             return self._pre_settlement(message_id, card, facts, outcome)
-        intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now())
+        intent = SettleIntent(terminal.terminal_id, message_id, digest, facts, card.card_number, self._now(),
+                              admitted=outcome)
         settled: Outcome = await self.writer.submit(intent)
         if isinstance(settled, Settled) and debug_enabled():
             log.debug("settled {settlement_id} at {terminal_id}: {total} fen ({holder})",

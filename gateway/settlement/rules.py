@@ -39,6 +39,19 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """What the rules decide before the balances: no rule refuses, whether the card's PIN is needed, and the
+    policy a settlement is split under. No rule reads balances or year-to-date totals, so an admission holds for
+    any; the split is then `decision(facts, admission)` on the balances the ledger locked."""
+
+    pin_required: bool
+    cross_region: bool
+    policy: Policy | None = None          # the settlement date's policy (a settlement); None otherwise
+    # A social security card's first successful settlement (see Decision.first_use_of_card).
+    first_use_of_card: bool = False
+
+
+@dataclass(frozen=True)
 class Decision:
     pin_required: bool
     cross_region: bool
@@ -361,8 +374,9 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
-    """The first refusing rule's refusal, or the decision: PIN needed or not, and the split."""
+def admit(facts: Facts, policies: PolicyBook) -> Refusal | Admission:
+    """The first refusing rule's refusal, or the admission: everything decide() decides but the split, which is
+    the only part that reads balances and year-to-date totals."""
     purpose = facts.request.purpose
     policy = policies.for_date(facts.request.on) if purpose is Purpose.SETTLE else None
     if purpose is Purpose.SETTLE and policy is None:
@@ -375,17 +389,28 @@ def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
         refusal = rule.check(facts, policy)
         if refusal is not None:
             return refusal
-    cross_region = is_cross_region(facts)
     if policy is None:
-        return Decision(pin_required=pin_required(facts), cross_region=cross_region)
+        return Admission(pin_required=pin_required(facts), cross_region=is_cross_region(facts))
     card = registered_card(facts)
-    return Decision(
-        pin_required=pin_required(facts),
-        cross_region=cross_region,
-        split=fund_split(facts, policy),
-        policy_version=policy.version,
-        first_use_of_card=card.kind is CardKind.SOCIAL_SECURITY and card.first_used_on is None,
-    )
+    return Admission(pin_required=pin_required(facts), cross_region=is_cross_region(facts), policy=policy,
+                     first_use_of_card=card.kind is CardKind.SOCIAL_SECURITY and card.first_used_on is None)
+
+
+def decision(facts: Facts, admitted: Admission) -> Decision:
+    """The decision on `facts`' balances and year-to-date totals, for facts that `admitted` was decided on
+    (whatever their balances): with a policy, the split."""
+    policy = admitted.policy
+    if policy is None:
+        return Decision(pin_required=admitted.pin_required, cross_region=admitted.cross_region)
+    return Decision(pin_required=admitted.pin_required, cross_region=admitted.cross_region,
+                    split=fund_split(facts, policy), policy_version=policy.version,
+                    first_use_of_card=admitted.first_use_of_card)
+
+
+def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
+    """The first refusing rule's refusal, or the decision: PIN needed or not, and the split."""
+    admitted = admit(facts, policies)
+    return admitted if isinstance(admitted, Refusal) else decision(facts, admitted)
 
 
 def fund_split(facts: Facts, policy: Policy) -> FundSplit:
