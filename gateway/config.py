@@ -140,6 +140,8 @@ class LedgerConfig:
     retry_attempts: int = _WRITER.retry_attempts
     # Account codes the writer remembers as existing, so that it neither looks them up nor creates them again.
     known_accounts: int = _WRITER.known_accounts
+    # Holders whose balances, year-to-date totals and card state the writer keeps from its last commit (SQLite).
+    known_holders: int = _WRITER.known_holders
     # A directory of policy files (YEAR.toml); empty: the built-in, illustrative ones.
     policy_dir: str = ""
     # Days ahead of today the policies must cover; fewer, and the gateway warns (at start, then daily).
@@ -148,7 +150,7 @@ class LedgerConfig:
     def writer_limits(self) -> WriterLimits:
         """What the ledger's writer enforces."""
         return WriterLimits(max_batch=self.max_batch, max_queue=self.max_queue, retry_attempts=self.retry_attempts,
-                            known_accounts=self.known_accounts)
+                            known_accounts=self.known_accounts, known_holders=self.known_holders)
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,7 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "ledger.known_accounts", config.ledger.known_accounts, upper=100_000_000)
     _positive(source, "ledger.policy_warning_days", config.ledger.policy_warning_days,
               upper=MAX_POLICY_WARNING_DAYS)
+    _positive(source, "ledger.known_holders", config.ledger.known_holders, upper=100_000_000)
     _positive(source, "registry.cache_entries", config.registry.cache_entries, upper=100_000_000)
     _positive(source, "registry.refresh_s", config.registry.refresh_s, upper=3600)
     if config.log.format not in LOG_FORMATS:

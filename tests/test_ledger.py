@@ -25,7 +25,8 @@ from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord, YearTotal
 from gateway.ledger.outcomes import Outcome, Settled
 from gateway.ledger.rollover import RolloverRefused, rollover
-from gateway.ledger.transactions import negated_columns, split_columns, split_of
+from gateway.ledger.sql import hot_sql, record_row, transaction_row
+from gateway.ledger.transactions import AMOUNT_COLUMNS, negated_columns, split_columns, split_of
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
 from gateway.registry.models import Card
@@ -47,6 +48,7 @@ from tests.ledger_support import (
 )
 
 OK = pb.STATUS_CODE_OK
+TERMINAL_ID = "H33020300001-01"
 POLICIES = load_builtin_policies()
 IN_CITY = "N00000001"          # Haishu, employee, PIN 000000
 REPLACED_HOLDER_NEW = "N00001302"
@@ -277,6 +279,35 @@ def test_what_the_request_path_admitted_the_writer_splits_as_the_rules_decide(le
     decided_once()
 
 
+def test_the_hot_writes_store_each_value_as_sqlalchemy_core_does(migrated_engine: Engine) -> None:
+    """The writer binds plain values through the DBAPI (gateway.ledger.sql.HotSql); what the database holds
+    must be what Core would have stored for the same row — dates and times in the dialect's own form."""
+    moment = datetime(2026, 11, 24, 2, 3, 4, 567_890, tzinfo=UTC)
+    values = {"kind": "settlement", "terminal_id": TERMINAL_ID, "institution_code": "H33020300001",
+              "social_security_number": "330203199001011236", "card_number": "N00000001", "medical_type": 11,
+              "insurance_year": 2026, "business_date": date(2026, 11, 24), "recorded_at": moment,
+              "policy_version": "NB-2026", "total_fen": 500, "current_year_fen": 500}
+    amounts = tuple(values.get(column, 0) for column in AMOUNT_COLUMNS)
+    names = ("ref", "kind", "terminal_id", "message_id", "institution_code", "social_security_number",
+             "card_number", "medical_type", "insurance_year", "business_date", "recorded_at", "policy_version")
+    record = {"terminal_id": TERMINAL_ID, "body": "settle", "content_hash": "h", "outcome": "committed",
+              "transaction_ref": None, "recorded_outcome": "{}", "recorded_at": moment}
+    with migrated_engine.begin() as conn:
+        hot = hot_sql(conn)
+        conn.execute(insert(LedgerTransaction), [{**values, "ref": "CORE", "message_id": "core"}])
+        conn.exec_driver_sql(hot.insert_transactions, [transaction_row(
+            hot, **{name: value for name, value in {**values, "ref": "HOT", "message_id": "hot"}.items()
+                    if name in names}, amounts=amounts)])
+        conn.execute(insert(RequestRecord), [{**record, "message_id": "core"}])
+        conn.exec_driver_sql(hot.insert_records, [record_row(hot, **{**record, "message_id": "hot"})])
+    with migrated_engine.connect() as conn:
+        for table in ("ledger_transactions", "request_records"):
+            core, written = (conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = '{key}'").mappings()
+                             .one() for key in ("core", "hot"))
+            differing = {name for name in core if core[name] != written[name]}
+            assert differing <= {"id", "ref", "message_id"}, (table, {n: (core[n], written[n]) for n in differing})
+
+
 def test_settlements_in_one_batch_see_each_other(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:
     current, prior, _, _ = balances_of(ledger_engine, IN_CITY)
     everything = current + prior
@@ -336,6 +367,116 @@ def test_the_writer_looks_for_a_persons_accounts_only_until_they_are_committed(
     assert not any("INSERT INTO ledger_accounts" in s or "ledger_accounts.owner" in s for s in statements), statements
     assert sum(balances_of(ledger_engine, IN_CITY)[:2]) < sum(before[:2])
     assert_consistent(ledger_engine)
+
+
+def _reads_of_state(statements: list[str]) -> list[str]:
+    """The statements that read holders' balances, year-to-date totals or cards."""
+    return [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))
+            and any(table in sql for table in ("ledger_accounts", "year_totals", "FROM cards"))]
+
+
+def test_on_sqlite_the_writer_reads_no_state_it_committed_itself(sqlite_url: str) -> None:
+    """Nobody else wrote (SQLite's data_version says so, under the write lock): the second batch for the same
+    holders reads neither their balances nor their year-to-date totals nor their cards — only the request records
+    of its keys — and books exactly what reading them would."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, POLICIES)
+    assert one(writer, settle(engine, IN_CITY, "m-0", 1_000)).status == OK  # the card's first use: read again
+    assert one(writer, settle(engine, IN_CITY, "m-1", 1_000)).status == OK
+    intents: list[Any] = [settle(engine, IN_CITY, f"m-{n}", 41_000, admitted=True) for n in (2, 3)]
+    seen = _statements_of(engine)
+    settled = write(writer, intents)
+    assert [r.status for r in settled] == [OK, OK]
+    assert _reads_of_state(seen) == []
+    assert any("request_records" in sql for sql in seen)
+    current, prior, deductible, pooled = balances_of(engine, IN_CITY)
+    after = settled[-1].settle.balances_after
+    assert (after.current_year_account_fen, after.prior_years_account_fen, after.deductible_counted_ytd_fen,
+            after.pooled_fund_paid_ytd_fen) == (current, prior, deductible, pooled)
+    assert_consistent(engine)
+    writer.close()
+    engine.dispose()
+
+
+def test_on_sqlite_a_write_by_anyone_else_makes_the_writer_read_the_state_again(sqlite_url: str) -> None:
+    """Another connection — another gateway process, `gateway ledger rollover`, an operator — committed: the writer
+    knows nothing any more and reads what it books on, so it never books on a balance that is no longer there."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, POLICIES)
+    assert one(writer, settle(engine, IN_CITY, "m-1", 1_000)).status == OK
+    other = make_engine(sqlite_url)
+    other_writer = InlineLedgerWriter(other, POLICIES)
+    assert one(other_writer, settle(other, IN_CITY, "other-1", 50_000)).status == OK
+    intent = settle(engine, IN_CITY, "m-2", 1_000, admitted=True)
+    seen = _statements_of(engine)
+    mine = one(writer, intent)
+    assert mine.status == OK and _reads_of_state(seen) != []
+    current, prior, _, _ = balances_of(engine, IN_CITY)
+    assert (mine.settle.balances_after.current_year_account_fen,
+            mine.settle.balances_after.prior_years_account_fen) == (current, prior)
+    assert_consistent(engine)
+    for each in (writer, other_writer):
+        each.close()
+    other.dispose()
+    engine.dispose()
+
+
+def test_two_writers_on_one_sqlite_ledger_book_as_one_would(tmp_path: Any) -> None:
+    """Two writers (two gateway processes on one ledger, `gateway serve --processes 2`) taking turns on one holder
+    until the accounts are empty: each sees what the other booked, so every split is the one a single writer gives
+    and the ledger checks."""
+
+    def run(url: str, writers_count: int) -> list[Any]:
+        engines = [make_engine(url) for _ in range(writers_count)]
+        upgrade(engines[0])
+        write_demo_registry(engines[0], persons=40)
+        writers = [InlineLedgerWriter(each, POLICIES) for each in engines]
+        splits = []
+        for n in range(30):
+            response = one(writers[n % writers_count],
+                           settle(engines[0], IN_CITY, f"m-{n}", 30_000 + 7 * n, admitted=True))
+            assert response.status == OK, response.message_en
+            splits.append(response.settle.split)
+        assert_consistent(engines[0])
+        for each in writers:
+            each.close()
+        for each in engines:
+            each.dispose()
+        return splits
+
+    alone = run(f"sqlite:///{tmp_path / 'alone.db'}", 1)
+    assert alone[-1].current_year_account_fen == 0  # the current-year account ran dry on the way
+    assert run(f"sqlite:///{tmp_path / 'shared.db'}", 2) == alone
+
+
+def test_a_failed_batch_leaves_the_writer_knowing_nothing(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=40)
+    writer = InlineLedgerWriter(engine, POLICIES)
+    assert one(writer, settle(engine, IN_CITY, "m-1", 1_000)).status == OK
+    original = Batch._write
+
+    def fails_after_deciding(self: Batch) -> None:
+        original(self)
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(Batch, "_write", fails_after_deciding)
+    assert one(writer, settle(engine, IN_CITY, "m-2", 1_000)).status == pb.STATUS_CODE_INTERNAL_ERROR
+    monkeypatch.setattr(Batch, "_write", original)
+    intent = settle(engine, IN_CITY, "m-3", 1_000)
+    seen = _statements_of(engine)
+    assert one(writer, intent).status == OK
+    assert _reads_of_state(seen) != []
+    assert_consistent(engine)
+    writer.close()
+    engine.dispose()
 
 
 def test_a_batch_that_failed_leaves_no_account_remembered(

@@ -39,15 +39,17 @@ from gateway.ledger.postings import Posting, compensation_postings, opening_post
 from gateway.ledger.records import Recorded, repeated
 from gateway.ledger.sql import (
     add_to_balances,
-    insert_or_add,
+    hot_sql,
     locked_balances,
     open_accounts,
     post_once,
+    record_row,
     select_by_keys,
-    transaction_rows,
+    transaction_row,
 )
+from gateway.ledger.state import KnownState
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
-from gateway.ledger.transactions import opening_key, rollover_key, split_columns, split_of, undone_by
+from gateway.ledger.transactions import opening_key, rollover_key, split_amounts, split_of, undone_by
 from gateway.protocol.status import StatusCode
 from gateway.registry.tables import CARDS, OPENING_BALANCES, PERSONS
 from gateway.settlement.calendar import utc_now
@@ -141,9 +143,11 @@ class _Transaction:
 
 @dataclass
 class _Writes:
-    transactions: list[dict[str, Any]] = field(default_factory=list)
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    """Rows as the hot writes bind them (gateway.ledger.sql.HotSql)."""
+
+    transactions: list[tuple[Any, ...]] = field(default_factory=list)
+    entries: list[tuple[str, str, int]] = field(default_factory=list)
+    records: list[tuple[Any, ...]] = field(default_factory=list)
     deltas: dict[str, int] = field(default_factory=dict)
     specs: dict[str, AccountSpec] = field(default_factory=dict)
     year_deltas: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (person id, year)
@@ -153,12 +157,17 @@ class _Writes:
 
 class Batch:
     def __init__(self, conn: Connection, policies: PolicyBook, known_accounts: frozenset[str] | set[str] = frozenset(),
-                 *, now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref) -> None:
+                 *, now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref,
+                 known: KnownState | None = None) -> None:
         """`known_accounts`: codes of accounts committed earlier (accounts are never removed), which the batch
         neither looks for nor creates again. `now` is the clock of what the batch books on its own (a person's
         opening balances; a request's transactions carry the time it was received), `make_ref` the maker of
-        transaction ids."""
+        transaction ids. `known`: the state the writer committed last, where the database guarantees that nobody
+        wrote since (gateway.ledger.state); the batch reads only what it lacks, and leaves it untouched."""
         self.conn = conn
+        self.hot = hot_sql(conn)
+        self.known = known
+        self.persons: list[str] = []  # the holders whose state the batch holds
         self.policies = policies
         self.known_accounts = known_accounts
         self.now = now
@@ -228,32 +237,94 @@ class Batch:
                 TRANSACTIONS.c.dedupe_key.in_(keys))))
 
     def _load_persons(self, persons: list[int], years: set[int]) -> None:
+        self.persons = persons
         if not persons:
             return
+        known = self.known.balances if self.known is not None else {}
+        unknown = []
+        for person in persons:
+            current, prior = accounts.person_current_year(person).code, accounts.person_prior_years(person).code
+            if current in known and prior in known:
+                self.balances[current], self.balances[prior] = known[current], known[prior]
+            else:
+                unknown.append(person)
+        if unknown:
+            self._read_balances(unknown)
+        known_totals = self.known.year_totals if self.known is not None else {}
+        pairs = []
+        for person in persons:
+            for year in sorted(years):
+                totals = known_totals.get((person, year))
+                if totals is None:
+                    pairs.append((person, year))
+                else:
+                    self.year_totals[(person, year)] = list(totals)
+        if pairs:
+            for pair in pairs:  # a holder with no row yet has nothing counted in the year
+                self.year_totals[pair] = [0, 0]
+            rows = select_by_keys(self.conn, YEAR_TOTALS, ("person_id", "insurance_year"), pairs, lock=True)
+            for row in rows.mappings():
+                self.year_totals[(row["person_id"], row["insurance_year"])] = [
+                    row["deductible_counted_fen"], row["pooled_fund_paid_fen"]]
+
+    def _read_balances(self, persons: list[int]) -> None:
         open_persons(self.conn, persons, self.known_accounts, now=self.now, make_ref=self.make_ref)
         codes = [spec.code for person in persons for spec in (accounts.person_current_year(person),
                                                                 accounts.person_prior_years(person))]
-        self.balances = locked_balances(self.conn, codes)
-        if len(self.balances) < len(codes):
+        found = locked_balances(self.conn, codes)
+        if len(found) < len(codes):
             # Accounts remembered as committed are not in the database: it lost committed rows (a restore, a
             # failover to a replica that lagged). Trust nothing remembered, and open them as for a newcomer.
             self.known_accounts = frozenset()
             self.forgot_accounts = True
             open_persons(self.conn, persons, self.known_accounts, now=self.now, make_ref=self.make_ref)
-            self.balances = locked_balances(self.conn, codes)
-        pairs = [(person, year) for person in persons for year in sorted(years)]
-        totals = select_by_keys(self.conn, YEAR_TOTALS, ("person_id", "insurance_year"), pairs, lock=True)
-        for row in totals.mappings():
-            self.year_totals[(row["person_id"], row["insurance_year"])] = [
-                row["deductible_counted_fen"], row["pooled_fund_paid_fen"]]
+            found = locked_balances(self.conn, codes)
+        self.balances.update(found)
 
     def _load_cards(self, card_numbers: set[str], persons: set[int]) -> None:
-        if card_numbers:
-            rows = self.conn.execute(_CARDS, {"cards": sorted(card_numbers)}).mappings()
-            self.cards = {row["card_number"]: dict(row) for row in rows}
-        if persons:
-            self.used_social_security_card = set(self.conn.scalars(_USED_SOCIAL_SECURITY_CARDS,
-                                                                   {"persons": sorted(persons)}))
+        known_cards = self.known.cards if self.known is not None else {}
+        known_used = self.known.used_social_security_card if self.known is not None else {}
+        unread = []
+        for number in sorted(card_numbers):
+            known_card = known_cards.get(number)
+            if known_card is None:
+                unread.append(number)
+            else:
+                status, first_used_on, kind = known_card
+                self.cards[number] = {"card_number": number, "status": status, "first_used_on": first_used_on,
+                                      "kind": kind}
+        if unread:
+            rows = self.conn.execute(_CARDS, {"cards": unread}).mappings()
+            self.cards.update((row["card_number"], dict(row)) for row in rows)
+        unasked = []
+        for person in sorted(persons):
+            used = known_used.get(person)
+            if used is None:
+                unasked.append(person)
+            elif used:
+                self.used_social_security_card.add(person)
+        if unasked:
+            self.used_social_security_card.update(self.conn.scalars(_USED_SOCIAL_SECURITY_CARDS,
+                                                                    {"persons": unasked}))
+
+    def remember(self, state: KnownState) -> None:
+        """Leave in `state` what this batch holds once it committed: each holder's balances, year-to-date
+        totals, cards and whether a social security card of theirs was used."""
+        state.balances.update(self.balances)
+        for key, (deductible, pooled) in self.year_totals.items():
+            state.year_totals[key] = (deductible, pooled)
+        for person in self.persons:
+            state.used_social_security_card[person] = person in self.used_social_security_card
+        cancelled = bool(self.writes.cancel_old_cards_of)
+        if cancelled:
+            # Old cards were cancelled by one statement, not one by one, and a card's row does not say whose it
+            # is: forget every old card known (a holder's first use of a social security card is rare).
+            for number in [n for n, (_, _, kind) in state.cards.items() if kind == CardKind.OLD_MEDICAL_IC.value]:
+                del state.cards[number]
+        for number, row in self.cards.items():
+            kind = row.get("kind")
+            if kind is not None and not (cancelled and kind == CardKind.OLD_MEDICAL_IC.value):
+                state.cards[number] = (row["status"], row["first_used_on"], kind)
 
     # Deciding ----------------------------------------------------------------------------------
 
@@ -304,13 +375,12 @@ class Batch:
         ref = self.make_ref("S", day)
         postings = settlement_postings(holder, person.insured_region_code, facts.institution.code, split)
         self._post(ref, postings)
-        self.writes.transactions.append({
-            "ref": ref, "kind": TransactionKind.SETTLEMENT.value, "terminal_id": intent.terminal_id,
-            "message_id": intent.message_id, "institution_code": facts.institution.code,
-            "person_id": holder, "card_number": card.card_number,
-            "medical_type": facts.request.medical_type, "insurance_year": year, "business_date": day,
-            "recorded_at": intent.recorded_at, "policy_version": outcome.policy_version, **split_columns(split),
-        })
+        self.writes.transactions.append(transaction_row(
+            self.hot, ref=ref, kind=TransactionKind.SETTLEMENT.value, terminal_id=intent.terminal_id,
+            message_id=intent.message_id, institution_code=facts.institution.code, person_id=holder,
+            card_number=card.card_number, medical_type=facts.request.medical_type, insurance_year=year,
+            business_date=day, recorded_at=intent.recorded_at, policy_version=outcome.policy_version,
+            amounts=split_amounts(split)))
         self._add_year(holder, year, split.deductible_counted_fen, split.pooled_fund_fen)
         if outcome.first_use_of_card:
             self.writes.first_used[card.card_number] = day
@@ -343,13 +413,11 @@ class Batch:
             entries, split = to_prior_years(entries, split, holder)
         postings = compensation_postings(entries, _specs_for(original, holder, institution_code))
         self._post(ref, postings)
-        self.writes.transactions.append({
-            "ref": ref, "kind": kind.value, "dedupe_key": f"compensates:{original.ref}", "original_ref": original.ref,
-            "terminal_id": intent.terminal_id, "message_id": intent.message_id,
-            "institution_code": institution_code, "person_id": holder,
-            "card_number": original.card_number, "insurance_year": original.insurance_year, "business_date": day,
-            "recorded_at": intent.recorded_at, **split_columns(split, sign=-1),
-        })
+        self.writes.transactions.append(transaction_row(
+            self.hot, ref=ref, kind=kind.value, dedupe_key=f"compensates:{original.ref}", original_ref=original.ref,
+            terminal_id=intent.terminal_id, message_id=intent.message_id, institution_code=institution_code,
+            person_id=holder, card_number=original.card_number, insurance_year=original.insurance_year,
+            business_date=day, recorded_at=intent.recorded_at, amounts=split_amounts(split, sign=-1)))
         if original.insurance_year is not None:
             self._add_year(holder, original.insurance_year, -split.deductible_counted_fen, -split.pooled_fund_fen)
         original.compensated_by = kind.value
@@ -387,11 +455,8 @@ class Batch:
         target = self.records.get((intent.terminal_id, intent.original_message_id))
         if target is None:
             # It never arrived: a tombstone refuses it should it arrive late.
-            tombstone = {"terminal_id": intent.terminal_id, "message_id": intent.original_message_id,
-                         "body": "settle", "content_hash": None, "outcome": RequestOutcome.TOMBSTONE.value,
-                         "transaction_ref": None, "recorded_outcome": None, "recorded_at": intent.recorded_at}
-            self.records[(intent.terminal_id, intent.original_message_id)] = tombstone
-            self.writes.records.append(tombstone)
+            self._keep_record(intent.terminal_id, intent.original_message_id, "settle", None,
+                              RequestOutcome.TOMBSTONE.value, None, None, intent.recorded_at)
             return self._record(intent, "reverse", None, Reversed(intent.original_message_id,
                                                                   ReverseResult.NEVER_ARRIVED, None))
         if target["outcome"] == RequestOutcome.TOMBSTONE.value:
@@ -415,7 +480,7 @@ class Batch:
 
     def _post(self, ref: str, postings: list[Posting]) -> None:
         for spec, amount in postings:
-            self.writes.entries.append({"transaction_ref": ref, "account_code": spec.code, "amount_fen": amount})
+            self.writes.entries.append((ref, spec.code, amount))
             self.writes.deltas[spec.code] = self.writes.deltas.get(spec.code, 0) + amount
             self.writes.specs[spec.code] = spec
             if spec.code in self.balances or spec.must_not_go_negative:
@@ -434,13 +499,17 @@ class Batch:
 
     def _record(self, intent: Intent, body: str, ref: str | None, outcome: CommittedT) -> CommittedT:
         """Record `outcome` under the intent's key, as what a retry gets; `outcome` back."""
-        record = {"terminal_id": intent.terminal_id, "message_id": intent.message_id, "body": body,
-                  "content_hash": intent.content_hash, "outcome": RequestOutcome.COMMITTED.value,
-                  "transaction_ref": ref, "recorded_outcome": recorded_form(outcome),
-                  "recorded_at": intent.recorded_at}
-        self.records[(intent.terminal_id, intent.message_id)] = record
-        self.writes.records.append(record)
+        self._keep_record(intent.terminal_id, intent.message_id, body, intent.content_hash,
+                          RequestOutcome.COMMITTED.value, ref, recorded_form(outcome), intent.recorded_at)
         return outcome
+
+    def _keep_record(self, terminal_id: str, message_id: str, body: str, content_hash: str | None, outcome: str,
+                     ref: str | None, recorded_outcome: str | None, recorded_at: datetime) -> None:
+        """A request record to write, and to find under its key later in this batch (as a loaded row)."""
+        self.records[(terminal_id, message_id)] = {"outcome": outcome, "content_hash": content_hash,
+                                                   "transaction_ref": ref, "recorded_outcome": recorded_outcome}
+        self.writes.records.append(record_row(self.hot, terminal_id, message_id, body, content_hash, outcome, ref,
+                                              recorded_outcome, recorded_at))
 
     def accounts_opened(self) -> set[str]:
         """The codes of every account this batch found or created: after its commit, known to exist."""
@@ -450,19 +519,18 @@ class Batch:
 
     def _write(self) -> None:
         writes, conn = self.writes, self.conn
+        hot = self.hot
         open_accounts(conn, [spec for code, spec in writes.specs.items() if code not in self.known_accounts])
         if writes.transactions:
-            conn.execute(TRANSACTIONS.insert(), transaction_rows(writes.transactions))
+            conn.exec_driver_sql(hot.insert_transactions, writes.transactions)
         if writes.entries:
-            conn.execute(ENTRIES.insert(), writes.entries)
+            conn.exec_driver_sql(hot.insert_entries, writes.entries)
         add_to_balances(conn, writes.deltas)
         if writes.year_deltas:
-            conn.execute(insert_or_add(conn, YEAR_TOTALS, ["person_id", "insurance_year"],
-                                       ["deductible_counted_fen", "pooled_fund_paid_fen"]),
-                         [{"person_id": person, "insurance_year": year, "deductible_counted_fen": d,
-                           "pooled_fund_paid_fen": p} for (person, year), (d, p) in sorted(writes.year_deltas.items())])
+            conn.exec_driver_sql(hot.add_to_year_totals, [(person, year, d, p) for (person, year), (d, p)
+                                                          in sorted(writes.year_deltas.items())])
         if writes.records:
-            conn.execute(RECORDS.insert(), writes.records)
+            conn.exec_driver_sql(hot.insert_records, writes.records)
         if writes.first_used:
             conn.execute(_FIRST_USE, [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())])
         if writes.cancel_old_cards_of:

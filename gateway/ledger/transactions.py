@@ -35,6 +35,11 @@ def split_columns(split: FundSplit, sign: int = 1) -> dict[str, int]:
     return {column: sign * getattr(split, field) for field, column in SPLIT_COLUMNS.items()}
 
 
+def split_amounts(split: FundSplit, sign: int = 1) -> tuple[int, ...]:
+    """split_columns' values alone, in the order of AMOUNT_COLUMNS: a row as the writer binds it."""
+    return tuple(split_columns(split, sign).values())
+
+
 def split_of(row: RowMapping | Mapping[str, Any]) -> FundSplit:
     """The split a settlement's row (or its undoing's) records, as positive numbers: an undoing records it
     negated."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -25,6 +25,8 @@ from gateway.db.engine import IMMEDIATE_OPTION
 from gateway.ledger.batch import Batch, RefMaker, new_ref
 from gateway.ledger.intents import Intent
 from gateway.ledger.outcomes import Outcome, Refused
+from gateway.ledger.sql import data_version
+from gateway.ledger.state import KnownState
 from gateway.ops.logs import error_line
 from gateway.protocol.status import StatusCode
 from gateway.settlement.calendar import utc_now
@@ -47,6 +49,7 @@ class WriterLimits:
     max_queue: int = 20_000       # intents waiting; beyond it requests are refused "retry"
     retry_attempts: int = 3       # a batch that met a deadlock or a serialization failure is run again
     known_accounts: int = 200_000  # account codes remembered as existing (then forgotten, and looked up again)
+    known_holders: int = 20_000   # holders whose committed state is kept for the next batch (SQLite; then forgotten)
 
 
 class LedgerWriter:
@@ -64,6 +67,11 @@ class LedgerWriter:
         self._queue: queue.Queue[tuple[Intent, Deferred[Outcome]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._known_accounts: set[str] = set()  # committed; touched only by the thread that writes
+        # What the last commit left, for the next batch where nobody else wrote since (gateway.ledger.state); with
+        # the one connection it was read on, as SQLite's data_version is per connection. Writer thread only.
+        self._known: KnownState | None = None
+        self._connection: Connection | None = None
+        self._keeps_connection = engine.dialect.name == "sqlite"
         # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
         # a card's first use.
         self.on_registry_write: Callable[[], None] | None = None
@@ -81,6 +89,15 @@ class LedgerWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self.close()
+
+    def close(self) -> None:
+        """Give back the connection the writer keeps (SQLite), forgetting what it knew on it."""
+        self._known = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def submit(self, intent: Intent) -> Deferred[Outcome]:
         """The intent's outcome, fired on the reactor's thread once its batch committed."""
@@ -137,19 +154,28 @@ class LedgerWriter:
         """Decide and commit `intents` in one transaction (blocking); their outcomes, in order."""
         for attempt in range(1, self.limits.retry_attempts + 1):
             try:
-                with self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True}) as conn, conn.begin():
-                    batch = Batch(conn, self._policies, self._known_accounts, now=self._now,
-                                  make_ref=self._make_ref)
-                    outcomes = batch.run(intents)
-                if batch.forgot_accounts or len(self._known_accounts) > self.limits.known_accounts:
-                    self._known_accounts.clear()
-                self._known_accounts |= batch.accounts_opened()
+                conn = self._connect()
+                try:
+                    with conn.begin():
+                        # Taken with the write lock (BEGIN IMMEDIATE): until the commit nobody else writes, so the
+                        # state known is still the database's if nobody wrote since the commit that left it.
+                        version = data_version(conn)
+                        known = self._known if self._known is not None and self._known.version == version else None
+                        batch = Batch(conn, self._policies, self._known_accounts, now=self._now,
+                                      make_ref=self._make_ref, known=known)
+                        outcomes = batch.run(intents)
+                finally:
+                    if conn is not self._connection:
+                        conn.close()
+                self._remember(batch, known, version)
                 if batch.writes.first_used and self.on_registry_write is not None:
                     self._call_from_thread(self.on_registry_write)
                 return outcomes
             except DBAPIError as exc:
-                # Only a cache: should the database have lost committed rows (a failover, a restore), forget it.
+                # Only caches: should the database have lost committed rows (a failover, a restore), forget them;
+                # and a connection that failed may be broken.
                 self._known_accounts.clear()
+                self.close()
                 # A deadlock, a serialization failure, or another gateway writing the same key first: run
                 # again, and the batch reads the state that won.
                 again = isinstance(exc, IntegrityError) or _sqlstate(exc) in RETRYABLE_SQLSTATES
@@ -163,6 +189,7 @@ class LedgerWriter:
                 failure: BaseException = exc
                 break
             except Exception as exc:
+                self._known = None  # the transaction rolled back: trust nothing the batch may have touched
                 failure = exc
                 break
         else:
@@ -175,6 +202,28 @@ class LedgerWriter:
         log.error("ledger write failed for {message_id}: {cause}", message_id=intents[0].message_id,
                   cause=error_line(failure))
         return [_INTERNAL]
+
+
+    def _connect(self) -> Connection:
+        """A connection for one batch: on SQLite always the same one (data_version is per connection)."""
+        if self._connection is not None:
+            return self._connection
+        conn = self._engine.connect().execution_options(**{IMMEDIATE_OPTION: True})
+        if self._keeps_connection:
+            self._connection = conn
+        return conn
+
+    def _remember(self, batch: Batch, known: KnownState | None, version: int | None) -> None:
+        """After the commit: the accounts known to exist, and (where the database says whether anybody else wrote,
+        SQLite) the state the batch left."""
+        if batch.forgot_accounts or len(self._known_accounts) > self.limits.known_accounts:
+            self._known_accounts.clear()
+        self._known_accounts |= batch.accounts_opened()
+        if version is None:
+            return
+        state = known if known is not None else KnownState(version)
+        batch.remember(state)
+        self._known = state if state.holders() <= self.limits.known_holders else None
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
