@@ -152,7 +152,7 @@ def written_batches(engine: Engine, tag: str, batch_size: int) -> list[FloorBatc
     for row in transactions:
         batch = batch_of(row[column["message_id"]])
         batch.transactions.append(tuple(row))
-        totals = batch.year_totals.setdefault((row[column["social_security_number"]], row[column["insurance_year"]]),
+        totals = batch.year_totals.setdefault((row[column["person_id"]], row[column["insurance_year"]]),
                                               [0, 0])
         totals[0] += row[column["deductible_counted_fen"]]
         totals[1] += row[column["pooled_fund_fen"]]
@@ -185,8 +185,8 @@ def floor_seconds(engine: Engine, floor_engine: Engine, batches: list[FloorBatch
     insert_entry = f"INSERT INTO ledger_entries (transaction_ref, account_code, amount_fen) VALUES ({marks(3)})"
     insert_record = f"INSERT INTO request_records ({', '.join(_RECORD_COLUMNS)}) VALUES ({marks(len(_RECORD_COLUMNS))})"
     add_balance = f"UPDATE ledger_accounts SET balance_fen = balance_fen + {mark} WHERE code = {mark}"
-    add_year = ("INSERT INTO year_totals (social_security_number, insurance_year, deductible_counted_fen, "
-                f"pooled_fund_paid_fen) VALUES ({marks(4)}) ON CONFLICT (social_security_number, insurance_year) "
+    add_year = ("INSERT INTO year_totals (person_id, insurance_year, deductible_counted_fen, "
+                f"pooled_fund_paid_fen) VALUES ({marks(4)}) ON CONFLICT (person_id, insurance_year) "
                 "DO UPDATE SET deductible_counted_fen = year_totals.deductible_counted_fen + "
                 "excluded.deductible_counted_fen, pooled_fund_paid_fen = year_totals.pooled_fund_paid_fen + "
                 "excluded.pooled_fund_paid_fen")
@@ -200,7 +200,7 @@ def floor_seconds(engine: Engine, floor_engine: Engine, batches: list[FloorBatch
                     in conn.execute(text("SELECT code, kind, owner, must_not_go_negative, balance_fen "
                                          "FROM ledger_accounts"))]
         years = [tuple(row) for row in conn.execute(text(
-            "SELECT social_security_number, insurance_year, deductible_counted_fen, pooled_fund_paid_fen "
+            "SELECT person_id, insurance_year, deductible_counted_fen, pooled_fund_paid_fen "
             "FROM year_totals"))]
     raw = floor_engine.raw_connection()
     try:
@@ -210,7 +210,7 @@ def floor_seconds(engine: Engine, floor_engine: Engine, batches: list[FloorBatch
         cursor.executemany("INSERT INTO ledger_accounts (code, kind, owner, must_not_go_negative, balance_fen) "
                            f"VALUES ({marks(5)}) ON CONFLICT (code) DO UPDATE SET balance_fen = excluded.balance_fen",
                            accounts)
-        cursor.executemany(ignore("year_totals", ("social_security_number", "insurance_year",
+        cursor.executemany(ignore("year_totals", ("person_id", "insurance_year",
                                                   "deductible_counted_fen", "pooled_fund_paid_fen")), years)
         raw.commit() if postgres else cursor.execute("COMMIT")
         started = time.perf_counter()
@@ -220,8 +220,8 @@ def floor_seconds(engine: Engine, floor_engine: Engine, batches: list[FloorBatch
             cursor.executemany(insert_transaction, batch.transactions)
             cursor.executemany(insert_entry, batch.entries)
             cursor.executemany(add_balance, [(batch.balances[code], code) for code in sorted(batch.balances)])
-            cursor.executemany(add_year, [(ssn, year, d, p)
-                                          for (ssn, year), (d, p) in sorted(batch.year_totals.items())])
+            cursor.executemany(add_year, [(person, year, d, p)
+                                          for (person, year), (d, p) in sorted(batch.year_totals.items())])
             cursor.executemany(insert_record, batch.records)
             raw.commit() if postgres else cursor.execute("COMMIT")
         return time.perf_counter() - started

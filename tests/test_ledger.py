@@ -248,7 +248,7 @@ def test_what_the_request_path_admitted_the_writer_splits_as_the_rules_decide(le
     year-to-date totals it locked, and its outcome is the one it gives deciding everything itself — the rules'
     decision on the state it locked. (Hypothesis inside the test: pytest-twisted runs no @given test with
     parametrized fixtures.)"""
-    ssn = CARDS[IN_CITY][0].person.social_security_number
+    person = person_id_of(ledger_engine, CARDS[IN_CITY][0].person.social_security_number)
 
     @settings(max_examples=30, deadline=None)
     @given(total=st.integers(1, 2_500_000), medical_type=st.sampled_from([11, 14, 21]), current=_some_fen,
@@ -260,11 +260,12 @@ def test_what_the_request_path_admitted_the_writer_splits_as_the_rules_decide(le
         for intent in (admitted, replace(admitted, admitted=None)):
             with ledger_engine.connect() as conn:
                 transaction = conn.begin()
-                batch_module.open_persons(conn, [ssn])
-                for code, balance in ((f"person:{ssn}:current_year", current), (f"person:{ssn}:prior_years", prior)):
+                batch_module.open_persons(conn, [person])
+                for code, balance in ((f"person:{person}:current_year", current),
+                                      (f"person:{person}:prior_years", prior)):
                     conn.execute(update(LedgerAccount).where(LedgerAccount.code == code).values(balance_fen=balance))
-                conn.execute(delete(YearTotal).where(YearTotal.social_security_number == ssn))
-                conn.execute(insert(YearTotal).values(social_security_number=ssn, insurance_year=2026,
+                conn.execute(delete(YearTotal).where(YearTotal.person_id == person))
+                conn.execute(insert(YearTotal).values(person_id=person, insurance_year=2026,
                                                       deductible_counted_fen=deductible_so_far,
                                                       pooled_fund_paid_fen=pooled_so_far))
                 [outcome] = Batch(conn, POLICIES, make_ref=lambda kind, day: f"{kind}{day:%Y%m%d}1").run([intent])
@@ -284,11 +285,11 @@ def test_the_hot_writes_store_each_value_as_sqlalchemy_core_does(migrated_engine
     must be what Core would have stored for the same row — dates and times in the dialect's own form."""
     moment = datetime(2026, 11, 24, 2, 3, 4, 567_890, tzinfo=UTC)
     values = {"kind": "settlement", "terminal_id": TERMINAL_ID, "institution_code": "H33020300001",
-              "social_security_number": "330203199001011236", "card_number": "N00000001", "medical_type": 11,
+              "person_id": 4_812_093_556_120_477_301, "card_number": "N00000001", "medical_type": 11,
               "insurance_year": 2026, "business_date": date(2026, 11, 24), "recorded_at": moment,
               "policy_version": "NB-2026", "total_fen": 500, "current_year_fen": 500}
     amounts = tuple(values.get(column, 0) for column in AMOUNT_COLUMNS)
-    names = ("ref", "kind", "terminal_id", "message_id", "institution_code", "social_security_number",
+    names = ("ref", "kind", "terminal_id", "message_id", "institution_code", "person_id",
              "card_number", "medical_type", "insurance_year", "business_date", "recorded_at", "policy_version")
     record = {"terminal_id": TERMINAL_ID, "body": "settle", "content_hash": "h", "outcome": "committed",
               "transaction_ref": None, "recorded_outcome": "{}", "recorded_at": moment}

@@ -167,7 +167,7 @@ class Batch:
         self.conn = conn
         self.hot = hot_sql(conn)
         self.known = known
-        self.persons: list[str] = []  # the holders whose state the batch holds
+        self.persons: list[int] = []  # the holders (person ids) whose state the batch holds
         self.policies = policies
         self.known_accounts = known_accounts
         self.now = now

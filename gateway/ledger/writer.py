@@ -203,7 +203,6 @@ class LedgerWriter:
                   cause=error_line(failure))
         return [_INTERNAL]
 
-
     def _connect(self) -> Connection:
         """A connection for one batch: on SQLite always the same one (data_version is per connection)."""
         if self._connection is not None:
