@@ -75,6 +75,7 @@ class Gateway:
             self.prefill = prefill(tmp / name, prefill_settlements, persons=persons_for(prefill_settlements))
         self.process = subprocess.Popen([*GATEWAY, "serve", "--db", self.db, "--listen",
                                          "tcp:0:interface=127.0.0.1:backlog=4096", "--log-level", "warn",
+                                         "--metrics-listen", "tcp:0:interface=127.0.0.1",
                                          *tls_options],
                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.process.stdout is not None

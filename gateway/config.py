@@ -31,6 +31,8 @@ from gateway.settlement.policy import DEFAULT_POLICY_WARNING_DAYS, MAX_POLICY_WA
 
 # A deep accept queue: after a restart thousands of terminals reconnect at once.
 DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
+# The operator's HTTP port (/metrics, /healthz, /readyz, /status): loopback unless told otherwise.
+DEFAULT_METRICS_LISTEN = "tcp:9501:interface=127.0.0.1"
 # The limit objects with their own defaults, which the keys below take as theirs.
 _SESSION = SessionLimits()
 _THROTTLE = ThrottleLimits()
@@ -165,6 +167,18 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The operator's HTTP listener (gateway.serve.http) and the readiness checks behind /readyz."""
+
+    # A Twisted server endpoint string; "": no HTTP listener (no metrics, no health checks).
+    listen: str = DEFAULT_METRICS_LISTEN
+    # The ledger's writer counts as stuck when one batch has been in hand longer than this.
+    writer_stale_s: float = 10.0
+    # How long /readyz waits for the database to answer before that check fails.
+    check_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # "text" or "json"
     level: str = "info"   # "debug", "info", "warn", "error"
@@ -178,6 +192,7 @@ class GatewayConfig:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -322,6 +337,8 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "ledger.known_holders", config.ledger.known_holders, upper=100_000_000)
     _positive(source, "registry.cache_entries", config.registry.cache_entries, upper=100_000_000)
     _positive(source, "registry.refresh_s", config.registry.refresh_s, upper=3600)
+    _positive(source, "metrics.writer_stale_s", config.metrics.writer_stale_s, upper=3600)
+    _positive(source, "metrics.check_timeout_s", config.metrics.check_timeout_s, upper=60)
     if config.log.format not in LOG_FORMATS:
         raise ConfigError(f"{source}: log.format must be one of {LOG_FORMATS}")
     if config.log.level not in _LOG_LEVELS:

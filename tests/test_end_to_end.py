@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -27,6 +28,7 @@ from tests.wire import DEMO_TERMINAL, WireClient, frame, request, sign_in
 ROOT = Path(__file__).resolve().parent.parent
 OK = pb.STATUS_CODE_OK
 DISABLED_TERMINAL = "H33020300001-9999"  # beyond the demo registry's ids, which the simulator signs in with
+METRICS_ADDRESS = re.compile(r"metrics and health on http://\S+:(\d+)/")
 
 
 def prepare_database(db: str, tmp: Path, persons: int = 200) -> None:
@@ -56,18 +58,21 @@ class RunningGateway:
         if prepare:
             prepare_database(self.db, tmp, persons)
         self.listen_port = port
+        self.metrics_port = 0
         self.start()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--listen",
              f"tcp:{self.listen_port}:interface=127.0.0.1:backlog=1024", "--db", self.db,
+             "--metrics-listen", f"tcp:{self.metrics_port}:interface=127.0.0.1",
              "--log-format", "json", *self.serve_command()],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
         self.port = self._wait_until_listening()
         self.listen_port = self.port  # a restart listens where terminals know to find it
+        self.metrics_port = self.listen_metrics_port  # and where Prometheus scrapes
         self._drain = threading.Thread(target=self._read_output, daemon=True)
         self._drain.start()
 
@@ -90,7 +95,10 @@ class RunningGateway:
                 raise RuntimeError("gateway exited before listening:\n" + "".join(self.lines))
             self.lines.append(line)
             if (message := listening_message(line)) is not None:
-                address = message.split()[3].rstrip(".")
+                address = message.split()[3].rstrip(".;")
+                metrics = METRICS_ADDRESS.search(message)
+                assert metrics is not None, line
+                self.listen_metrics_port = int(metrics.group(1))
                 return int(address.rsplit(":", 1)[1])
         raise RuntimeError("gateway did not start listening in 30 s")
 

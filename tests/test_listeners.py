@@ -13,6 +13,8 @@ import pytest
 from tests.test_end_to_end import ROOT, listening_message
 
 GATEWAY = [sys.executable, "-m", "gateway"]
+# The operator's HTTP listener on a free port: the default one (9501) may be another gateway's on this machine.
+EPHEMERAL_METRICS = ["--metrics-listen", "tcp:0:interface=127.0.0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,8 @@ def listening_line(process: subprocess.Popen[str]) -> str:
 
 def serve(database: str, *options: str) -> subprocess.CompletedProcess[str]:
     """`gateway serve` expected to stop by itself; a hang (the old behaviour) fails the test by its timeout."""
-    return subprocess.run([*GATEWAY, "serve", "--db", database, *options], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run([*GATEWAY, "serve", "--db", database, *EPHEMERAL_METRICS, *options], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,8 @@ def test_plain_tcp_off_loopback_is_refused_unless_allowed(database: str, tmp_pat
 
     config = tmp_path / "open.toml"
     config.write_text("[server]\nallow_plaintext_on_network = true\n", encoding="utf-8")
-    allowed = subprocess.Popen([*GATEWAY, "serve", "--db", database, "--config", str(config), "--listen", endpoint],
+    allowed = subprocess.Popen([*GATEWAY, "serve", "--db", database, "--config", str(config), "--listen", endpoint,
+                                *EPHEMERAL_METRICS],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert listening_line(allowed)
@@ -83,7 +86,7 @@ def test_plain_tcp_off_loopback_is_refused_unless_allowed(database: str, tmp_pat
 
 def test_loopback_plain_tcp_needs_no_permission(database: str) -> None:
     running = subprocess.Popen([*GATEWAY, "serve", "--db", database, "--listen", r"tcp:0:interface=\:\:1",
-                                "--listen", "tcp:0:interface=127.0.0.1"],
+                                "--listen", "tcp:0:interface=127.0.0.1", *EPHEMERAL_METRICS],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = listening_line(running)

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import agency, card, db, finance, ledger, payout, pki, policy, registry, serve, simulate
+from gateway.cli import agency, card, db, finance, ledger, payout, pki, policy, registry, serve, simulate, status
 from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Run, resolve_config
 from gateway.config import ConfigError
 
 # In the order `gateway --help` lists them.
-COMMAND_GROUPS = (serve, db, registry, card, agency, ledger, policy, payout, simulate, finance, pki)
+COMMAND_GROUPS = (serve, status, db, registry, card, agency, ledger, policy, payout, simulate, finance, pki)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,9 @@ def add_commands(commands: Commands) -> None:
     serve.add_argument("--tls-listen", action="append", metavar="ENDPOINT",
                        help="Twisted server endpoint served with TLS and terminal certificates, e.g. "
                             "tcp:9543:interface=0.0.0.0 (repeatable; overrides tls.listen; files: [tls])")
+    serve.add_argument("--metrics-listen", metavar="ENDPOINT",
+                       help="Twisted server endpoint of /metrics, /healthz, /readyz and /status, e.g. "
+                            "tcp:9501:interface=127.0.0.1; \"\" for none (overrides metrics.listen)")
     add_db(serve)
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="log format (overrides log.format)")
     serve.add_argument("--log-level", choices=tuple(LEVELS),
@@ -51,11 +54,14 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _with_serve_options(args: argparse.Namespace, config: GatewayConfig) -> GatewayConfig:
-    """The configuration with --listen, --tls-listen, --log-format and --log-level applied over the file's keys."""
+    """The configuration with --listen, --tls-listen, --metrics-listen, --log-format and --log-level applied over the
+    file's keys."""
     if args.listen:
         config = replace(config, server=replace(config.server, listen=tuple(args.listen)))
     if args.tls_listen:
         config = replace(config, tls=replace(config.tls, listen=tuple(args.tls_listen)))
+    if args.metrics_listen is not None:
+        config = replace(config, metrics=replace(config.metrics, listen=args.metrics_listen))
     if args.log_format:
         config = replace(config, log=replace(config.log, format=args.log_format))
     if args.log_level:

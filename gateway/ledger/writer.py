@@ -28,6 +28,7 @@ from gateway.ledger.outcomes import Outcome, Refused
 from gateway.ledger.sql import data_version
 from gateway.ledger.state import KnownState
 from gateway.ops.logs import error_line
+from gateway.ops.metrics import GatewayMetrics
 from gateway.protocol.status import StatusCode
 from gateway.settlement.calendar import utc_now
 from gateway.settlement.policy import PolicyBook
@@ -55,9 +56,10 @@ class WriterLimits:
 class LedgerWriter:
     def __init__(self, engine: Engine, policies: PolicyBook, call_from_thread: Callable[..., Any],
                  limits: WriterLimits = WriterLimits(), *, now: Callable[[], datetime] = utc_now,
-                 make_ref: RefMaker = new_ref) -> None:
+                 make_ref: RefMaker = new_ref, metrics: GatewayMetrics | None = None) -> None:
         """`now` and `make_ref` go to every batch: the clock of what the ledger books on its own and the maker of
-        transaction ids (real by default; a test's fixed time and deterministic ids)."""
+        transaction ids (real by default; a test's fixed time and deterministic ids). `metrics`, when given,
+        records each batch's size and commit time."""
         self._engine = engine
         self._policies = policies
         self._now = now
@@ -80,6 +82,19 @@ class LedgerWriter:
         self.in_hand = 0
         self.answered = 0
         self._idle: list[Deferred[None]] = []
+        self.metrics = metrics
+        # What /readyz reads (gateway.serve.health), written by the writer's thread alone (time.monotonic()):
+        # since when the batch in hand is being written (None while idle), and the last commit and the last
+        # batch that found the database unreachable.
+        self.busy_since: float | None = None
+        self.last_commit: float | None = None
+        self.last_unavailable: float | None = None
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
 
     def start(self) -> None:
         self._thread.start()
@@ -146,7 +161,9 @@ class LedgerWriter:
                     stopping = True
                     break
                 batch.append(item)
+            self.busy_since = time.monotonic()
             outcomes = self.write([intent for intent, _ in batch])
+            self.busy_since = None
             for (_, answer), outcome in zip(batch, outcomes, strict=True):
                 self._call_from_thread(answer.callback, outcome)
 
@@ -154,6 +171,7 @@ class LedgerWriter:
         """Decide and commit `intents` in one transaction (blocking); their outcomes, in order."""
         for attempt in range(1, self.limits.retry_attempts + 1):
             try:
+                began = time.perf_counter()
                 conn = self._connect()
                 try:
                     with conn.begin():
@@ -167,6 +185,7 @@ class LedgerWriter:
                 finally:
                     if conn is not self._connection:
                         conn.close()
+                self._committed(len(intents), time.perf_counter() - began)
                 self._remember(batch, known, version)
                 if batch.writes.first_used and self.on_registry_write is not None:
                     self._call_from_thread(self.on_registry_write)
@@ -185,7 +204,7 @@ class LedgerWriter:
                 if not again and (isinstance(exc, OperationalError) or exc.connection_invalidated):
                     log.warn("ledger database unavailable ({error}); {count} requests answered 'retry'",
                              error=error_line(exc), count=len(intents))
-                    return [_UNAVAILABLE] * len(intents)
+                    return self._unavailable(len(intents))
                 failure: BaseException = exc
                 break
             except Exception as exc:
@@ -193,7 +212,7 @@ class LedgerWriter:
                 failure = exc
                 break
         else:
-            return [_UNAVAILABLE] * len(intents)
+            return self._unavailable(len(intents))
         if len(intents) > 1:
             # Find the one that fails: alone, each intent gets its own outcome.
             log.info("ledger batch of {count} failed ({cause}); writing each alone", count=len(intents),
@@ -223,6 +242,17 @@ class LedgerWriter:
         state = known if known is not None else KnownState(version)
         batch.remember(state)
         self._known = state if state.holders() <= self.limits.known_holders else None
+
+    def _committed(self, intents: int, seconds: float) -> None:
+        self.last_commit = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.ledger_committed(intents, seconds)
+
+    def _unavailable(self, intents: int) -> list[Outcome]:
+        self.last_unavailable = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.ledger_was_unavailable(intents)
+        return [_UNAVAILABLE] * intents
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

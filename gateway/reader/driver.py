@@ -335,7 +335,7 @@ class SocialSecurityCardDriver:
         if answer.sw1 == 0x63 and answer.sw2 & 0xF0 == 0xC0:
             tries_left = answer.sw2 & 0x0F
             if tries_left == 0:
-                raise PinLocked()
+                raise PinLocked(just_now=True)
             raise PinWrong(tries_left)
         raise CardUnreadable(f"the PIN command answered SW {answer.sw:04X}", f"密码校验应答异常（{answer.sw:04X}）")
 

@@ -59,8 +59,10 @@ class PinWrong(CardProblem):
 class PinLocked(CardProblem):
     status = pb.STATUS_CODE_PIN_LOCKED
 
-    def __init__(self) -> None:
+    def __init__(self, *, just_now: bool = False) -> None:
+        """`just_now`: this VERIFY, wrong, used the card's last try (it was not blocked before)."""
         super().__init__("the card's PIN is blocked", "社保卡密码已锁定")
+        self.just_now = just_now
 
 
 class AgencyKeyRefused(CardProblem):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from twisted.internet import interfaces
@@ -26,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.config import ServerConfig
+from gateway.ops.metrics import GatewayMetrics
 from gateway.pki.names import terminal_id_of
 from gateway.protocol.messages import pb
 from gateway.protocol.session import (
@@ -37,6 +39,7 @@ from gateway.protocol.session import (
     Session,
     SliceEnded,
 )
+from gateway.protocol.status import status_name
 from gateway.reader.relay import ApduRelay
 from gateway.serve.dispatch import ConnectionContext, GatewayService
 
@@ -236,8 +239,9 @@ class TerminalProtocol(Protocol, TimeoutMixin):
     def _dispatch(self, event: RequestReceived) -> None:
         if self.context is None:
             raise LocalProtocolError("a request before the connection was made: there is no context to serve it in")
+        received = perf_counter()
         answer = self.factory.service.handle(self.context, event)
-        answer.addCallback(self._answer, event.token)
+        answer.addCallback(self._answer, event.token, event.body, received)
         answer.addErrback(self._answer_failed, event)
 
     def _send_interim(self, token: int, response: pb.Response) -> None:
@@ -246,13 +250,16 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             if not self._pumping:
                 self._flush()
 
-    def _answer(self, response: pb.Response | None, token: int) -> None:
+    def _answer(self, response: pb.Response | None, token: int, body: str, received: float) -> None:
         with self._dropped_on_session_error():
             session = self._live_session()
             if response is None:
                 session.discard(token)
             else:
                 session.send_response(token, response)
+                metrics = self.factory.metrics
+                if metrics is not None:
+                    metrics.request_answered(body, status_name(response.status), perf_counter() - received)
             if not self._pumping:
                 self._pump()
 
@@ -314,10 +321,13 @@ class TerminalFactory(ServerFactory):
     protocol = TerminalProtocol  # type: ignore[assignment]
     noisy = False  # our own log lines say when we listen and stop
 
-    def __init__(self, service: GatewayService, config: ServerConfig, clock: Any) -> None:
+    def __init__(self, service: GatewayService, config: ServerConfig, clock: Any,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.service = service
         self.config = config
         self.clock = clock
+        # Each answer is counted and timed here, where it is sent (None: not measured).
+        self.metrics = metrics
         self.session_limits = config.session_limits()
         self.connections: set[TerminalProtocol] = set()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,13 +19,17 @@ from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
 from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import ANNOUNCE, report_fatal, start_logging
+from gateway.ops.metrics import GatewayMetrics, Sampled
 from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
 from gateway.serve.drain import drain
+from gateway.serve.health import HealthChecks, ListenerState, terminals_by_institution
+from gateway.serve.http import operator_site
 from gateway.serve.listeners import Listener, ListenerError, format_address, parse_listeners, plaintext_exposure
 from gateway.serve.policy_watch import PolicyWatch
 from gateway.serve.registry_cache import RegistryCache
+from gateway.settlement.calendar import beijing_today
 from gateway.settlement.policy import load_builtin_policies, load_policy_directory
 
 log = Logger(namespace="gateway.serve.app")
@@ -58,6 +63,7 @@ def serve(config: GatewayConfig) -> int:
         listeners = parse_listeners(reactor, config)
     except ListenerError as exc:
         raise StartupError(str(exc)) from exc
+    http = _http_listener(reactor, config)
     tls = _terminal_tls(config) if config.tls.listen else None
     engine = make_engine(
         config.database.url,
@@ -80,7 +86,9 @@ def serve(config: GatewayConfig) -> int:
     # A PolicyError (a policy file missing or malformed) goes to the caller as it is: a file it cannot read.
     policies = (load_policy_directory(Path(config.ledger.policy_dir)) if config.ledger.policy_dir
                 else load_builtin_policies())
-    writer = LedgerWriter(engine, policies, reactor.callFromThread, config.ledger.writer_limits())
+    # Nothing is measured when nothing would show it.
+    metrics = GatewayMetrics() if http is not None else None
+    writer = LedgerWriter(engine, policies, reactor.callFromThread, config.ledger.writer_limits(), metrics=metrics)
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)
@@ -88,12 +96,30 @@ def serve(config: GatewayConfig) -> int:
     service = GatewayService(
         directory=TerminalDirectory(engine), run_blocking=run_blocking, server_config=config.server,
         reader_config=config.reader, reactor=reactor, engine=engine, writer=writer, policies=policies,
-        registry=registry,
+        registry=registry, metrics=metrics,
     )
-    factory = TerminalFactory(service, config.server, reactor)
+    factory = TerminalFactory(service, config.server, reactor, metrics)
     policy_watch = PolicyWatch(policies, config.ledger.policy_warning_days, reactor)
+    listener_state = ListenerState(expected=len(listeners))
+    site = None
+    if metrics is not None:
+        metrics.sample(Sampled(
+            connections_open=lambda: len(factory.connections), connections_signed_in=service.sessions.signed_in,
+            ledger_queue_depth=writer.queue_depth,
+            policy_days_remaining=lambda: policies.days_remaining(beijing_today()),
+            registry_cache=lambda: (registry.hits, registry.misses, registry.flushes, registry.entries)))
+        checks = HealthChecks(engine=engine, run_blocking=run_blocking, writer=writer, policies=policies,
+                              listeners=listener_state, config=config, head=expected, clock=reactor)
+
+        def status() -> dict[str, Any]:
+            signed_in = [p.context.terminal for p in factory.connections if p.context and p.context.terminal]
+            return {"connections": {"open": len(factory.connections), "signed_in": len(signed_in)},
+                    "institutions": terminals_by_institution(signed_in)}
+
+        site = operator_site(metrics, checks, status)
     tls_factory = tls.factory(factory) if tls is not None else None
     ports: list[Any] = []
+    http_port: list[Any] = []
     exit_code = [0]
 
     def listen() -> None:
@@ -106,7 +132,15 @@ def serve(config: GatewayConfig) -> int:
             .addCallbacks(checked, refused, callbackArgs=(listener,), errbackArgs=(listener,))
             for listener in listeners
         ]
+        if http is not None:
+            listening.append(maybeDeferred(http.endpoint.listen, site)
+                             .addCallbacks(http_listening, refused, errbackArgs=(http,)))
         gatherResults(listening, consumeErrors=True).addCallbacks(started, failed_to_listen)
+
+    def http_listening(port: Any) -> tuple[Any, Listener]:
+        # Stopped after the drain (below), so that /readyz says "stopping" meanwhile.
+        http_port.append(port)
+        return port, http  # type: ignore[return-value]
 
     def checked(port: Any, listener: Listener) -> tuple[Any, Listener]:
         # Called as soon as the port listens, before the reactor can accept on it.
@@ -122,7 +156,12 @@ def serve(config: GatewayConfig) -> int:
         raise ListenerError(f"cannot listen on {listener.description!r}: {failure.getErrorMessage()}")
 
     def started(listening: list[tuple[Any, Listener]]) -> None:
-        addresses = ", ".join(f"{format_address(port)} ({listener.label})" for port, listener in listening)
+        terminals = [f"{format_address(port)} ({listener.label})" for port, listener in listening
+                     if listener is not http]
+        listener_state.listening = terminals
+        addresses = ", ".join(terminals)
+        if http_port:
+            addresses += f"; metrics and health on http://{format_address(http_port[0])}/"
         # The line the tools that start a gateway wait for: logged whatever the level.
         log.info("Gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}. "
                  "Press Ctrl+C to stop (or send SIGTERM).", addresses=addresses, db=redact_url(config.database.url),
@@ -136,11 +175,12 @@ def serve(config: GatewayConfig) -> int:
         cause = getattr(failure.value, "subFailure", None) or failure
         report_fatal(cause.getErrorMessage())
         exit_code[0] = 1
-        for port in ports:
+        for port in ports + http_port:
             port.stopListening()
         reactor.stop()
 
     def shutting_down() -> Deferred[Any]:
+        listener_state.stopping = True
         stopped = [maybeDeferred(p.stopListening) for p in ports]
         return DeferredList([*stopped, drain(factory, writer)])
 
@@ -148,11 +188,25 @@ def serve(config: GatewayConfig) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     reactor.addSystemEventTrigger("before", "shutdown", registry.stop)
     reactor.addSystemEventTrigger("before", "shutdown", policy_watch.stop)
+    reactor.addSystemEventTrigger("during", "shutdown", lambda: [port.stopListening() for port in http_port])
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
     reactor.run()
     engine.dispose()
     return exit_code[0]
+
+
+def _http_listener(reactor: Any, config: GatewayConfig) -> Listener | None:
+    """metrics.listen's endpoint, or None when it is empty. Any address: what it serves is no secret, and a
+    Prometheus server elsewhere must reach it (docs/operations.md); /status answers loopback clients only."""
+    if not config.metrics.listen:
+        return None
+    try:
+        endpoint = serverFromString(reactor, config.metrics.listen)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # an endpoint plugin may raise anything: a typo, a missing module
+        raise StartupError(f"metrics.listen: cannot use the endpoint {config.metrics.listen!r}: "
+                           f"{exc.__class__.__name__}: {exc}") from exc
+    return Listener(config.metrics.listen, endpoint, tls=False)
 
 
 def _terminal_tls(config: GatewayConfig) -> Any:

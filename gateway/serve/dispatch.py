@@ -21,6 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gateway.config import ReaderConfig, ServerConfig
+from gateway.ops.metrics import GatewayMetrics
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.session import RequestReceived
@@ -86,6 +87,10 @@ class TerminalSessions:
     def open_sessions(self, terminal_id: str) -> int:
         return self._open.get(terminal_id, 0)
 
+    def signed_in(self) -> int:
+        """Signed-in sessions, all terminals together."""
+        return sum(self._open.values())
+
 
 class GatewayService:
     def __init__(
@@ -103,6 +108,7 @@ class GatewayService:
         now: Callable[[], datetime] = utc_now,
         registry: RegistryCache | None = None,
         clock: Any = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         """`clock` (IReactorTime: a test's Clock) times the delayed answers to failed sign-ins; `reactor` by
         default."""
@@ -128,6 +134,7 @@ class GatewayService:
                 engine=engine, run_blocking=run_blocking, writer=writer,
                 policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
                 today=today, now=now, registry=registry, send_time_window_s=server_config.send_time_window_s,
+                today=today, now=now, registry=registry, metrics=metrics,
             )
         self._session_ids = itertools.count(1)
         self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {

@@ -27,13 +27,15 @@ from gateway.ledger.reads import LedgerReader
 from gateway.ledger.records import Recorded, repeated
 from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import debug_enabled, error_line
+from gateway.ops.metrics import GatewayMetrics
 from gateway.protocol.messages import pb
 from gateway.protocol.responses import make_response
 from gateway.protocol.send_time import CHECKED_BODIES, DEFAULT_SEND_TIME_WINDOW_S, SendTimeProblem, send_time_problem
 from gateway.protocol.session import MAX_MESSAGE_ID_CHARS, RequestReceived
+from gateway.protocol.status import status_name
 from gateway.reader.card import CardData
 from gateway.reader.driver import SocialSecurityCardDriver
-from gateway.reader.errors import CardProblem, CardRemoved, PinWrong
+from gateway.reader.errors import CardProblem, CardRemoved, PinLocked, PinWrong
 from gateway.registry.directory import TerminalRecord
 from gateway.serve.answers import answer, content_hash, fill_balances, fill_split, refusal, transaction_result
 from gateway.serve.readers import ReaderAssignments
@@ -53,6 +55,7 @@ from gateway.settlement.rules import Decision, Refusal, admit, decide, has_filin
 
 log = Logger(namespace="gateway.serve.handlers")
 T = TypeVar("T")
+_OK = status_name(pb.STATUS_CODE_OK)
 
 INSURANCE_TYPES = {
     InsuranceType.EMPLOYEE_ACTIVE: pb.INSURANCE_TYPE_EMPLOYEE_ACTIVE,
@@ -104,8 +107,10 @@ class SettlementHandlers:
         now: Callable[[], datetime],
         registry: RegistryCache,
         send_time_window_s: float = DEFAULT_SEND_TIME_WINDOW_S,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics
         self.registry = registry
         writer.on_registry_write = self.registry.forget_all
         self._run_blocking = run_blocking
@@ -180,9 +185,18 @@ class SettlementHandlers:
         cached = None if fresh else self._cards.get(key)
         if cached is not None:
             return cached
-        card: CardData = await self._driver(terminal, relay, token).read()
+        try:
+            card: CardData = await self._driver(terminal, relay, token).read()
+        except CardProblem as problem:
+            self._card_read(terminal, status_name(problem.status))
+            raise
+        self._card_read(terminal, _OK)
         self._cards[key] = card
         return card
+
+    def _card_read(self, terminal: TerminalRecord, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.card_read(self._readers.spec_for(terminal.terminal_id, terminal.reader).kind, outcome)
 
     async def _facts(self, terminal: TerminalRecord, card: CardData, request: SettlementRequest) -> Facts:
         """The facts the rules decide on, with the balances and year-to-date totals as the database has them now
@@ -237,6 +251,10 @@ class SettlementHandlers:
                 await driver.verify_pin(pin, card.card_number)
         except CardRemoved:
             self._cards.pop(key, None)
+            raise
+        except PinLocked as locked:
+            if locked.just_now and self._metrics is not None:
+                self._metrics.pin_locked()
             raise
 
     # ReadCard ------------------------------------------------------------------------------------

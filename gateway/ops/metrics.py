@@ -1,0 +1,176 @@
+"""The gateway's Prometheus metrics: one registry per gateway (prometheus_client's own, never its global one, so that
+a test may build several gateways), the process's own figures included.
+
+Label values come only from closed sets the callers take them from: message types (the Request body's field
+names), status code names, reader kinds, the sign-in failure reasons below. Never a card number, an ID number, a
+PIN or a terminal id: a label is a time series, and one per card or terminal would be unbounded.
+
+What is counted as it happens (requests, card reads, ledger batches) is recorded by the layer where it happens;
+what is a level (connections, the ledger's queue, the registry cache's counts, the policy calendar) is read when
+Prometheus scrapes, through `Sampled`, and costs the request path nothing. prometheus_client is thread-safe: the
+ledger's writer records from its own thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+# Seconds: a Heartbeat is answered in well under a millisecond, a Settle waits for a group commit's fsync
+# (milliseconds), a read on the terminal's own reader may take up to reader.relay_timeout_s.
+REQUEST_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Intents in one ledger transaction: 1 when idle, up to ledger.max_batch (200 by default) under load.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+# A refused SignIn's status -> the `reason` of gateway_sign_in_failures_total; any other refusal (the database
+# unreachable, an internal error) is "other". Keyed by status name: this layer does not import the wire.
+SIGN_IN_FAILURE_REASONS: Mapping[str, str] = {
+    # An unknown terminal id and a wrong credential get the same answer on purpose: one reason.
+    "STATUS_CODE_UNKNOWN_TERMINAL": "unknown_terminal",
+    "STATUS_CODE_TERMINAL_DISABLED": "terminal_disabled",
+    "STATUS_CODE_INSTITUTION_DISABLED": "institution_disabled",
+    "STATUS_CODE_TOO_MANY_SESSIONS": "too_many_sessions",
+    "STATUS_CODE_CERTIFICATE_MISMATCH": "certificate_mismatch",
+    # The sign-in throttle's temporary lock (issue 13): counted from the day it answers so.
+    "STATUS_CODE_SIGN_IN_LOCKED": "locked",
+}
+OTHER_SIGN_IN_FAILURE = "other"
+SIGN_IN_FAILURES = (*SIGN_IN_FAILURE_REASONS.values(), OTHER_SIGN_IN_FAILURE)
+OK = "STATUS_CODE_OK"
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """The levels read at each scrape, on the thread that renders /metrics (the reactor's)."""
+
+    connections_open: Callable[[], int]
+    connections_signed_in: Callable[[], int]
+    ledger_queue_depth: Callable[[], int]
+    # PolicyBook.days_remaining on today's business day: -1 when no policy covers today.
+    policy_days_remaining: Callable[[], int]
+    # The registry cache's hits, misses and flushes since start, and the cards it holds.
+    registry_cache: Callable[[], tuple[int, int, int, int]]
+
+
+class _SampledCollector:
+    def __init__(self) -> None:
+        self.sampled: Sampled | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self.sampled)
+
+    @staticmethod
+    def _families(sampled: Sampled | None = None) -> list[Metric]:
+        connections = GaugeMetricFamily("gateway_connections", "Terminal connections: open, and signed in",
+                                        labels=["state"])
+        queue = GaugeMetricFamily("gateway_ledger_queue_depth", "Intents waiting for the ledger's writer")
+        policy = GaugeMetricFamily(
+            "gateway_policy_days_remaining",
+            "Days after today (Beijing business day) that the loaded policies cover without a gap; -1: not today")
+        cache = CounterMetricFamily("gateway_registry_cache", "Registry look-ups of requests, by whether the "
+                                    "facts were held in memory", labels=["result"])
+        flushes = CounterMetricFamily("gateway_registry_cache_flushes",
+                                      "Times the registry cache forgot all it held (the registry changed)")
+        entries = GaugeMetricFamily("gateway_registry_cache_entries", "Cards whose registry facts are held")
+        if sampled is not None:
+            connections.add_metric(["open"], sampled.connections_open())
+            connections.add_metric(["signed_in"], sampled.connections_signed_in())
+            queue.add_metric([], sampled.ledger_queue_depth())
+            policy.add_metric([], sampled.policy_days_remaining())
+            hits, misses, flushed, held = sampled.registry_cache()
+            cache.add_metric(["hit"], hits)
+            cache.add_metric(["miss"], misses)
+            flushes.add_metric([], flushed)
+            entries.add_metric([], held)
+        return [connections, queue, policy, cache, flushes, entries]
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        # No `_created` series beside each counter and histogram: they double what is stored, and Prometheus
+        # reads a restart from the counters' own reset. (A process-wide switch of prometheus_client.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        registry = self.registry
+        self.requests = Counter("gateway_requests", "Requests answered, by message type and status",
+                                ["message", "status"], registry=registry)
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds", "From a request's arrival to its answer, by message type",
+            ["message"], buckets=REQUEST_SECONDS_BUCKETS, registry=registry)
+        self.sign_in_failures = Counter("gateway_sign_in_failures", "SignIns refused, by reason", ["reason"],
+                                        registry=registry)
+        self.card_reads = Counter("gateway_card_reads", "Card reads, by reader kind and outcome (a status name)",
+                                  ["reader", "outcome"], registry=registry)
+        self.pin_locks = Counter("gateway_pin_locks",
+                                 "Cards whose PIN a wrong VERIFY of this gateway just blocked (their last try)",
+                                 registry=registry)
+        self.ledger_batch_size = Histogram("gateway_ledger_batch_size", "Intents committed in one ledger transaction",
+                                           buckets=BATCH_SIZE_BUCKETS, registry=registry)
+        self.ledger_commit_duration = Histogram(
+            "gateway_ledger_commit_duration_seconds", "A ledger batch's transaction, from BEGIN to its COMMIT's return",
+            buckets=COMMIT_SECONDS_BUCKETS, registry=registry)
+        self.ledger_unavailable = Counter(
+            "gateway_ledger_unavailable", "Intents answered 'retry' because the ledger's database could not be "
+            "reached", registry=registry)
+        self._sampled = _SampledCollector()
+        registry.register(self._sampled)
+        # One labelled child per (message, status) seen: the request path looks it up once, not per request.
+        self._answered: dict[tuple[str, str], tuple[Counter, Histogram, Counter | None]] = {}
+
+    def sample(self, sampled: Sampled) -> None:
+        """Where the levels are read from (set once the gateway's parts exist)."""
+        self._sampled.sampled = sampled
+
+    # Recording: each a few dictionary look-ups and additions under prometheus_client's locks ----------------
+
+    def request_answered(self, message: str, status: str, seconds: float) -> None:
+        children = self._answered.get((message, status))
+        if children is None:
+            children = self._answered[(message, status)] = self._children(message, status)
+        count, duration, failed_sign_in = children
+        count.inc()
+        duration.observe(seconds)
+        if failed_sign_in is not None:
+            failed_sign_in.inc()
+
+    def _children(self, message: str, status: str) -> tuple[Counter, Histogram, Counter | None]:
+        failed_sign_in = None
+        if message == "sign_in" and status != OK:
+            reason = SIGN_IN_FAILURE_REASONS.get(status, OTHER_SIGN_IN_FAILURE)
+            failed_sign_in = self.sign_in_failures.labels(reason)
+        return self.requests.labels(message, status), self.request_duration.labels(message), failed_sign_in
+
+    def card_read(self, reader: str, outcome: str) -> None:
+        self.card_reads.labels(reader, outcome).inc()
+
+    def pin_locked(self) -> None:
+        self.pin_locks.inc()
+
+    def ledger_committed(self, intents: int, seconds: float) -> None:
+        self.ledger_batch_size.observe(intents)
+        self.ledger_commit_duration.observe(seconds)
+
+    def ledger_was_unavailable(self, intents: int) -> None:
+        self.ledger_unavailable.inc(intents)
+
+    def exported_names(self) -> set[str]:
+        """Every metric family this registry exports (`_total`, `_bucket`... not included)."""
+        return {metric.name for metric in self.registry.collect()}
