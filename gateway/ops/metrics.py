@@ -58,8 +58,9 @@ class Sampled:
     connections_open: Callable[[], int]
     connections_signed_in: Callable[[], int]
     ledger_queue_depth: Callable[[], int]
-    # PolicyBook.days_remaining on today's business day: -1 when no policy covers today.
-    policy_days_remaining: Callable[[], int]
+    # Seconds until the policies' unbroken coverage ends (gateway.serve.health.policy_remaining_s): 0 when no
+    # policy covers today.
+    policy_remaining_seconds: Callable[[], float]
     # The registry cache's hits, misses and flushes since start, and the cards it holds.
     registry_cache: Callable[[], tuple[int, int, int, int]]
 
@@ -79,9 +80,10 @@ class _SampledCollector:
         connections = GaugeMetricFamily("gateway_connections", "Terminal connections: open, and signed in",
                                         labels=["state"])
         queue = GaugeMetricFamily("gateway_ledger_queue_depth", "Intents waiting for the ledger's writer")
+        # In seconds, Prometheus's base unit (promtool refuses "days"): / 86400 for days.
         policy = GaugeMetricFamily(
-            "gateway_policy_days_remaining",
-            "Days after today (Beijing business day) that the loaded policies cover without a gap; -1: not today")
+            "gateway_policy_remaining_seconds",
+            "Until the end of the last Beijing business day the loaded policies cover without a gap; 0: not today")
         cache = CounterMetricFamily("gateway_registry_cache", "Registry look-ups of requests, by whether the "
                                     "facts were held in memory", labels=["result"])
         flushes = CounterMetricFamily("gateway_registry_cache_flushes",
@@ -91,7 +93,7 @@ class _SampledCollector:
             connections.add_metric(["open"], sampled.connections_open())
             connections.add_metric(["signed_in"], sampled.connections_signed_in())
             queue.add_metric([], sampled.ledger_queue_depth())
-            policy.add_metric([], sampled.policy_days_remaining())
+            policy.add_metric([], sampled.policy_remaining_seconds())
             hits, misses, flushed, held = sampled.registry_cache()
             cache.add_metric(["hit"], hits)
             cache.add_metric(["miss"], misses)

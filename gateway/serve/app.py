@@ -24,12 +24,12 @@ from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
 from gateway.serve.dispatch import GatewayService
 from gateway.serve.drain import drain
-from gateway.serve.health import HealthChecks, ListenerState, terminals_by_institution
+from gateway.serve.health import HealthChecks, ListenerState, policy_remaining_s, terminals_by_institution
 from gateway.serve.http import operator_site
 from gateway.serve.listeners import Listener, ListenerError, format_address, parse_listeners, plaintext_exposure
 from gateway.serve.policy_watch import PolicyWatch
 from gateway.serve.registry_cache import RegistryCache
-from gateway.settlement.calendar import beijing_today
+from gateway.settlement.calendar import utc_now
 from gateway.settlement.policy import load_builtin_policies, load_policy_directory
 
 log = Logger(namespace="gateway.serve.app")
@@ -106,7 +106,7 @@ def serve(config: GatewayConfig) -> int:
         metrics.sample(Sampled(
             connections_open=lambda: len(factory.connections), connections_signed_in=service.sessions.signed_in,
             ledger_queue_depth=writer.queue_depth,
-            policy_days_remaining=lambda: policies.days_remaining(beijing_today()),
+            policy_remaining_seconds=lambda: policy_remaining_s(policies, utc_now()),
             registry_cache=lambda: (registry.hits, registry.misses, registry.flushes, registry.entries)))
         checks = HealthChecks(engine=engine, run_blocking=run_blocking, writer=writer, policies=policies,
                               listeners=listener_state, config=config, head=expected, clock=reactor)

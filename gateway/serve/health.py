@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,7 +23,7 @@ from gateway.db.migrate import current_revision
 from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import error_line
 from gateway.registry.directory import TerminalRecord
-from gateway.settlement.calendar import beijing_today
+from gateway.settlement.calendar import BEIJING, beijing_today, business_date
 from gateway.settlement.policy import PolicyBook
 
 # A check's status, and the gateway's: every check "ok" is ready; a "degraded" one still serves.
@@ -89,6 +89,17 @@ def check_policies(policies: PolicyBook, today: date, warning_days: int) -> Chec
         return Check("policy", DEGRADED, f"policies cover {days} more days, through {through} (fewer than "
                                          f"{warning_days}): load the next year's policy file")
     return Check("policy", OK, f"covered through {through} ({days} more days)")
+
+
+def policy_remaining_s(policies: PolicyBook, moment: datetime) -> float:
+    """Seconds from `moment` to the end (Beijing midnight) of the last day the policies cover without a gap from
+    today's business day on (PolicyBook.days_remaining); 0 when no policy covers today."""
+    today = business_date(moment)
+    days = policies.days_remaining(today)
+    if days < 0:
+        return 0.0
+    end = datetime.combine(today + timedelta(days=days + 1), datetime.min.time(), BEIJING)
+    return (end - moment).total_seconds()
 
 
 def check_writer(writer: LedgerWriter, now: float, stale_s: float) -> Check:
