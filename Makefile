@@ -20,8 +20,10 @@ GENERATED_DIR := gateway/protocol/generated
 GENERATED := $(GENERATED_DIR)/ningbo/gateway/v1/gateway_pb2.py
 # The PC/SC stack: pyscard builds against swig and libpcsclite-dev; pcscd and vsmartcard-vpcd give
 # a real reader whose card is one of our simulators. jq reads every line of `gateway serve --log-format json` in
-# the log tests, as an operator's tools would.
-APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd jq
+# the log tests, as an operator's tools would. prometheus (with promtool): the tests scrape a gateway with a real
+# Prometheus of their own and check docs/operations/ (on a host with systemd the package also starts the system's
+# prometheus service on :9090; the tests do not use it).
+APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd jq prometheus
 
 .PHONY: run test lint setup system-packages proto db pki bench clean
 
@@ -51,7 +53,7 @@ system-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
-	  echo "warning: Debian packages missing:$$missing (needs root and apt-get); PC/SC and jq tests will be skipped"; \
+	  echo "warning: Debian packages missing:$$missing (needs root and apt-get); the tests that need them will be skipped"; \
 	fi
 
 $(INSTALLED): pyproject.toml | system-packages
