@@ -9,10 +9,17 @@ What is counted as it happens (requests, card reads, ledger batches) is recorded
 what is a level (connections, the ledger's queue, the registry cache's counts, the policy calendar) is read when
 Prometheus scrapes, through `Sampled`, and costs the request path nothing. prometheus_client is thread-safe: the
 ledger's writer records from its own thread.
+
+Every answer is counted and timed, so that recording costs what a few additions cost: prometheus_client's Counter
+and Histogram take a lock per update and scan the buckets (about 3 µs an answer together, 7 % of a heartbeat's
+whole work in the gateway: `python -m benchmarks.metrics_bench`). Answers are recorded on the reactor's thread
+only, into plain integers (`_Answers`), which /metrics, rendered on the same thread, reads; prometheus_client
+writes them out.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -25,7 +32,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 # Seconds: a Heartbeat is answered in well under a millisecond, a Settle waits for a group commit's fsync
 # (milliseconds), a read on the terminal's own reader may take up to reader.relay_timeout_s.
@@ -102,6 +109,67 @@ class _SampledCollector:
         return [connections, queue, policy, cache, flushes, entries]
 
 
+class _Durations:
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(REQUEST_SECONDS_BUCKETS) + 1)  # per bucket, not cumulative; the last: +Inf
+        self.total = 0.0
+
+
+class _Answers:
+    """gateway_requests_total, gateway_request_duration_seconds and gateway_sign_in_failures_total (which the
+    refused SignIns among the answers give), kept as plain numbers: see the module's docstring."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.durations: dict[str, _Durations] = {}
+
+    def record(self, message: str, status: str, seconds: float) -> None:
+        key = (message, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        durations = self.durations.get(message)
+        if durations is None:
+            durations = self.durations[message] = _Durations()
+        # bisect_left: the first bound >= seconds, the bucket `le` it falls in.
+        durations.buckets[bisect_left(REQUEST_SECONDS_BUCKETS, seconds)] += 1
+        durations.total += seconds
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(False)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(True)
+
+    def _families(self, with_samples: bool) -> list[Metric]:
+        requests = CounterMetricFamily("gateway_requests", "Requests answered, by message type and status",
+                                       labels=["message", "status"])
+        durations = HistogramMetricFamily("gateway_request_duration_seconds",
+                                          "From a request's arrival to its answer, by message type", labels=["message"])
+        failures = CounterMetricFamily("gateway_sign_in_failures", "SignIns refused, by reason", labels=["reason"])
+        if with_samples:
+            reasons = dict.fromkeys(SIGN_IN_FAILURES, 0)  # every reason from the start: increase() sees the first
+            for (message, status), count in sorted(self.counts.items()):
+                requests.add_metric([message, status], count)
+                if message == "sign_in" and status != OK:
+                    reasons[SIGN_IN_FAILURE_REASONS.get(status, OTHER_SIGN_IN_FAILURE)] += count
+            for reason, count in reasons.items():
+                failures.add_metric([reason], count)
+            for message, recorded in sorted(self.durations.items()):
+                cumulative, buckets = 0, []
+                for bound, count in zip((*map(_bound, REQUEST_SECONDS_BUCKETS), "+Inf"), recorded.buckets,
+                                        strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                durations.add_metric([message], buckets, recorded.total)
+        return [requests, durations, failures]
+
+
+def _bound(seconds: float) -> str:
+    return repr(float(seconds))  # as prometheus_client writes its own buckets' bounds: 0.0005, 1.0, 10.0
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         # No `_created` series beside each counter and histogram: they double what is stored, and Prometheus
@@ -112,13 +180,8 @@ class GatewayMetrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         registry = self.registry
-        self.requests = Counter("gateway_requests", "Requests answered, by message type and status",
-                                ["message", "status"], registry=registry)
-        self.request_duration = Histogram(
-            "gateway_request_duration_seconds", "From a request's arrival to its answer, by message type",
-            ["message"], buckets=REQUEST_SECONDS_BUCKETS, registry=registry)
-        self.sign_in_failures = Counter("gateway_sign_in_failures", "SignIns refused, by reason", ["reason"],
-                                        registry=registry)
+        self._answers = _Answers()
+        registry.register(self._answers)
         self.card_reads = Counter("gateway_card_reads", "Card reads, by reader kind and outcome (a status name)",
                                   ["reader", "outcome"], registry=registry)
         self.pin_locks = Counter("gateway_pin_locks",
@@ -134,31 +197,15 @@ class GatewayMetrics:
             "reached", registry=registry)
         self._sampled = _SampledCollector()
         registry.register(self._sampled)
-        # One labelled child per (message, status) seen: the request path looks it up once, not per request.
-        self._answered: dict[tuple[str, str], tuple[Counter, Histogram, Counter | None]] = {}
+        # The request path's one call, bound once.
+        self.request_answered: Callable[[str, str, float], None] = self._answers.record
 
     def sample(self, sampled: Sampled) -> None:
         """Where the levels are read from (set once the gateway's parts exist)."""
         self._sampled.sampled = sampled
 
-    # Recording: each a few dictionary look-ups and additions under prometheus_client's locks ----------------
-
-    def request_answered(self, message: str, status: str, seconds: float) -> None:
-        children = self._answered.get((message, status))
-        if children is None:
-            children = self._answered[(message, status)] = self._children(message, status)
-        count, duration, failed_sign_in = children
-        count.inc()
-        duration.observe(seconds)
-        if failed_sign_in is not None:
-            failed_sign_in.inc()
-
-    def _children(self, message: str, status: str) -> tuple[Counter, Histogram, Counter | None]:
-        failed_sign_in = None
-        if message == "sign_in" and status != OK:
-            reason = SIGN_IN_FAILURE_REASONS.get(status, OTHER_SIGN_IN_FAILURE)
-            failed_sign_in = self.sign_in_failures.labels(reason)
-        return self.requests.labels(message, status), self.request_duration.labels(message), failed_sign_in
+    # Recording. request_answered(message, status name, seconds), above: on the reactor's thread only. The rest
+    # (a card read, a batch: rarer, and the writer's on its own thread) through prometheus_client's locks.
 
     def card_read(self, reader: str, outcome: str) -> None:
         self.card_reads.labels(reader, outcome).inc()

@@ -256,5 +256,10 @@ def status_text(code: int) -> StatusText:
     return STATUS_TEXTS[code]
 
 
+# Every answer's status is named for the metrics: a dictionary look-up, where protobuf's Name() takes a microsecond.
+_NAMES: dict[int, str] = {value.number: value.name for value in pb.StatusCode.DESCRIPTOR.values}
+
+
 def status_name(code: int) -> str:
-    return str(pb.StatusCode.Name(code))  # type: ignore[arg-type]
+    name = _NAMES.get(code)
+    return name if name is not None else str(pb.StatusCode.Name(code))  # type: ignore[arg-type]  # raises, unknown
