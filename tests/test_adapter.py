@@ -17,6 +17,7 @@ from twisted.logger import globalLogPublisher
 
 from gateway.config import ReaderConfig, ServerConfig
 from gateway.ledger.writer import InlineLedgerWriter
+from gateway.ops.metrics import GatewayMetrics
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.messages import pb
 from gateway.protocol.session import RequestReceived
@@ -39,7 +40,8 @@ def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
 
 
 class Harness:
-    def __init__(self, engine: Engine, clock: Clock | None = None, **server: Any) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None, metrics: GatewayMetrics | None = None,
+                 **server: Any) -> None:
         self.clock = clock or Clock()
         self.config = ServerConfig(**server)
         self.registry = RegistryCache(engine, run_now)
@@ -47,9 +49,9 @@ class Harness:
         self.service = GatewayService(
             directory=TerminalDirectory(engine), run_blocking=run_now, server_config=self.config,
             engine=engine, writer=InlineLedgerWriter(engine, load_builtin_policies()), today=lambda: TODAY,
-            now=lambda: NOW, registry=self.registry, clock=self.clock,
+            now=lambda: NOW, registry=self.registry, clock=self.clock, metrics=metrics,
         )
-        self.factory = TerminalFactory(self.service, self.config, self.clock)
+        self.factory = TerminalFactory(self.service, self.config, self.clock, metrics)
 
     def connect(self) -> Connection:
         return Connection(self)

@@ -93,7 +93,9 @@ def test_ready_when_every_check_passes(demo_engine: Engine, writer: LedgerWriter
     assert body["checks"]["listeners"]["detail"] == "127.0.0.1:9500 (plain TCP)"
 
 
-NEXT_YEAR = ": load the next year's policy file"
+WITHIN = "within the next"
+INSTALL_2028 = "; install 2028.toml in ledger.policy_dir and restart"
+REFUSED_THEN = ": PreSettle and Settle will be refused then"
 
 
 @pytest.mark.parametrize(
@@ -101,13 +103,15 @@ NEXT_YEAR = ": load the next year's policy file"
     [
         (date(2026, 11, 24), 30, OK, "covered through 2027-12-31 (402 more days)"),
         (date(2027, 12, 1), 30, OK, "covered through 2027-12-31 (30 more days)"),
+        # The words of the startup and daily warning and of `gateway policy check`: check_cover's.
         (date(2027, 12, 2), 30, DEGRADED,
-         f"policies cover 29 more days, through 2027-12-31 (fewer than 30){NEXT_YEAR}"),
+         f"no policy covers 2028-01-01, {WITHIN} 30 days{REFUSED_THEN}{INSTALL_2028}"),
         (date(2027, 12, 31), 30, DEGRADED,
-         f"policies cover 0 more days, through 2027-12-31 (fewer than 30){NEXT_YEAR}"),
+         f"no policy covers 2028-01-01 to 2028-01-30, {WITHIN} 30 days{REFUSED_THEN}{INSTALL_2028}"),
         (date(2026, 11, 24), 500, DEGRADED,
-         f"policies cover 402 more days, through 2027-12-31 (fewer than 500){NEXT_YEAR}"),
-        (date(2028, 1, 1), 30, FAILED, "no policy covers today, 2028-01-01: settlements are refused"),
+         f"no policy covers 2028-01-01 to 2028-04-07, {WITHIN} 500 days{REFUSED_THEN}{INSTALL_2028}"),
+        (date(2028, 1, 1), 30, FAILED, "no policy covers today, 2028-01-01: PreSettle and Settle are refused; days "
+                                       f"without a policy: 2028-01-01 to 2028-01-31{INSTALL_2028}"),
     ],
 )
 def test_the_policy_check_degrades_before_the_calendar_runs_out(
@@ -131,7 +135,7 @@ def test_a_degraded_gateway_still_serves(demo_engine: Engine, writer: LedgerWrit
     ],
 )
 def test_the_policy_metric_counts_down_to_the_end_of_the_last_covered_day(moment: datetime, remaining_s: float) -> None:
-    assert policy_remaining_s(POLICIES, moment) == remaining_s
+    assert policy_remaining_s(POLICIES, moment, 30) == remaining_s
 
 
 def test_a_database_that_cannot_be_reached_fails_readiness(demo_engine: Engine, writer: LedgerWriter) -> None:

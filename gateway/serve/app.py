@@ -106,7 +106,7 @@ def serve(config: GatewayConfig) -> int:
         metrics.sample(Sampled(
             connections_open=lambda: len(factory.connections), connections_signed_in=service.sessions.signed_in,
             ledger_queue_depth=writer.queue_depth,
-            policy_remaining_seconds=lambda: policy_remaining_s(policies, utc_now()),
+            policy_remaining_seconds=lambda: policy_remaining_s(policies, utc_now(), config.ledger.policy_warning_days),
             registry_cache=lambda: (registry.hits, registry.misses, registry.flushes, registry.entries)))
         checks = HealthChecks(engine=engine, run_blocking=run_blocking, writer=writer, policies=policies,
                               listeners=listener_state, config=config, head=expected, clock=reactor)

@@ -118,6 +118,9 @@ class GatewayService:
             raise ValueError("the service needs a clock for the delayed answers to failed sign-ins: pass reactor or "
                              "clock")
         self.throttle = SignInThrottle(server_config.throttle_limits())
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.expect_sign_in_failures(reason.value for reason in SignInFailure)
         self._run_blocking = run_blocking
         self._config = server_config
         self.reader_config = reader_config or ReaderConfig()
@@ -134,7 +137,7 @@ class GatewayService:
                 engine=engine, run_blocking=run_blocking, writer=writer,
                 policies=policies or load_builtin_policies(), readers=self.readers, card_cache=self.card_cache,
                 today=today, now=now, registry=registry, send_time_window_s=server_config.send_time_window_s,
-                today=today, now=now, registry=registry, metrics=metrics,
+                metrics=metrics,
             )
         self._session_ids = itertools.count(1)
         self._handlers: dict[str, Callable[[ConnectionContext, RequestReceived], Any]] = {
@@ -243,10 +246,12 @@ class GatewayService:
             raise RuntimeError(f"a credential matched for {terminal_id}, which the registry does not hold")
         self.throttle.succeeded(terminal_id)
         if not record.enabled:
+            self._sign_in_failed(SignInFailure.DISABLED)
             log.warn("sign-in refused for {terminal_id} from {peer}: {reason} (terminal disabled)",
                      terminal_id=terminal_id, peer=context.peer, reason=SignInFailure.DISABLED.value)
             return make_response(message_id, pb.STATUS_CODE_TERMINAL_DISABLED)
         if not record.institution_enabled:
+            self._sign_in_failed(SignInFailure.DISABLED)
             log.warn("sign-in refused for {terminal_id} from {peer}: {reason} (institution {institution} disabled)",
                      terminal_id=terminal_id, peer=context.peer, reason=SignInFailure.DISABLED.value,
                      institution=record.institution_code)
@@ -282,6 +287,7 @@ class GatewayService:
         """Count the failure, log it (never the credential) with `fields`, and answer after the throttle's delay."""
         terminal_id = request.terminal_id
         penalty = self.throttle.failed(terminal_id, context.peer_host, reason, self._clock.seconds())
+        self._sign_in_failed(reason)
         log.info("sign-in refused for {terminal_id} from {peer}: {reason} ({why}); answered after {delay_s} s "
                  "({terminal_failures} failures of this terminal id, {peer_failures} from this address)",
                  terminal_id=terminal_id, peer=context.peer, reason=reason.value, why=why, delay_s=penalty.delay_s,
@@ -299,6 +305,7 @@ class GatewayService:
                        arrived: float) -> Deferred[pb.Response]:
         penalty = self.throttle.failed(request.terminal_id, context.peer_host, SignInFailure.LOCKED,
                                        self._clock.seconds())
+        self._sign_in_failed(SignInFailure.LOCKED)
         minutes = max(1, math.ceil(locked.retry_after_s / 60))
         log.info("sign-in refused for {terminal_id} from {peer}: {reason} (the {key} is locked for {left_s} s more); "
                  "answered after {delay_s} s", terminal_id=request.terminal_id, peer=context.peer,
@@ -312,11 +319,16 @@ class GatewayService:
             detail_zh=f"{what_zh}已锁定，请{minutes}分钟后再试，或联系系统管理员")
         return self._answer_at(arrived + penalty.delay_s, response)
 
+    def _sign_in_failed(self, reason: SignInFailure) -> None:
+        if self._metrics is not None:
+            self._metrics.sign_in_failed(reason.value)
+
     def _answer_at(self, moment: float, response: pb.Response) -> Deferred[pb.Response]:
         return deferLater(self._clock, max(0.0, moment - self._clock.seconds()), lambda: response)
 
     def sign_in_timed_out(self, context: ConnectionContext) -> None:
         """The connection did not sign in within sign_in_timeout_s and is being closed."""
+        self._sign_in_failed(SignInFailure.TIMEOUT)
         log.info("connection from {peer} closed: {reason} (not signed in within {timeout_s} s)", peer=context.peer,
                  reason=SignInFailure.TIMEOUT.value, timeout_s=self._config.sign_in_timeout_s)
 

@@ -24,7 +24,7 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.ops.logs import error_line
 from gateway.registry.directory import TerminalRecord
 from gateway.settlement.calendar import BEIJING, beijing_today, business_date
-from gateway.settlement.policy import PolicyBook
+from gateway.settlement.policy import PolicyBook, check_cover
 
 # A check's status, and the gateway's: every check "ok" is ready; a "degraded" one still serves.
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
@@ -81,21 +81,23 @@ def check_listeners(state: ListenerState) -> Check:
 
 
 def check_policies(policies: PolicyBook, today: date, warning_days: int) -> Check:
-    days = policies.days_remaining(today)
-    if days < 0:
-        return Check("policy", FAILED, f"no policy covers today, {today.isoformat()}: settlements are refused")
-    through = (today + timedelta(days=days)).isoformat()
-    if days < warning_days:
-        return Check("policy", DEGRADED, f"policies cover {days} more days, through {through} (fewer than "
-                                         f"{warning_days}): load the next year's policy file")
-    return Check("policy", OK, f"covered through {through} ({days} more days)")
+    """check_cover's verdict, as the startup and daily warning and `gateway policy check` give it: no policy today
+    fails; a day without one within `warning_days` (ledger.policy_warning_days) degrades."""
+    cover = check_cover(policies, today, warning_days)
+    problem = cover.problem()
+    if not cover.covers_today:
+        return Check("policy", FAILED, problem or f"no policy covers today, {today.isoformat()}")
+    if problem is not None:
+        return Check("policy", DEGRADED, problem)
+    through = (today + timedelta(days=cover.days_remaining)).isoformat()
+    return Check("policy", OK, f"covered through {through} ({cover.days_remaining} more days)")
 
 
-def policy_remaining_s(policies: PolicyBook, moment: datetime) -> float:
+def policy_remaining_s(policies: PolicyBook, moment: datetime, warning_days: int) -> float:
     """Seconds from `moment` to the end (Beijing midnight) of the last day the policies cover without a gap from
-    today's business day on (PolicyBook.days_remaining); 0 when no policy covers today."""
+    today's business day on (check_cover's days_remaining); 0 when no policy covers today."""
     today = business_date(moment)
-    days = policies.days_remaining(today)
+    days = check_cover(policies, today, warning_days).days_remaining
     if days < 0:
         return 0.0
     end = datetime.combine(today + timedelta(days=days + 1), datetime.min.time(), BEIJING)
