@@ -33,6 +33,9 @@ from gateway.settlement.policy import DEFAULT_POLICY_WARNING_DAYS, MAX_POLICY_WA
 DEFAULT_LISTEN = "tcp:9500:interface=127.0.0.1:backlog=1024"
 # The operator's HTTP port (/metrics, /healthz, /readyz, /status): loopback unless told otherwise.
 DEFAULT_METRICS_LISTEN = "tcp:9501:interface=127.0.0.1"
+# Reactor processes of one gateway (server.processes, `gateway serve --processes`): more than the host has cores
+# only adds contention for the ledger's write lock; the bound keeps a typo from starting hundreds.
+MAX_PROCESSES = 64
 # The limit objects with their own defaults, which the keys below take as theirs.
 _SESSION = SessionLimits()
 _THROTTLE = ThrottleLimits()
@@ -76,6 +79,9 @@ class ServerConfig:
     send_time_window_s: float = DEFAULT_SEND_TIME_WINDOW_S
     # Frames read from one connection before the other connections get a turn.
     frames_per_slice: int = _SESSION.frames_per_slice
+    # Reactor processes sharing each listening address (SO_REUSEPORT) and the ledger (gateway.serve.processes);
+    # 1: the gateway is this one process.
+    processes: int = 1
 
     def session_limits(self) -> SessionLimits:
         """What each connection's session enforces."""
@@ -202,6 +208,23 @@ _LOG_LEVELS = tuple(LEVELS)
 _SQLITE_SYNCHRONOUS = ("FULL", "EXTRA")
 
 
+def config_to_mapping(config: GatewayConfig) -> dict[str, Any]:
+    """`config` as the TOML file's tables would hold it: config_from_mapping(config_to_mapping(c)) == c. How a
+    supervisor hands its resolved configuration to its workers (gateway.serve.processes)."""
+    mapping: dict[str, Any] = {}
+    for section in fields(GatewayConfig):
+        values: dict[str, Any] = {}
+        for key in fields(_SECTIONS[section.name]):
+            value = getattr(getattr(config, section.name), key.name)
+            if section.name == "reader" and key.name == "terminals":
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            values[key.name] = value
+        mapping[section.name] = values
+    return mapping
+
+
 def load_config(path: Path | None) -> GatewayConfig:
     """Read `path` (or return the defaults when it is None) and validate every value."""
     if path is None:
@@ -300,6 +323,7 @@ def validate_config(config: GatewayConfig, source: str = "config") -> None:
     _positive(source, "server.sign_in_tracked_keys", server.sign_in_tracked_keys, upper=10_000_000)
     _positive(source, "server.send_time_window_s", server.send_time_window_s, upper=86_400)
     _positive(source, "server.frames_per_slice", server.frames_per_slice, upper=100_000)
+    _positive(source, "server.processes", server.processes, upper=MAX_PROCESSES)
     if server.shutdown_grace_s < 0:
         raise ConfigError(f"{source}: server.shutdown_grace_s must not be negative")
     if not server.listen and not config.tls.listen:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 
 from gateway.cli.support import EXIT_FAILED, EXIT_USAGE, Commands, add_config, add_db, no_database_advice
-from gateway.config import ConfigError, GatewayConfig, validate_config
+from gateway.config import MAX_PROCESSES, ConfigError, GatewayConfig, validate_config
 from gateway.db.engine import DatabaseMissing, DatabaseUrlError
 from gateway.ops.logs import LEVELS, LOG_FORMATS, report_fatal
 
@@ -24,6 +24,10 @@ def add_commands(commands: Commands) -> None:
     serve.add_argument("--metrics-listen", metavar="ENDPOINT",
                        help="Twisted server endpoint of /metrics, /healthz, /readyz and /status, e.g. "
                             "tcp:9501:interface=127.0.0.1; \"\" for none (overrides metrics.listen)")
+    serve.add_argument("--processes", type=int, metavar="N",
+                       help="reactor processes sharing each listening address (SO_REUSEPORT) and the ledger; "
+                            f"worker K serves metrics on metrics.listen's port + K (1 to {MAX_PROCESSES}; "
+                            "overrides server.processes)")
     add_db(serve)
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="log format (overrides log.format)")
     serve.add_argument("--log-level", choices=tuple(LEVELS),
@@ -41,6 +45,10 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
         report_fatal(str(exc))
         return EXIT_USAGE
     try:
+        if config.server.processes > 1:
+            from gateway.serve.processes import supervise
+
+            return supervise(config)
         return serve(config)
     except (DatabaseUrlError, PolicyError) as exc:
         report_fatal(str(exc))
@@ -54,14 +62,16 @@ def _serve(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _with_serve_options(args: argparse.Namespace, config: GatewayConfig) -> GatewayConfig:
-    """The configuration with --listen, --tls-listen, --metrics-listen, --log-format and --log-level applied over the
-    file's keys."""
+    """The configuration with --listen, --tls-listen, --metrics-listen, --processes, --log-format and --log-level
+    applied over the file's keys."""
     if args.listen:
         config = replace(config, server=replace(config.server, listen=tuple(args.listen)))
     if args.tls_listen:
         config = replace(config, tls=replace(config.tls, listen=tuple(args.tls_listen)))
     if args.metrics_listen is not None:
         config = replace(config, metrics=replace(config.metrics, listen=args.metrics_listen))
+    if args.processes is not None:
+        config = replace(config, server=replace(config.server, processes=args.processes))
     if args.log_format:
         config = replace(config, log=replace(config.log, format=args.log_format))
     if args.log_level:

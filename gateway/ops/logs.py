@@ -33,7 +33,7 @@ ANNOUNCE = "announce"
 # Keys of twisted.python.log's legacy events, bridged into twisted.logger: internals, not the event's own fields.
 _LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why", "failure", "printed"})
 # What a JSON line holds besides the event's own fields; an own field of one of these names is dropped.
-_LINE_KEYS = ("time", "level", "namespace", "message", "exception")
+_LINE_KEYS = ("time", "level", "namespace", "worker", "message", "exception")
 _ALL_LEVELS = frozenset(LogLevel.iterconstants())
 # One encoder for every line (json.dumps with options builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
@@ -45,6 +45,9 @@ _log = Logger(namespace="gateway")
 # first instead of paying that for each settlement.
 _enabled_levels = frozenset({LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical})
 _started_format: str | None = None
+# The worker's number in a gateway of several processes (gateway.serve.processes), on every line it writes; None
+# in a process of its own.
+_worker: int | None = None
 
 
 def enabled(level: LogLevel) -> bool:
@@ -142,6 +145,8 @@ def json_line(event: dict[str, Any]) -> str:
     """One event as one line of JSON (no line break inside: those in the text are escaped)."""
     line: dict[str, Any] = {"time": _time_of(event), "level": _level_of(event),
                             "namespace": event.get("log_namespace", "-"), "message": rendered(event)}
+    if _worker is not None:
+        line["worker"] = _worker
     failure = _failure_of(event)
     if failure is not None:
         line["exception"] = exception_text(failure)
@@ -159,7 +164,8 @@ def text_line(event: dict[str, Any]) -> str:
         text = f"{text}\n{exception_text(failure)}"
     # Continuation lines are indented: every line that starts a new event starts with its time.
     text = text.replace("\n", "\n\t")
-    return f"{_time_of(event)} [{event.get('log_namespace', '-')}#{_level_of(event)}] {text}"
+    worker = "" if _worker is None else f"worker {_worker} "
+    return f"{_time_of(event)} [{worker}{event.get('log_namespace', '-')}#{_level_of(event)}] {text}"
 
 
 def log_message(line: str) -> str | None:
@@ -203,9 +209,12 @@ def make_observer(log_format: str, level: str, stream: IO[str] | None = None) ->
     return observer  # type: ignore[no-any-return]
 
 
-def start_logging(log_format: str, level: str, stream: IO[str] | None = None) -> None:
-    global _enabled_levels, _started_format
+def start_logging(log_format: str, level: str, stream: IO[str] | None = None, *, worker: int | None = None) -> None:
+    """`worker`: this process is that worker of a gateway of several (`[worker K ...]` in a text line, "worker": K
+    in a JSON one)."""
+    global _enabled_levels, _started_format, _worker
     _enabled_levels = levels_from(level)
     _started_format = log_format
+    _worker = worker
     globalLogBeginner.beginLoggingTo([make_observer(log_format, level, stream)], redirectStandardIO=False)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,17 @@ class StartupError(Exception):
     """The gateway cannot start; the message says what the operator should do."""
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process is worker `index` of `count` of one gateway (gateway.serve.processes): it listens through
+    sockets of its own with SO_REUSEPORT, and tells its supervisor (`report`) once it listens instead of logging
+    the line the tools that start a gateway wait for, which the supervisor logs once every worker listens."""
+
+    index: int
+    count: int
+    report: Callable[[dict[str, Any]], None]
+
+
 def raise_open_files_limit() -> int:
     """Lift the soft limit on open files to the hard limit: each terminal is one socket."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -52,15 +65,15 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def serve(config: GatewayConfig) -> int:
+def serve(config: GatewayConfig, worker: WorkerRole | None = None) -> int:
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor  # zope interfaces: mypy cannot see the reactor's methods
 
-    start_logging(config.log.format, config.log.level)
+    start_logging(config.log.format, config.log.level, worker=worker.index if worker is not None else None)
     # Every listener is made before anything starts: one that cannot be is one line and exit status 1.
     try:
-        listeners = parse_listeners(reactor, config)
+        listeners = parse_listeners(reactor, config, reuse_port=worker is not None)
     except ListenerError as exc:
         raise StartupError(str(exc)) from exc
     http = _http_listener(reactor, config)
@@ -159,14 +172,22 @@ def serve(config: GatewayConfig) -> int:
         terminals = [f"{format_address(port)} ({listener.label})" for port, listener in listening
                      if listener is not http]
         listener_state.listening = terminals
-        addresses = ", ".join(terminals)
-        if http_port:
-            addresses += f"; metrics and health on http://{format_address(http_port[0])}/"
-        # The line the tools that start a gateway wait for: logged whatever the level.
-        log.info("Gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}. "
-                 "Press Ctrl+C to stop (or send SIGTERM).", addresses=addresses, db=redact_url(config.database.url),
-                 limit=open_files, years=", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies),
-                 **{ANNOUNCE: True})
+        years = ", ".join(f"{p.insurance_year} ({p.version})" for p in policies.policies)
+        if worker is not None:
+            metrics_address = format_address(http_port[0]) if http_port else None
+            log.info("Worker {index} of {count} listening on {addresses}; metrics and health on {metrics}",
+                     index=worker.index, count=worker.count, addresses=", ".join(terminals),
+                     metrics=f"http://{metrics_address}/" if metrics_address else "none")
+            worker.report({"terminals": terminals, "metrics": metrics_address, "open_files": open_files,
+                           "policies": years})
+        else:
+            addresses = ", ".join(terminals)
+            if http_port:
+                addresses += f"; metrics and health on http://{format_address(http_port[0])}/"
+            # The line the tools that start a gateway wait for: logged whatever the level.
+            log.info("Gateway listening on {addresses}; database {db}; open-files limit {limit}; policies {years}. "
+                     "Press Ctrl+C to stop (or send SIGTERM).", addresses=addresses,
+                     db=redact_url(config.database.url), limit=open_files, years=years, **{ANNOUNCE: True})
         if tls is not None:
             log.info("TLS: terminal certificates of {ca}; revocation list {crl} ({count} revoked)",
                      ca=config.tls.client_ca, crl=config.tls.crl or "none", count=tls.revoked_count)
