@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -27,6 +28,9 @@ def add_commands(commands: Commands) -> None:
     status.add_argument("--url", metavar="URL",
                         help="the gateway's operator listener, e.g. http://127.0.0.1:9501 (default: from "
                              "metrics.listen of the configuration)")
+    status.add_argument("--processes", type=int, metavar="N",
+                        help="a gateway of N processes (gateway serve --processes N): ask each worker K at the "
+                             "URL's port + K (default: server.processes of the configuration)")
     status.add_argument("--json", action="store_true", help="print the page's JSON as it is")
     status.set_defaults(run=_status)
 
@@ -37,6 +41,40 @@ def _status(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"gateway: cannot tell the URL of metrics.listen {config.metrics.listen!r}: give --url",
               file=sys.stderr)
         return EXIT_USAGE
+    processes = args.processes if args.processes is not None else config.server.processes
+    if processes < 1:
+        print("gateway: --processes must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        urls = [base] if processes == 1 else worker_urls(base, processes)
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    pages = [_page(url) for url in urls]
+    if args.json and pages != [None]:
+        shown: Any = pages[0] if processes == 1 else {"workers": pages}
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    else:
+        for index, (url, page) in enumerate(zip(urls, pages, strict=True)):
+            if page is not None:
+                print(render(url if processes == 1 else f"{url} (worker {index})", page), end="")
+    # A gateway of several processes is as ready as its least ready worker.
+    ready = all(page is not None and page.get("status") in ("ready", "degraded") for page in pages)
+    return EXIT_OK if ready else EXIT_FAILED
+
+
+def worker_urls(base: str, processes: int) -> list[str]:
+    """The operator listener of each worker of a gateway of `processes`: worker K at `base`'s port + K."""
+    parsed = urllib.parse.urlsplit(base)
+    if parsed.port is None or parsed.hostname is None:
+        raise ValueError(f"{base!r} names no port: give --url http://HOST:PORT")
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return [urllib.parse.urlunsplit((parsed.scheme, f"{host}:{parsed.port + index}", parsed.path, "", ""))
+            for index in range(processes)]
+
+
+def _page(base: str) -> dict[str, Any] | None:
+    """The /status page under `base`, or None (said on stderr) when there is none to read."""
     url = base.rstrip("/") + "/status"
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as answer:
@@ -45,22 +83,18 @@ def _status(args: argparse.Namespace, config: GatewayConfig) -> int:
         page = exc.read()  # 503: not ready, and the page says why
         if exc.code != 503:
             print(f"gateway: {url} answered {exc.code} {exc.reason}", file=sys.stderr)
-            return EXIT_FAILED
+            return None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"gateway: no answer from {url}: {reason} (is the gateway running, with metrics.listen?)",
               file=sys.stderr)
-        return EXIT_FAILED
+        return None
     try:
         status: dict[str, Any] = json.loads(page)
     except ValueError:
         print(f"gateway: {url} did not answer JSON: is it a gateway's operator listener?", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(status, ensure_ascii=False, indent=2))
-    else:
-        print(render(base, status), end="")
-    return EXIT_OK if status.get("status") in ("ready", "degraded") else EXIT_FAILED
+        return None
+    return status
 
 
 def render(base: str, status: dict[str, Any]) -> str:
