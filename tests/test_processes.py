@@ -1,0 +1,288 @@
+"""`gateway serve --processes 2`: two reactor processes behind one port and one ledger, spoken to over real sockets,
+driven by the project's simulator (another process), on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.db.engine import make_engine
+from gateway.db.migrate import upgrade
+from gateway.demo.population import demo_population
+from gateway.demo.registry import demo_balances, write_demo_registry
+from gateway.ledger.models import LedgerTransaction
+from gateway.protocol.messages import pb
+from tests.test_end_to_end import ROOT, RunningGateway, listening_message
+from tests.test_ledger_end_to_end import VIRTUAL_IN_CITY, ledger_check, settle
+from tests.wire import WireClient, request, sign_in
+
+OK = pb.STATUS_CODE_OK
+WORKER_METRICS = re.compile(r"http://\S+:(\d+)/ \(worker (\d+)\)")
+PIDS = re.compile(r"\(pids ([0-9, ]+)\)")
+CARD = "N00000001"
+PERSONS = 40  # what each worker's virtual reader of VIRTUAL_IN_CITY holds
+
+
+class TwoProcesses(RunningGateway):
+    """`gateway serve --processes 2`, each worker's metrics on a port of its own."""
+
+    def serve_command(self) -> list[str]:
+        return ["--processes", "2"]
+
+    @property
+    def announcement(self) -> str:
+        message = next(m for line in self.lines if (m := listening_message(line)) is not None)
+        return message
+
+    def worker_metrics_ports(self) -> list[int]:
+        ports = {int(worker): int(port) for port, worker in WORKER_METRICS.findall(self.announcement)}
+        return [ports[k] for k in sorted(ports)]
+
+    def worker_pids(self) -> list[int]:
+        found = PIDS.search(self.announcement)
+        assert found is not None, self.announcement
+        return [int(pid) for pid in found.group(1).split(", ")]
+
+    def status(self, worker: int) -> dict[str, object]:
+        port = self.worker_metrics_ports()[worker]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as page:
+            status: dict[str, object] = json.loads(page.read())
+        return status
+
+    def signed_in_count(self, worker: int) -> int:
+        connections = self.status(worker)["connections"]
+        assert isinstance(connections, dict)
+        return int(connections["signed_in"])
+
+    def clients_on_each_worker(self, terminal: str = VIRTUAL_IN_CITY) -> list[WireClient]:
+        """A signed-in connection on worker 0 and one on worker 1 (the kernel picks the worker by a hash of the
+        connection's ports: connections are opened until each worker has one)."""
+        held: dict[int, WireClient] = {}
+        for _ in range(40):
+            before = [self.signed_in_count(k) for k in (0, 1)]
+            client = WireClient("127.0.0.1", self.port)
+            assert client.call(sign_in(terminal_id=terminal)).status == OK
+            after = [self.signed_in_count(k) for k in (0, 1)]
+            worker = 0 if after[0] > before[0] else 1
+            assert after[worker] == before[worker] + 1
+            if worker in held:
+                client.close()
+                continue
+            held[worker] = client
+            if len(held) == 2:
+                return [held[0], held[1]]
+        raise AssertionError("40 connections, and one worker never got one")
+
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "simulate", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def requests_answered(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("gateway_requests_total{"))
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared SQLite ledger (the demo registry of 40 persons), copied by each gateway here: preparing one takes
+    seconds on a busy machine."""
+    tmp = tmp_path_factory.mktemp("template")
+    prepare(f"sqlite:///{tmp / 'ledger.db'}")
+    return tmp / "ledger.db"
+
+
+def prepare(url: str) -> None:
+    """The schema and the demo registry of PERSONS persons, written in this process (a `gateway` subprocess per
+    step would cost seconds each on a busy machine)."""
+    engine = make_engine(url)
+    upgrade(engine)
+    write_demo_registry(engine, persons=PERSONS)
+    engine.dispose()
+
+
+def sqlite_copy(template: Path, tmp: Path) -> str:
+    shutil.copyfile(template, tmp / "ledger.db")
+    return f"sqlite:///{tmp / 'ledger.db'}"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[TwoProcesses]:
+    """Two processes on SQLite for the tests below that use it, in the file's order: the person's limits (on the
+    untouched demo balances), the race, the registry change (which reports the card lost), and last kill -9."""
+    tmp = tmp_path_factory.mktemp("shared")
+    gateway = TwoProcesses(tmp, sqlite_copy(sqlite_template, tmp), prepare=False)
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def on_postgresql(tmp_path_factory: pytest.TempPathFactory, postgres_admin: str) -> Iterator[TwoProcesses]:
+    """Two processes on a PostgreSQL database of their own: the race, then the simulator (which ends with SIGTERM)."""
+    import psycopg
+
+    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
+    admin = postgres_admin.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_admin.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        prepare(url)
+        gateway = TwoProcesses(tmp_path_factory.mktemp("postgresql"), url, prepare=False)
+        yield gateway
+        gateway.stop()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def serve_the_simulator_then_stop(two: TwoProcesses, tmp_path: Path) -> None:
+    """The simulator's run is answered by both workers; SIGTERM drains both and the supervisor exits 0; the ledger
+    agrees with every answer the terminals got."""
+    outcomes = tmp_path / "outcomes.jsonl"
+    run = simulate("--target", f"127.0.0.1:{two.port}", "--terminals", "8", "--duration", "2", "--persons",
+                   str(PERSONS), "--outcomes", str(outcomes))
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The kernel spread the simulator's connections over both workers, and both answered.
+    assert all(requests_answered(port) > 0 for port in two.worker_metrics_ports())
+    pids = two.worker_pids()
+    assert two.stop() == 0
+    output = "".join(two.lines)
+    assert output.count("gateway drained:") == 2
+    assert "gateway stopped: every worker drained and exited" in output
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    verified = simulate("--verify", str(outcomes), "--db", two.db)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "the ledger agrees with the terminals" in verified.stdout
+
+
+def race_at_both_workers(two: TwoProcesses) -> None:
+    """The same message id, byte for byte, sent to both workers at once: booked once, and both terminals get the
+    one settlement's answer (one of them the recorded one)."""
+    first, second = two.clients_on_each_worker()
+    for n in range(5):
+        message = request("settle", f"race-{n}", VIRTUAL_IN_CITY, medical_type=11, total_fen=12_300)
+        message.send_time.GetCurrentTime()
+        first.send(message)
+        second.send(message)
+        answers = [first.receive(), second.receive()]
+        assert [pb.StatusCode.Name(a.status) for a in answers] == ["STATUS_CODE_OK"] * 2
+        assert answers[0].settle.settlement_id == answers[1].settle.settlement_id
+    first.close()
+    second.close()
+    engine = make_engine(two.db)
+    with engine.connect() as conn:
+        counts = dict(conn.execute(select(LedgerTransaction.message_id, func.count()).where(
+            LedgerTransaction.kind == "settlement", LedgerTransaction.message_id.like("race-%")).group_by(
+            LedgerTransaction.message_id)).all())
+    engine.dispose()
+    assert counts == {f"race-{n}": 1 for n in range(5)}
+
+
+def test_two_processes_on_sqlite_serve_the_simulator_the_ledger_agrees_and_sigterm_stops_both(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    two = TwoProcesses(tmp_path, sqlite_copy(sqlite_template, tmp_path), prepare=False)
+    try:
+        serve_the_simulator_then_stop(two, tmp_path)
+    finally:
+        two.stop()
+
+
+def test_on_postgresql_the_same_message_id_sent_to_both_workers_at_once_is_booked_once(
+    on_postgresql: TwoProcesses
+) -> None:
+    race_at_both_workers(on_postgresql)
+
+
+def test_two_processes_on_postgresql_serve_the_simulator_the_ledger_agrees_and_sigterm_stops_both(
+    on_postgresql: TwoProcesses, tmp_path: Path
+) -> None:
+    serve_the_simulator_then_stop(on_postgresql, tmp_path)
+
+
+def test_each_worker_sees_what_the_other_paid_for_one_person(shared: TwoProcesses) -> None:
+    """Settlements for one holder alternate between the workers, each writer holding the state its last commit
+    left: it must notice the other's commit (SQLite's data_version) and read again, so the accounts pay exactly
+    what they held and the pooled fund stops at the yearly cap."""
+    clients = shared.clients_on_each_worker()
+    answers = []
+    for n in range(16):
+        answer = settle(clients[n % 2], VIRTUAL_IN_CITY, f"alt-{n}", 600_000)
+        assert answer.status == OK, answer.message_en
+        answers.append(answer)
+    holder = next(h for h in demo_population(PERSONS) if h.card.card_number == CARD)
+    opening_current, opening_prior = demo_balances(holder)
+    assert sum(a.settle.split.current_year_account_fen for a in answers) == opening_current
+    assert sum(a.settle.split.prior_years_account_fen for a in answers) == opening_prior
+    assert sum(a.settle.split.pooled_fund_fen for a in answers) == 2_000_000
+    for client in clients:
+        client.close()
+
+
+def test_on_sqlite_the_same_message_id_sent_to_both_workers_at_once_is_booked_once(shared: TwoProcesses) -> None:
+    race_at_both_workers(shared)
+
+
+def test_a_registry_change_reaches_both_workers(shared: TwoProcesses) -> None:
+    clients = shared.clients_on_each_worker()
+    for n, client in enumerate(clients):  # each worker's cache now holds the card's facts
+        assert client.call(request("read_card", f"before-{n}", VIRTUAL_IN_CITY)).status == OK
+    lost = subprocess.run([sys.executable, "-m", "gateway", "agency", "report-lost", CARD, "--db", shared.db], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert lost.returncode == 0, lost.stdout + lost.stderr
+    deadline = time.monotonic() + 5  # registry.refresh_s is 0.2 s
+    pending = {0, 1}
+    n = 0
+    while pending and time.monotonic() < deadline:
+        for worker in sorted(pending):
+            n += 1
+            answer = clients[worker].call(request("read_card", f"after-{n}", VIRTUAL_IN_CITY))
+            if answer.status == pb.STATUS_CODE_CARD_LOST:
+                pending.discard(worker)
+        time.sleep(0.1)
+    assert pending == set(), f"workers still serving the card as active: {pending}"
+    for client in clients:
+        client.close()
+
+
+def test_a_worker_killed_makes_the_supervisor_stop_the_other_and_exit_1(shared: TwoProcesses) -> None:
+    two = shared
+    victim, survivor = two.worker_pids()
+    stopped = threading.Event()
+
+    def wait() -> None:
+        two.process.wait(timeout=60)
+        stopped.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    os.kill(victim, signal.SIGKILL)
+    assert stopped.wait(60)
+    assert two.process.returncode == 1
+    output = "".join(two.lines)
+    assert f"gateway worker 0 (pid {victim}) exited unexpectedly (killed by SIGKILL)" in output
+    assert "gateway drained:" in output  # the other worker stopped cleanly, finishing what it had
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{survivor}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{survivor}").exists()
+    ledger_check(two.db)  # what both workers wrote, the person's limits and the race included
+
