@@ -25,6 +25,7 @@ from gateway.db.migrate import upgrade
 from gateway.demo.population import demo_population
 from gateway.demo.registry import demo_balances, write_demo_registry
 from gateway.ledger.models import LedgerTransaction
+from gateway.ledger.writer import WriteTurn
 from gateway.protocol.messages import pb
 from tests.test_end_to_end import ROOT, RunningGateway, listening_message
 from tests.test_ledger_end_to_end import VIRTUAL_IN_CITY, ledger_check, settle
@@ -286,3 +287,20 @@ def test_a_worker_killed_makes_the_supervisor_stop_the_other_and_exit_1(shared: 
     assert not Path(f"/proc/{survivor}").exists()
     ledger_check(two.db)  # what both workers wrote, the person's limits and the race included
 
+
+
+def test_writers_of_two_processes_on_sqlite_take_turns_bounded_by_the_wait(tmp_path: Path) -> None:
+    """The turn is a lock of the file (flock: per open file, so two in one process conflict as two processes do):
+    the second waits while the first holds it, gives up after its bound (then SQLite's own lock decides), and has
+    it once it is given back."""
+    path = tmp_path / "ledger.db-writer.lock"
+    first, second = WriteTurn(path, wait_s=5.0), WriteTurn(path, wait_s=0.05)
+    assert first.take()
+    began = time.monotonic()
+    assert not second.take()
+    assert time.monotonic() - began >= 0.05 and second.missed == 1
+    first.give_back()
+    assert second.take()
+    second.give_back()
+    first.close()
+    second.close()

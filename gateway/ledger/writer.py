@@ -8,12 +8,15 @@ that fails as a whole is split up, so one bad intent never fails its batch-mates
 
 from __future__ import annotations
 
+import fcntl
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -51,6 +54,49 @@ class WriterLimits:
     retry_attempts: int = 3       # a batch that met a deadlock or a serialization failure is run again
     known_accounts: int = 200_000  # account codes remembered as existing (then forgotten, and looked up again)
     known_holders: int = 20_000   # holders whose committed state is kept for the next batch (SQLite; then forgotten)
+    # SQLite shared by the writers of several processes (gateway serve --processes): each waits its turn at a lock
+    # file beside the database (WriteTurn) this long at most, then goes on to SQLite's own lock. None: no turn.
+    write_turn_wait_ms: int | None = None
+
+
+# How often a writer waiting for its turn tries again: SQLite's own busy handler sleeps 1 ms, then 2, 5, ... up to
+# 100 ms between tries, so a waiting writer often wakes long after the other committed (or finds it locked again).
+WRITE_TURN_POLL_S = 0.0005
+
+
+class WriteTurn:
+    """The turns of the ledger writers of several processes on one SQLite file: an exclusive flock on
+    DATABASE-writer.lock, held from before BEGIN IMMEDIATE to after the COMMIT. It only orders the writers; SQLite's
+    lock still guards the data, so a writer that waited `wait_s` without its turn goes on without it (and meets
+    database.busy_timeout_ms there). The kernel drops the lock of a process that dies."""
+
+    def __init__(self, path: Path, wait_s: float) -> None:
+        self.path = path
+        self._wait_s = wait_s
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.waited_s = 0.0    # in all, for the benchmark and the tests
+        self.missed = 0        # turns given up after wait_s
+
+    def take(self) -> bool:
+        began = time.monotonic()
+        try:
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() - began >= self._wait_s:
+                        self.missed += 1
+                        return False
+                    time.sleep(WRITE_TURN_POLL_S)
+        finally:
+            self.waited_s += time.monotonic() - began
+
+    def give_back(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class LedgerWriter:
@@ -74,6 +120,10 @@ class LedgerWriter:
         self._known: KnownState | None = None
         self._connection: Connection | None = None
         self._keeps_connection = engine.dialect.name == "sqlite"
+        database = engine.url.database
+        self.turn = (WriteTurn(Path(f"{database}-writer.lock"), limits.write_turn_wait_ms / 1000)
+                     if limits.write_turn_wait_ms is not None and self._keeps_connection and database
+                     and database != ":memory:" else None)
         # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
         # a card's first use.
         self.on_registry_write: Callable[[], None] | None = None
@@ -106,6 +156,9 @@ class LedgerWriter:
             self._thread.join(timeout_s)
         if not self._thread.is_alive():
             self.close()
+            if self.turn is not None:
+                self.turn.close()
+                self.turn = None
 
     def close(self) -> None:
         """Give back the connection the writer keeps (SQLite), forgetting what it knew on it."""
@@ -170,6 +223,7 @@ class LedgerWriter:
     def write(self, intents: Sequence[Intent]) -> list[Outcome]:
         """Decide and commit `intents` in one transaction (blocking); their outcomes, in order."""
         for attempt in range(1, self.limits.retry_attempts + 1):
+            turn = self.turn.take() if self.turn is not None else False
             try:
                 began = time.perf_counter()
                 conn = self._connect()
@@ -211,6 +265,9 @@ class LedgerWriter:
                 self._known = None  # the transaction rolled back: trust nothing the batch may have touched
                 failure = exc
                 break
+            finally:
+                if turn and self.turn is not None:
+                    self.turn.give_back()
         else:
             return self._unavailable(len(intents))
         if len(intents) > 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,11 @@ def serve(config: GatewayConfig, worker: WorkerRole | None = None) -> int:
                 else load_builtin_policies())
     # Nothing is measured when nothing would show it.
     metrics = GatewayMetrics() if http is not None else None
-    writer = LedgerWriter(engine, policies, reactor.callFromThread, config.ledger.writer_limits(), metrics=metrics)
+    limits = config.ledger.writer_limits()
+    if worker is not None:
+        # The writers of the other workers share the ledger: on SQLite they take turns (gateway.ledger.writer).
+        limits = replace(limits, write_turn_wait_ms=config.database.busy_timeout_ms)
+    writer = LedgerWriter(engine, policies, reactor.callFromThread, limits, metrics=metrics)
 
     pool = ThreadPool(minthreads=1, maxthreads=config.database.worker_threads, name="gateway-db")
     run_blocking = partial(deferToThreadPool, reactor, pool)
