@@ -88,6 +88,7 @@ bench: setup
 	$(PY) -m benchmarks.ledger_bench --settlements $(BENCH_SETTLEMENTS) --profile --json bench/ledger.json
 	$(PY) -m benchmarks.reconcile_bench --json bench/reconcile.json
 	$(PY) -m benchmarks.metrics_bench --json bench/metrics.json
+	$(PY) -m benchmarks.processes_bench --json bench/processes.json
 
 clean:
 	rm -rf $(VENV) $(GENERATED_DIR) var/*.db var/*.db-wal var/*.db-shm .mypy_cache .pytest_cache .ruff_cache

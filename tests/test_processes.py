@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,18 +16,34 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from twisted.logger import LogLevel
 
+from gateway.cli.main import main
+from gateway.config import (
+    MAX_PROCESSES,
+    GatewayConfig,
+    ReaderConfig,
+    ServerConfig,
+    TlsConfig,
+    config_from_mapping,
+    config_to_mapping,
+)
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.demo.population import demo_population
 from gateway.demo.registry import demo_balances, write_demo_registry
 from gateway.ledger.models import LedgerTransaction
 from gateway.ledger.writer import WriteTurn
+from gateway.ops import logs
 from gateway.protocol.messages import pb
+from gateway.serve.app import StartupError
+from gateway.serve.listeners import TcpAddress, tcp_address
+from gateway.serve.processes import metrics_listen, plan
 from tests.test_end_to_end import ROOT, RunningGateway, listening_message
 from tests.test_ledger_end_to_end import VIRTUAL_IN_CITY, ledger_check, settle
 from tests.wire import WireClient, request, sign_in
@@ -304,3 +321,74 @@ def test_writers_of_two_processes_on_sqlite_take_turns_bounded_by_the_wait(tmp_p
     second.give_back()
     first.close()
     second.close()
+
+
+# The parts, without processes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("description", "expected"), [
+    ("tcp:9500:interface=127.0.0.1:backlog=1024", TcpAddress("127.0.0.1", 9500, 1024, ipv6=False)),
+    ("tcp:0", TcpAddress("", 0, 50, ipv6=False)),
+    ("tcp:9500:127.0.0.1:16", TcpAddress("127.0.0.1", 9500, 16, ipv6=False)),  # Twisted's positional order
+    ("tcp6:port=9543:interface=\\:\\:1", TcpAddress("::1", 9543, 50, ipv6=True)),
+    ("tcp6:9543", TcpAddress("::", 9543, 50, ipv6=True)),
+    ("unix:/run/gateway.sock", None),
+    ("tcp:http", None),
+    ("tcp:70000", None),
+    ("tcp:9500:colour=blue", None),
+])
+def test_tcp_endpoints_are_read_as_twisted_reads_them(description: str, expected: TcpAddress | None) -> None:
+    assert tcp_address(description) == expected
+    if expected is not None:
+        assert tcp_address(expected.description()) == expected  # what the supervisor hands its workers
+
+
+def test_worker_k_serves_metrics_on_the_port_plus_k() -> None:
+    assert metrics_listen("tcp:9501:interface=127.0.0.1", 1, 2) == "tcp:9502:interface=127.0.0.1:backlog=50"
+    assert metrics_listen("tcp:9501:interface=127.0.0.1", 0, 2) == "tcp:9501:interface=127.0.0.1:backlog=50"
+    assert metrics_listen("tcp:0:interface=127.0.0.1", 1, 2) == "tcp:0:interface=127.0.0.1"  # each its own port
+    assert metrics_listen("", 1, 2) == ""
+    with pytest.raises(StartupError, match="port \\+ its number"):
+        metrics_listen("unix:/run/metrics.sock", 0, 2)
+    with pytest.raises(StartupError, match="beyond 65535"):
+        metrics_listen("tcp:65535", 0, 2)
+
+
+def test_the_supervisor_fixes_port_zero_to_one_port_for_every_worker() -> None:
+    config = GatewayConfig(server=ServerConfig(listen=("tcp:0:interface=127.0.0.1",), processes=3))
+    planned = plan(config)
+    try:
+        ports = {worker.server.listen for worker in planned.configs}
+        assert len(ports) == 1
+        (address,) = [tcp_address(d) for d in ports.pop()]
+        assert address is not None and address.port != 0
+        # Held meanwhile: a socket without SO_REUSEPORT cannot take the port.
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", address.port))
+    finally:
+        planned.release()
+    with pytest.raises(StartupError, match="tcp: and tcp6: endpoints only"):
+        plan(replace(config, server=replace(config.server, listen=("unix:/tmp/gateway.sock",))))
+
+
+def test_the_configuration_a_supervisor_hands_its_workers_is_the_same_configuration() -> None:
+    config = GatewayConfig(server=ServerConfig(listen=("tcp:0", "tcp6:0"), processes=2),
+                           tls=TlsConfig(listen=("tcp:9543:interface=0.0.0.0",)),
+                           reader=ReaderConfig(terminals=(("H33020300001-02", "pcsc:Virtual PCD 00 00"),)))
+    assert config_from_mapping(json.loads(json.dumps(config_to_mapping(config)))) == config
+
+
+def test_a_worker_marks_every_line_it_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    event = {"log_format": "hello {who}", "who": "operator", "log_namespace": "gateway.x", "log_time": 0.0,
+             "log_level": LogLevel.info}
+    monkeypatch.setattr(logs, "_worker", 1)
+    assert "[worker 1 gateway.x#info] hello operator" in logs.text_line(event)
+    assert json.loads(logs.json_line(event))["worker"] == 1
+    assert logs.log_message(logs.text_line(event)) == "hello operator"
+    monkeypatch.setattr(logs, "_worker", None)
+    assert "worker" not in json.loads(logs.json_line(event))
+
+
+@pytest.mark.parametrize("processes", ["0", str(MAX_PROCESSES + 1)])
+def test_processes_beyond_the_bounds_are_refused(processes: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--processes", processes, "--db", "sqlite:///nowhere.db"]) == 2
+    assert "server.processes must be" in capsys.readouterr().err

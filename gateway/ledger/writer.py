@@ -204,26 +204,34 @@ class LedgerWriter:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self.limits.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
             self.busy_since = time.monotonic()
-            outcomes = self.write([intent for intent, _ in batch])
+            # Sharing the ledger with other processes' writers: the turn first, and then the batch, so that what
+            # arrived while the others wrote joins it (fewer, larger commits under contention).
+            turn = self.turn.take() if self.turn is not None else False
+            try:
+                batch = [first]
+                while len(batch) < self.limits.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                outcomes = self.write([intent for intent, _ in batch], turn_taken=True)
+            finally:
+                if turn and self.turn is not None:
+                    self.turn.give_back()
             self.busy_since = None
             for (_, answer), outcome in zip(batch, outcomes, strict=True):
                 self._call_from_thread(answer.callback, outcome)
 
-    def write(self, intents: Sequence[Intent]) -> list[Outcome]:
-        """Decide and commit `intents` in one transaction (blocking); their outcomes, in order."""
+    def write(self, intents: Sequence[Intent], *, turn_taken: bool = False) -> list[Outcome]:
+        """Decide and commit `intents` in one transaction (blocking); their outcomes, in order. `turn_taken`: the
+        caller waited for the writers' turn (WriteTurn) already."""
         for attempt in range(1, self.limits.retry_attempts + 1):
-            turn = self.turn.take() if self.turn is not None else False
+            turn = self.turn.take() if self.turn is not None and not turn_taken else False
             try:
                 began = time.perf_counter()
                 conn = self._connect()
@@ -274,7 +282,7 @@ class LedgerWriter:
             # Find the one that fails: alone, each intent gets its own outcome.
             log.info("ledger batch of {count} failed ({cause}); writing each alone", count=len(intents),
                      cause=error_line(failure))
-            return [outcome for intent in intents for outcome in self.write([intent])]
+            return [outcome for intent in intents for outcome in self.write([intent], turn_taken=turn_taken)]
         log.error("ledger write failed for {message_id}: {cause}", message_id=intents[0].message_id,
                   cause=error_line(failure))
         return [_INTERNAL]
