@@ -141,7 +141,11 @@ def one_run(db: str, processes: int, per_institution: int, args: argparse.Namesp
             "mean_batch": round(sum(w["gateway_ledger_batch_size_sum"] for w in ledger) / max(batches, 1), 1),
             "mean_transaction_ms": round(1000 * sum(w["gateway_ledger_commit_duration_seconds_sum"] for w in ledger)
                                          / max(batches, 1), 2),
-            "ledger_unavailable": int(sum(w["gateway_ledger_unavailable_total"] for w in ledger))}
+            "ledger_unavailable": int(sum(w["gateway_ledger_unavailable_total"] for w in ledger)),
+            # Seconds spent in ledger transactions per second of the run, all writers together: near 1 on SQLite
+            # means its one write lock was held all the time (the bound); on PostgreSQL writers overlap (above 1).
+            "ledger_transaction_s_per_s": round(sum(w["gateway_ledger_commit_duration_seconds_sum"] for w in ledger)
+                                                / wall_s, 3)}
 
 
 def _listening(gateway: subprocess.Popen[str], processes: int) -> tuple[int, list[str], list[int]]:
