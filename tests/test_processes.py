@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -56,7 +57,17 @@ PERSONS = 40  # what each worker's virtual reader of VIRTUAL_IN_CITY holds
 
 
 class TwoProcesses(RunningGateway):
-    """`gateway serve --processes 2`, each worker's metrics on a port of its own."""
+    """`gateway serve --processes 2`, each worker's metrics on a port of its own: a free one each, or with
+    `metrics_base` that port and the next."""
+
+    def __init__(self, *args: Any, metrics_base: int = 0, **kwargs: Any) -> None:
+        self.metrics_base = metrics_base
+        super().__init__(*args, **kwargs)
+
+    def start(self) -> None:
+        if self.metrics_port == 0:
+            self.metrics_port = self.metrics_base
+        super().start()
 
     def serve_command(self) -> list[str]:
         return ["--processes", "2"]
@@ -215,11 +226,33 @@ def race_at_both_workers(two: TwoProcesses) -> None:
     assert counts == {f"race-{n}": 1 for n in range(5)}
 
 
+def two_free_ports() -> int:
+    """A port P with P + 1 free too, as far as can be told now (the gateway binds them a moment later)."""
+    for _ in range(50):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two free ports in a row")
+
+
 def test_two_processes_on_sqlite_serve_the_simulator_the_ledger_agrees_and_sigterm_stops_both(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
-    two = TwoProcesses(tmp_path, sqlite_copy(sqlite_template, tmp_path), prepare=False)
+    base = two_free_ports()
+    two = TwoProcesses(tmp_path, sqlite_copy(sqlite_template, tmp_path), prepare=False, metrics_base=base)
     try:
+        assert two.worker_metrics_ports() == [base, base + 1]
+        # `gateway status` asks both workers, at the port and the next.
+        status = subprocess.run([sys.executable, "-m", "gateway", "status", "--url", f"http://127.0.0.1:{base}",
+                                 "--processes", "2"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"http://127.0.0.1:{base} (worker 0): ready" in status.stdout
+        assert f"http://127.0.0.1:{base + 1} (worker 1): ready" in status.stdout
         serve_the_simulator_then_stop(two, tmp_path)
     finally:
         two.stop()
