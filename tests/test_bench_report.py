@@ -82,3 +82,12 @@ def test_the_table_links_each_run_s_page_when_the_run_wrote_them() -> None:
     [line] = [line for line in render(results).splitlines() if line.startswith("Each run's page")]
     assert line.endswith(": [heartbeats](bench/reports/heartbeat/index.html), "
                          "[the Settle exchange alone](bench/reports/settle_only/index.html).")
+
+
+def test_the_memory_over_tls_has_a_row_when_the_run_measured_it() -> None:
+    assert "over TLS, " not in render(RESULTS)
+    results = copy.deepcopy(RESULTS)
+    results["idle_memory_tls"] = {"signed_in": 10_000, "kb_per_connection": 43.3, "rss_before_kb": 92_000,
+                                  "rss_after_kb": 515_000}
+    cells = _row(render(results), "gateway RSS per idle signed-in connection over TLS, 10,000 connections")
+    assert cells[1:] == ["43.3 KB (89 MB → 502 MB)", "≤ 20 KB", "**no**"]
