@@ -21,23 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write_into
+from benchmarks.targets import (
+    COUNTER_FLOW_RATIO_TARGET,
+    IDLE_CONNECTIONS,
+    IDLE_KB_TARGET,
+    LEDGER_BATCH,
+    LEDGER_FLOOR_RATIO_TARGET,
+    P99_TARGET_MS,
+    P99_TERMINALS,
+    PROCESSES_RATIO_TARGET,
+    SETTLE_ONLY_RATIO_TARGET,
+    TLS_RATIO_TARGET,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = ("<!-- issue15: begin (written by `make bench`, its last step `python -m benchmarks.report_issue15`; edits "
          "between these markers are overwritten) -->")
 END = "<!-- issue15: end -->"
 
-# Issue 15's targets (its "Targets" table; DESIGN.md §4 lists the same).
-SETTLE_ONLY_RATIO_TARGET = 0.33
-COUNTER_FLOW_RATIO_TARGET = 0.14
-LEDGER_FLOOR_RATIO_TARGET = 0.5
-LEDGER_BATCH = 100
-P99_TARGET_MS = 10.0
-P99_TERMINALS = 1000
-TLS_RATIO_TARGET = 0.7
-IDLE_KB_TARGET = 5.0
-IDLE_CONNECTIONS = 10_000
-PROCESSES_RATIO_TARGET = 1.6
 # Two gateway processes and the simulator in another process each want a core of their own: with fewer the
 # second process has no core to grow into, and the ratio is measured and explained but not judged.
 PROCESSES_CORES_NEEDED = 3
