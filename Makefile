@@ -27,8 +27,9 @@ APT_PACKAGES := swig libpcsclite-dev pcscd vsmartcard-vpcd jq prometheus
 
 .PHONY: run test lint setup system-packages proto db pki bench clean
 
-# Benchmarks print ratios measured in one run (these machines are noisy) and write bench/*.json, the table in
-# BENCHMARKS.md and each simulator run's page (gateway simulate --report) in bench/reports/RUN/index.html.
+# Benchmarks print ratios measured in one run (these machines are noisy) and write bench/*.json, the tables in
+# BENCHMARKS.md (the last step: issue 15's figures from the files the steps before wrote) and each simulator run's
+# page (gateway simulate --report) in bench/reports/RUN/index.html.
 BENCH_SETTLEMENTS ?= 2000
 
 run: setup db pki
@@ -89,6 +90,7 @@ bench: setup
 	$(PY) -m benchmarks.reconcile_bench --json bench/reconcile.json
 	$(PY) -m benchmarks.metrics_bench --json bench/metrics.json
 	$(PY) -m benchmarks.processes_bench --json bench/processes.json
+	$(PY) -m benchmarks.report_issue15
 
 clean:
 	rm -rf $(VENV) $(GENERATED_DIR) var/*.db var/*.db-wal var/*.db-shm .mypy_cache .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ import cProfile
 import io
 import json
 import pstats
+import shlex
 import sys
 import tempfile
 import time
@@ -260,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--profile", action="store_true", help="profile the largest batch size")
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "settlements": args.settlements}
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "settlements": args.settlements,
+                               # The command line that reproduces these figures (as `make bench` runs it).
+                               "command": shlex.join(["python", "-m", "benchmarks.ledger_bench",
+                                                      *(sys.argv[1:] if argv is None else argv)])}
     with tempfile.TemporaryDirectory() as tmp:
         engines = {"sqlite": (prepared_engine(f"sqlite:///{tmp}/bench.db"),
                               prepared_engine(f"sqlite:///{tmp}/floor.db", registry=False))}

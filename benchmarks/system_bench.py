@@ -1,11 +1,13 @@
 """The whole gateway under `gateway simulate`, measured in one run on a fresh SQLite ledger.
 
-    .venv/bin/python -m benchmarks.system_bench [--seconds S] [--terminals N] [--idle N] [--json OUT]
+    .venv/bin/python -m benchmarks.system_bench [--seconds S] [--terminals N] [--idle N] [--idle-tls N]
+        [--prefill N] [--json OUT]
 
 1. heartbeat requests/s (the floor cost of server and simulator), the same over TLS with terminal certificates, and
    settlements/s with the same simulator;
 2. latency at many connected terminals at half the settlement peak (open loop);
-3. the gateway's resident memory per idle signed-in connection;
+3. the gateway's resident memory per idle signed-in connection, over plain TCP (on the gateway of the runs above)
+   and over TLS (on a fresh gateway of its own, with a certificate per terminal id the connections sign in as);
 4. settlements/s on a ledger pre-filled with --prefill settlements (benchmarks.prefill) vs the empty one.
 Writes bench/results.json, the table in BENCHMARKS.md (benchmarks.report) and, for each simulator run of a figure,
 its page (`gateway simulate --report`: throughput and latency per second, latency distributions per message type)
@@ -19,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
+from benchmarks.idle_terminals import connection_terminal_ids
 from benchmarks.prefill import LARGE_LEDGER_SETTLEMENTS, persons_for, prefill
 from gateway.demo.registry import DEFAULT_TERMINALS_PER_INSTITUTION
 from gateway.ops.logs import log_message
@@ -93,6 +97,11 @@ class Gateway:
         self.process.terminate()
         self.process.wait(timeout=60)
 
+    def issue_terminal_certificates(self, terminal_ids: list[str]) -> None:
+        """Certificates for `terminal_ids` besides those issued at the start (which are left as they are)."""
+        subprocess.run([*GATEWAY, "pki", "issue-terminal", "--skip-existing", "--dir", str(self.pki),
+                        *dict.fromkeys(terminal_ids)], check=True, capture_output=True, cwd=ROOT)
+
     def tls_options(self) -> tuple[str, ...]:
         """`gateway simulate`'s options for this gateway's TLS listener."""
         return ("--tls-ca", str(self.pki / "ca.crt"), "--tls-cert-dir", str(self.pki / "terminals"))
@@ -115,19 +124,48 @@ def simulate(port: int, per_institution: int, *args: str, report: Path | None = 
         return figures
 
 
-def idle_memory(gateway: Gateway, per_institution: int, connections: int) -> dict[str, Any]:
-    """Open `connections` signed-in terminals that then stay idle; the gateway's RSS before and after."""
+def idle_memory(gateway: Gateway, per_institution: int, connections: int, tls: bool = False) -> dict[str, Any]:
+    """Open `connections` signed-in terminals that then stay idle (over TLS: on the gateway's TLS listener, with
+    certificates for the terminal ids they sign in as); the gateway's RSS before and after."""
+    port = gateway.port
+    tls_options: list[str] = []
+    if tls:
+        if gateway.tls_port is None:
+            raise RuntimeError("the gateway printed no TLS address")
+        port = gateway.tls_port
+        gateway.issue_terminal_certificates(connection_terminal_ids(connections, per_institution))
+        tls_options = ["--tls-ca", str(gateway.pki / "ca.crt"), "--tls-cert-dir", str(gateway.pki / "terminals")]
     before = rss_kb(gateway.process.pid)
-    holder = subprocess.Popen([sys.executable, "-m", "benchmarks.idle_terminals", str(gateway.port),
-                               str(connections), str(per_institution)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-m", "benchmarks.idle_terminals", str(port),
+                               str(connections), str(per_institution), *tls_options],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     ready = holder.stdout.readline().strip()
     time.sleep(2)
     after = rss_kb(gateway.process.pid)
     holder.terminate()
     holder.wait(timeout=60)
-    return {"connections": connections, "signed_in": int(ready or 0), "rss_before_kb": before, "rss_after_kb": after,
-            "kb_per_connection": round((after - before) / max(int(ready or 0), 1), 2)}
+    return {"connections": connections, "tls": tls, "signed_in": int(ready or 0), "rss_before_kb": before,
+            "rss_after_kb": after, "kb_per_connection": round((after - before) / max(int(ready or 0), 1), 2)}
+
+
+# The fresh gateway of the TLS idle figure first serves heartbeats over TLS this long (what it loads and caches
+# once is then not counted per connection, as on the gateway of the runs, which served them before).
+IDLE_TLS_WARM_UP_S = 2.0
+
+
+def idle_memory_tls(tmp: Path, per_institution: int, connections: int, warm_up_terminals: int) -> dict[str, Any]:
+    """`idle_memory` over TLS on a fresh gateway of its own: after the plain TCP connections of the gateway of the
+    runs, the memory they freed would be reused and the TLS figure understated."""
+    gateway = Gateway(tmp, per_institution, "idle_tls.db", tls_terminals=warm_up_terminals + 1)
+    try:
+        if gateway.tls_port is None:
+            raise RuntimeError("the gateway printed no TLS address")
+        simulate(gateway.tls_port, per_institution, "--terminals", str(warm_up_terminals), "--duration",
+                 str(IDLE_TLS_WARM_UP_S), "--mix", "heartbeat", *gateway.tls_options())
+        return idle_memory(gateway, per_institution, connections, tls=True)
+    finally:
+        gateway.stop()
 
 
 def large_ledger(tmp: Path, empty: Gateway, per_institution: int, args: argparse.Namespace,
@@ -159,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--terminals", type=int, default=40, help="terminals for the peak runs")
     parser.add_argument("--latency-terminals", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections for the memory figure")
+    parser.add_argument("--idle-tls", type=int, metavar="N",
+                        help="idle connections over TLS for the memory figure (default: as --idle; 0: skip)")
     parser.add_argument("--prefill", type=int, default=LARGE_LEDGER_SETTLEMENTS, metavar="N",
                         help="settlements in the large ledger compared with the empty one (0: skip)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results.json")
@@ -167,15 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=ROOT / "bench/reports",
                         help="where each simulator run's page goes (DIR/RUN/index.html)")
     args = parser.parse_args(argv)
+    idle_tls = args.idle if args.idle_tls is None else args.idle_tls
     reports = {name: args.reports / name for name in REPORTED_RUNS}
     # Enough terminal ids per institution for the most connections a run opens, each id taking its sessions (the
     # demo registry's default takes the 1,000 latency terminals; the idle connections need more).
-    per_institution = max(DEFAULT_TERMINALS_PER_INSTITUTION, args.idle // SESSIONS_PER_TERMINAL_ID + 10,
+    per_institution = max(DEFAULT_TERMINALS_PER_INSTITUTION, max(args.idle, idle_tls) // SESSIONS_PER_TERMINAL_ID + 10,
                           args.latency_terminals // SESSIONS_PER_TERMINAL_ID + 10)
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                                "python": platform.python_version(),
-                               "command": "make bench (python -m benchmarks.system_bench)"}
+                               # The command line that reproduces these figures (as `make bench` runs it).
+                               "command": shlex.join(["python", "-m", "benchmarks.system_bench",
+                                                      *(sys.argv[1:] if argv is None else argv)])}
     with tempfile.TemporaryDirectory() as tmp:
         # Every terminal of a run may be a different id: certificates for as many of each institution.
         gateway = Gateway(Path(tmp), per_institution, tls_terminals=args.terminals + 1)
@@ -199,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             large = large_ledger(Path(tmp), gateway, per_institution, args, reports) if args.prefill else None
         finally:
             gateway.stop()
+        memory_tls = (idle_memory_tls(Path(tmp), per_institution, idle_tls, args.terminals) if idle_tls
+                      else None)
     results["heartbeat_requests_per_s"] = heartbeat["requests_per_s"]
     results["heartbeat_tls"] = {
         "requests_per_s": heartbeat_tls["requests_per_s"],
@@ -218,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                             "settle_latency_ms": half["latency_ms"].get("settle"),
                             "behind_schedule": half["behind_schedule"], "unexpected": len(half["unexpected"])}
     results["idle_memory"] = memory
+    results["idle_memory_tls"] = memory_tls
     results["large_ledger"] = large
     # Each run's page, as BENCHMARKS.md links it (relative to the markdown file).
     results["reports"] = {name: os.path.relpath(path / "index.html", args.markdown.resolve().parent)

@@ -3,6 +3,7 @@ and a process listening on nothing), and plain TCP stays on loopback unless the 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -94,3 +95,26 @@ def test_loopback_plain_tcp_needs_no_permission(database: str) -> None:
     finally:
         running.send_signal(signal.SIGTERM)
         running.wait(timeout=30)
+
+
+def test_a_tls_listener_without_pyopenssl_is_one_line_and_exit_1(database: str, tmp_path: Path) -> None:
+    """The crash the issue found (`ssl:` → "No module named 'OpenSSL'"): with pyOpenSSL unimportable, a TLS listener
+    is one line naming the missing module and the package that brings it, never a traceback."""
+    pki = tmp_path / "pki"
+    for command in (["init-ca"], ["issue-server", "localhost", "127.0.0.1"]):
+        subprocess.run([*GATEWAY, "pki", *command, "--dir", str(pki)], cwd=ROOT, check=True, capture_output=True)
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[tls]\ncertificate = "{pki}/server.crt"\nprivate_key = "{pki}/server.key"\n'
+                      f'client_ca = "{pki}/ca.crt"\n', encoding="utf-8")
+    blocked = tmp_path / "blocked" / "OpenSSL"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("No module named \'OpenSSL\'")\n', encoding="utf-8")
+    result = subprocess.run([*GATEWAY, "serve", "--db", database, "--config", str(config), *EPHEMERAL_METRICS,
+                             "--listen", "tcp:0:interface=127.0.0.1", "--tls-listen", "tcp:0:interface=127.0.0.1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "PYTHONPATH": str(blocked.parent)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs pyOpenSSL" in lines[0] and "twisted[tls]" in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Gateway listening" not in result.stdout

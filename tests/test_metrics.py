@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -198,13 +199,20 @@ def sample(text: str, name: str, **labels: str) -> float:
 CROSS_REGION_TERMINAL = "H33020600007-03"  # its virtual card's holder is from another city: a PIN is asked
 
 
+class Traffic(NamedTuple):
+    gateway: RunningGateway
+    text: str  # the scrape after all of it
+    before: str  # the scrape after the simulator's run alone: its scenarios may block a card too (wrong_pins_to_lock)
+
+
 @pytest.fixture(scope="module")
-def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, str]]:
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     """A gateway after a simulator run, refused sign-ins, and wrong PINs until a card blocked; then a scrape."""
     gateway = RunningGateway(tmp_path_factory.mktemp("metrics"))
     try:
         run = simulate("--target", f"127.0.0.1:{gateway.port}", "--terminals", "4", "--requests", "300")
         assert run.returncode == 0, run.stdout + run.stderr
+        before = scrape(gateway.metrics_port)
         for terminal_id, credential in (("H33020300001-01", "not-the-credential"), ("NOBODY-01", "x"),
                                         (DISABLED_TERMINAL, "demo-secret")):
             client = gateway.client()
@@ -225,14 +233,14 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningG
         again = client.call(request("settle", "wrong-pin-again", CROSS_REGION_TERMINAL,
                                     medical_type=pb.MEDICAL_TYPE_ORDINARY_OUTPATIENT, total_fen=100, pin="999999"))
         assert again.status == pb.STATUS_CODE_PIN_LOCKED
-        yield gateway, scrape(gateway.metrics_port)
+        yield Traffic(gateway, scrape(gateway.metrics_port), before)
         client.close()
     finally:
         gateway.stop()
 
 
-def test_a_scrape_after_traffic_shows_requests_card_reads_and_the_ledger(traffic: tuple[RunningGateway, str]) -> None:
-    _, text = traffic
+def test_a_scrape_after_traffic_shows_requests_card_reads_and_the_ledger(traffic: Traffic) -> None:
+    text = traffic.text
     assert sample(text, "gateway_requests_total", message="settle", status=OK) > 0
     assert sample(text, "gateway_requests_total", message="sign_in", status=OK) >= 5
     assert sample(text, "gateway_request_duration_seconds_count", message="settle") > 0
@@ -244,8 +252,11 @@ def test_a_scrape_after_traffic_shows_requests_card_reads_and_the_ledger(traffic
     assert sample(text, "gateway_card_reads_total", reader="virtual", outcome=OK) >= 1
     assert sample(text, "gateway_sign_in_failures_total", reason="unknown_or_wrong") == 2
     assert sample(text, "gateway_sign_in_failures_total", reason="disabled") == 1
-    assert sample(text, "gateway_pin_locks_total") == 1
-    assert sample(text, "gateway_requests_total", message="settle", status="STATUS_CODE_PIN_LOCKED") == 2
+    def added(name: str, **labels: str) -> float:  # by the fixture's own requests after the simulator's run
+        return sample(text, name, **labels) - sample(traffic.before, name, **labels)
+
+    assert added("gateway_pin_locks_total") == 1
+    assert added("gateway_requests_total", message="settle", status="STATUS_CODE_PIN_LOCKED") == 2
     assert sample(text, "gateway_connections", state="signed_in") == 1  # the PIN-locking client
     assert sample(text, "gateway_connections", state="open") >= 1
     assert sample(text, "gateway_ledger_queue_depth") == 0
@@ -255,8 +266,8 @@ def test_a_scrape_after_traffic_shows_requests_card_reads_and_the_ledger(traffic
     assert sample(text, "process_cpu_seconds_total") > 0
 
 
-def test_every_label_value_is_from_a_closed_set(traffic: tuple[RunningGateway, str]) -> None:
-    _, text = traffic
+def test_every_label_value_is_from_a_closed_set(traffic: Traffic) -> None:
+    text = traffic.text
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for found in family.samples:
@@ -278,16 +289,16 @@ def test_every_label_value_is_from_a_closed_set(traffic: tuple[RunningGateway, s
 
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool is missing: Debian's `prometheus` package (`make setup` installs it as root)")
-def test_promtool_accepts_the_page(traffic: tuple[RunningGateway, str]) -> None:
-    _, text = traffic
+def test_promtool_accepts_the_page(traffic: Traffic) -> None:
+    text = traffic.text
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                              timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout + checked.stderr == ""  # not even a lint warning
 
 
-def test_the_page_is_openmetrics_when_asked(traffic: tuple[RunningGateway, str]) -> None:
-    gateway, _ = traffic
+def test_the_page_is_openmetrics_when_asked(traffic: Traffic) -> None:
+    gateway = traffic.gateway
     asked = urllib.request.Request(f"http://127.0.0.1:{gateway.metrics_port}/metrics",
                                    headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     with urllib.request.urlopen(asked, timeout=10) as answer:
@@ -295,8 +306,8 @@ def test_the_page_is_openmetrics_when_asked(traffic: tuple[RunningGateway, str])
         assert answer.read().decode().endswith("# EOF\n")
 
 
-def test_heartbeats_move_the_counter_scrape_to_scrape(traffic: tuple[RunningGateway, str]) -> None:
-    gateway, _ = traffic
+def test_heartbeats_move_the_counter_scrape_to_scrape(traffic: Traffic) -> None:
+    gateway = traffic.gateway
     before = sample(scrape(gateway.metrics_port), "gateway_requests_total", message="heartbeat", status=OK)
     client: WireClient = gateway.signed_in_client()
     for n in range(25):
