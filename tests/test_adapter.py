@@ -225,7 +225,8 @@ class HeldService:
     def connection_closed(self, context: ConnectionContext) -> None:
         pass
 
-    def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
+    def answer(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
+        # What the adapter asks GatewayService for: an answer to come later.
         answer: Deferred[pb.Response | None] = Deferred()
         self.pending.append((event, answer))
         return answer
@@ -498,3 +499,31 @@ def test_a_request_without_a_signed_in_terminal_fails_with_its_reason(
     assert logged["log_failure"].getErrorMessage() == (
         f"a request of connection {context.session_id} reached the service before its sign-in")
     assert logged["message_id"] == "early"
+
+
+@pytest.mark.parametrize("body", ["heartbeat", "card_event"])
+def test_what_is_answered_at_once_comes_without_a_deferred(harness: Harness, body: str) -> None:
+    """A heartbeat or a CardEvent waits on nothing: its answer is the Response itself (the request path makes a
+    Deferred only for what waits on the card or the ledger); `handle` gives the same answer in a Deferred."""
+    connection = harness.connect()
+    connection.call(sign_in())
+    [protocol] = harness.factory.connections
+    context = protocol.context
+    assert context is not None
+    fields = {"kind": pb.CARD_EVENT_KIND_REMOVED} if body == "card_event" else {}
+    event = RequestReceived(token=1, request=request(body, "now", **fields), body=body)
+    answer = harness.service.answer(context, event)
+    assert isinstance(answer, pb.Response) and answer.status == pb.STATUS_CODE_OK
+    answered: list[pb.Response | None] = []
+    harness.service.handle(context, event).addCallback(answered.append)
+    assert [a.status for a in answered if a is not None] == [pb.STATUS_CODE_OK]
+
+
+def test_a_handler_that_raises_at_once_is_answered_internal_error(harness: Harness,
+                                                                  log_events: list[dict[str, Any]]) -> None:
+    context = harness.service.new_context("127.0.0.1:40000")  # never signed in: the CardEvent's handler raises
+    event = RequestReceived(token=1, request=request("card_event", "early", kind=pb.CARD_EVENT_KIND_REMOVED),
+                            body="card_event")
+    answer = harness.service.answer(context, event)
+    assert isinstance(answer, pb.Response) and answer.status == pb.STATUS_CODE_INTERNAL_ERROR
+    assert [event["message_id"] for event in log_events if "log_failure" in event] == ["early"]

@@ -11,11 +11,13 @@ import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -393,3 +395,49 @@ def test_with_json_logs_a_failure_to_start_is_a_json_line_too(tmp_path: Path, op
     assert result.returncode == 1 and result.stderr == ""
     [line] = [json.loads(line) for line in result.stdout.splitlines()]
     assert line["level"] == "critical" and line["namespace"] == "gateway" and "Traceback" not in result.stdout
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), min_size=1, max_size=20),
+       st.sampled_from(["UTC", "Asia/Shanghai", "Europe/Berlin", "America/St_Johns", "Asia/Kolkata"]))
+def test_a_lines_time_is_the_moment_in_the_hosts_zone_to_the_millisecond(moments: list[float], zone: str) -> None:
+    """The time as `datetime.fromtimestamp(moment, its offset).isoformat(timespec="milliseconds")` writes it,
+    whatever moments came before (the text up to the second is kept from one line to the next)."""
+    import os
+    import time
+
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        # Moments on both sides of a whole second, and of a change of offset (the last Sunday of March 2026).
+        for moment in [*moments, 1_774_746_000 - 0.0004, 1_774_746_000 + 0.0004, 1.9999996]:
+            offset = timezone(timedelta(seconds=time.localtime(moment).tm_gmtoff))
+            expected = datetime.fromtimestamp(moment, offset).isoformat(timespec="milliseconds")
+            assert json.loads(json_line({"log_time": moment, "log_format": "x"}))["time"] == expected
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def test_events_with_the_same_keys_each_give_their_own_fields() -> None:
+    """Which keys are an event's own is remembered per set of keys: the values are always the event's."""
+    captured = Captured()
+    for number in range(3):
+        captured.log.info("n {n}", n=number, log_extra_internal="x")
+    assert [(line["n"], line["message"]) for line in captured.objects()] == [(0, "n 0"), (1, "n 1"), (2, "n 2")]
+    assert all("log_extra_internal" not in line for line in captured.objects())
+
+
+def test_the_request_paths_logger_makes_the_same_event_as_twisteds() -> None:
+    events: list[dict[str, Any]] = []
+    ours = logs.RequestLogger(namespace="gateway.test", observer=events.append)
+    theirs = Logger(namespace="gateway.test", observer=events.append)
+    ours.info("a {x}", x=1)
+    theirs.info("a {x}", x=1)
+    mine, twisteds = ({key: value for key, value in event.items() if key not in ("log_time", "log_logger")}
+                      for event in events)
+    assert mine == twisteds
+    assert formatEvent(events[0]) == "a 1"

@@ -224,8 +224,10 @@ class LedgerWriter:
                 if turn and self.turn is not None:
                     self.turn.give_back()
             self.busy_since = None
-            for (_, answer), outcome in zip(batch, outcomes, strict=True):
-                self._call_from_thread(answer.callback, outcome)
+            # One call into the reactor per batch, not per intent: each call wakes the reactor (a write to its
+            # waker) and takes its queue's lock.
+            self._call_from_thread(_answer_all, [(answer, outcome) for (_, answer), outcome
+                                                 in zip(batch, outcomes, strict=True)])
 
     def write(self, intents: Sequence[Intent], *, turn_taken: bool = False) -> list[Outcome]:
         """Decide and commit `intents` in one transaction (blocking); their outcomes, in order. `turn_taken`: the
@@ -336,3 +338,9 @@ class InlineLedgerWriter(LedgerWriter):
         answer: Deferred[Outcome] = Deferred()
         answer.callback(self.write([intent])[0])
         return answer
+
+
+def _answer_all(answers: list[tuple[Deferred[Outcome], Outcome]]) -> None:
+    """On the reactor's thread: a committed batch's outcomes to their requests, in the batch's order."""
+    for answer, outcome in answers:
+        answer.callback(outcome)

@@ -7,6 +7,7 @@ A PIN verification is one more script.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,6 +21,8 @@ from gateway.reader.base import CardReader
 from gateway.reader.card import CardData, validate_card
 from gateway.reader.errors import AgencyKeyRefused, CardProblem, CardRemoved, CardUnreadable, PinLocked, PinWrong
 
+# SW1 of an answer that asks for another exchange: 61xx (GET RESPONSE for xx bytes), 6Cxx (again with Le xx).
+_FOLLOW_UP_SW1 = (0x61, 0x6C)
 # A card that keeps asking for GET RESPONSE or another Le beyond this is broken.
 MAX_FOLLOW_UP_ROUNDS = 3
 
@@ -32,10 +35,11 @@ class RecordSpec:
     tag: int
     length: int
     decode: Callable[[bytes], Any]
+    # READ RECORD for this record, built once with the layout (not on every read).
+    command: bytes = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def command(self) -> bytes:
-        return apdu.read_record_by_sfi(self.sfi, self.record, self.length + 2)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command", apdu.read_record_by_sfi(self.sfi, self.record, self.length + 2))
 
 
 def _ascii(value: bytes) -> str:
@@ -99,8 +103,13 @@ EF06_RECORDS = (
 RECORDS = EF05_RECORDS + EF06_RECORDS
 
 
+# SELECT of the social security application, and the whole card read: built once for the card layout above.
+SELECT = apdu.select_aid()
+READ_SCRIPT = (SELECT, *(spec.command for spec in RECORDS))
+
+
 def read_script() -> list[bytes]:
-    return [apdu.select_aid(), *(spec.command for spec in RECORDS)]
+    return list(READ_SCRIPT)
 
 
 @dataclass
@@ -114,7 +123,7 @@ class _Item:
 
     @property
     def needs_follow_up(self) -> bool:
-        return self.response.sw1 in (0x61, 0x6C)
+        return self.response.sw1 in _FOLLOW_UP_SW1
 
 
 # What a script's missing answer is taken as: 6F00, "no precise diagnosis".
@@ -142,12 +151,15 @@ class SocialSecurityCardDriver:
         raw = yield self._transmit(commands)
         if len(raw) != len(commands):
             raise CardUnreadable(f"{len(raw)} responses to {len(commands)} commands", "读卡器应答数量不符")
-        items = [_Item(command, _parse(response)) for command, response in zip(commands, raw, strict=True)]
+        responses = [_parse(response) for response in raw]
+        if not any(response.sw1 in _FOLLOW_UP_SW1 for response in responses):
+            return responses  # the usual card: every answer final in one round
+        items = [_Item(command, response) for command, response in zip(commands, responses, strict=True)]
         for _round in range(MAX_FOLLOW_UP_ROUNDS):
             pending = [item for item in items if item.needs_follow_up]
             if not pending:
                 break
-            script = [apdu.select_aid()]
+            script = [SELECT]
             plan: list[tuple[_Item, int]] = []
             for item in pending:
                 if item.response.sw1 == 0x6C:
@@ -183,7 +195,7 @@ class SocialSecurityCardDriver:
     @inlineCallbacks
     def read(self) -> Any:
         """Read and validate EF05 and EF06. Fires with CardData; fails with a CardProblem."""
-        responses: list[apdu.ResponseApdu] = yield self._resolve(read_script())
+        responses: list[apdu.ResponseApdu] = yield self._resolve(READ_SCRIPT)
         select, records = responses[0], responses[1:]
         self._check_selected(select)
         values: dict[str, Any] = {}
@@ -200,7 +212,7 @@ class SocialSecurityCardDriver:
     def read_identification(self) -> Any:
         """Only the card identification code (EF05 record 1), e.g. for an agency operation on any card."""
         spec = EF05_RECORDS[0]
-        select, record = yield self._resolve([apdu.select_aid(), spec.command])
+        select, record = yield self._resolve([SELECT, spec.command])
         self._check_selected(select)
         if not record.ok:
             raise CardUnreadable(f"record 01 answered SW {record.sw:04X}", f"读取卡识别码失败（{record.sw:04X}）")
@@ -262,7 +274,7 @@ class SocialSecurityCardDriver:
     @inlineCallbacks
     def _verify(self, verify: bytes | apdu.PinEntry, card_number: str | None) -> Any:
         identity = EF05_RECORDS[-1]
-        before = [apdu.select_aid()] if card_number is None else [apdu.select_aid(), identity.command]
+        before = [SELECT] if card_number is None else [SELECT, identity.command]
         raw = yield self._verify_script(before, verify)
         if card_number is not None:
             if len(raw) >= 2:
@@ -272,7 +284,7 @@ class SocialSecurityCardDriver:
                         raise CardRemoved("another card is in the reader now: read the card again",
                                           "读卡器中已换卡，请重新读卡")
                 else:  # a card that answers 61xx/6Cxx: ask again the long way
-                    _select, again = yield self._resolve([apdu.select_aid(), identity.command])
+                    _select, again = yield self._resolve([SELECT, identity.command])
                     if not again.ok or self._decode(identity, again.data) != card_number:
                         raise CardRemoved("another card is in the reader now: read the card again",
                                           "读卡器中已换卡，请重新读卡")

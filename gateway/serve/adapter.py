@@ -103,9 +103,13 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self.context.certificate_terminal_id = terminal_id
 
     def dataReceived(self, data: bytes) -> None:
-        with self._dropped_on_session_error():
+        # try/except rather than _dropped_on_session_error on the paths every request takes: a context manager
+        # costs a generator and two calls each time.
+        try:
             self._live_session().receive_data(data)
             self._pump()
+        except LocalProtocolError as error:
+            self._drop(error)
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.setTimeout(None)  # type: ignore[no-untyped-call]
@@ -162,16 +166,19 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         try:
             yield
         except LocalProtocolError as error:
-            log.failure("dropping the connection from {peer}: {error}",
-                        peer=self.context.peer if self.context else "?", error=str(error))
-            self._closing = True
-            self.setTimeout(None)  # type: ignore[no-untyped-call]
-            self._cancel_timers()
-            if self.session is not None:
-                # Nothing more is decoded or written: the session's state is no longer to be trusted.
-                self.session.connection_lost()
-            if self.transport is not None:
-                self.transport.abortConnection()
+            self._drop(error)
+
+    def _drop(self, error: LocalProtocolError) -> None:
+        log.failure("dropping the connection from {peer}: {error}",
+                    peer=self.context.peer if self.context else "?", error=str(error))
+        self._closing = True
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        self._cancel_timers()
+        if self.session is not None:
+            # Nothing more is decoded or written: the session's state is no longer to be trusted.
+            self.session.connection_lost()
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _cancel_timers(self, *others: Any) -> None:
         """The session's own timers (and `others`): none may fire once the connection is gone."""
@@ -240,18 +247,32 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         if self.context is None:
             raise LocalProtocolError("a request before the connection was made: there is no context to serve it in")
         received = perf_counter()
-        answer = self.factory.service.handle(self.context, event)
-        answer.addCallback(self._answer, event.token, event.body, received)
-        answer.addErrback(self._answer_failed, event)
+        try:
+            answer = self.factory.service.answer(self.context, event)
+        except Exception:
+            self._answer_failed(Failure(), event)  # type: ignore[no-untyped-call]
+            return
+        if isinstance(answer, Deferred):
+            answer.addCallback(self._answer, event.token, event.body, received)
+            answer.addErrback(self._answer_failed, event)
+        else:
+            # Answered at once (a heartbeat, a CardEvent, an ApduResult): no Deferred made for it. What _answer
+            # raises is handled as a Deferred's errback would have.
+            try:
+                self._answer(answer, event.token, event.body, received)
+            except Exception:
+                self._answer_failed(Failure(), event)  # type: ignore[no-untyped-call]
 
     def _send_interim(self, token: int, response: pb.Response) -> None:
-        with self._dropped_on_session_error():
+        try:
             self._live_session().send_interim(token, response)
             if not self._pumping:
                 self._flush()
+        except LocalProtocolError as error:
+            self._drop(error)
 
     def _answer(self, response: pb.Response | None, token: int, body: str, received: float) -> None:
-        with self._dropped_on_session_error():
+        try:
             session = self._live_session()
             if response is None:
                 session.discard(token)
@@ -262,6 +283,8 @@ class TerminalProtocol(Protocol, TimeoutMixin):
                     metrics.request_answered(body, status_name(response.status), perf_counter() - received)
             if not self._pumping:
                 self._pump()
+        except LocalProtocolError as error:
+            self._drop(error)
 
     def _answer_failed(self, failure: Failure, event: RequestReceived) -> None:
         log.failure("could not answer {message_id}", failure, message_id=event.request.message_id)

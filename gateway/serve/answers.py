@@ -4,6 +4,9 @@ the ledger's outcomes (gateway.ledger.outcomes) as `Response` messages."""
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.ledger.outcomes import (
     HolderBalances,
@@ -60,7 +63,7 @@ def answer(message_id: str, outcome: Outcome) -> pb.Response:
         result.card_number = outcome.card_number
         fill_split(result.split, outcome.split)
         fill_balances(result.balances_after, outcome.balances_after)
-        result.settled_at.FromDatetime(outcome.settled_at)
+        set_timestamp(result.settled_at, outcome.settled_at)
         result.policy_version = outcome.policy_version
     elif isinstance(outcome, Revoked):
         response.revoke.settlement_id = outcome.settlement_id
@@ -69,6 +72,18 @@ def answer(message_id: str, outcome: Outcome) -> pb.Response:
     else:
         fill_reversed(response.reverse, outcome)
     return response
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def set_timestamp(message: Timestamp, moment: datetime) -> None:
+    """`message` set to `moment` as protobuf's `Timestamp.FromDatetime` sets it (a naive moment is UTC), by integer
+    arithmetic: FromDatetime goes through a time tuple and `calendar.timegm`, a tenth of a Settle's own work on the
+    reactor."""
+    since = moment - (_EPOCH if moment.tzinfo is not None else _EPOCH.replace(tzinfo=None))
+    message.seconds = since.days * 86_400 + since.seconds
+    message.nanos = since.microseconds * 1000
 
 
 def refusal(message_id: str, status: int, detail_en: str, detail_zh: str) -> pb.Response:

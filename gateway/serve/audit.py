@@ -9,16 +9,16 @@ here beyond its type, id and amount). An exact retry answered from the ledger's 
 
 from __future__ import annotations
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
 from gateway.identity import mask_card
-from gateway.ops.logs import enabled
+from gateway.ops.logs import RequestLogger, enabled
 from gateway.protocol.messages import pb
 from gateway.protocol.session import MAX_MESSAGE_ID_CHARS
 from gateway.protocol.status import status_name
 from gateway.serve.handlers import MAX_SETTLEMENT_ID_CHARS
 
-log = Logger(namespace="gateway.serve.audit")
+log = RequestLogger(namespace="gateway.serve.audit")
 
 # Logged whatever their status: these move money. Every other body is logged when refused.
 MONEY_BODIES = frozenset({"settle", "revoke", "reverse"})

@@ -16,9 +16,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.config import ReaderConfig, ServerConfig
 from gateway.ops.metrics import GatewayMetrics
@@ -177,20 +178,32 @@ class GatewayService:
     def handle(self, context: ConnectionContext, event: RequestReceived) -> Deferred[pb.Response | None]:
         """The answer to one request; never fails (errors become INTERNAL_ERROR). Where the answer leaves the
         service, it goes into the audit trail (gateway.serve.audit)."""
+        result = self.answer(context, event)
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def answer(self, context: ConnectionContext, event: RequestReceived
+               ) -> pb.Response | Deferred[pb.Response | None] | None:
+        """As `handle`, the answer itself when it is given at once (a heartbeat, a CardEvent, an ApduResult, a
+        refusal): the request path makes no Deferred for those, only for what waits (the card, the ledger)."""
         served = Served()
         handler = self._handlers.get(event.body)
         if handler is None and event.body in handlers.BODIES and self.settlement is not None:
             handler = partial(self._settling, self.settlement, served)
         if handler is None:
-            result: Deferred[pb.Response | None] = succeed(make_response(
+            return self._audited(make_response(
                 event.request.message_id, pb.STATUS_CODE_UNSUPPORTED_MESSAGE,
                 detail_en=f"{event.body} is not offered by this gateway",
                 detail_zh=f"本网关不支持{event.body}交易",
-            ))
-        else:
-            result = maybeDeferred(handler, context, event)
-            result.addErrback(self._internal_error, context, event)
-        return result.addCallback(self._audited, context, event, served)
+            ), context, event, served)
+        try:
+            result = handler(context, event)
+        except Exception:
+            failure = Failure()  # type: ignore[no-untyped-call]
+            result = self._internal_error(failure, context, event)
+        if isinstance(result, Deferred):
+            return result.addErrback(self._internal_error, context, event).addCallback(
+                self._audited, context, event, served)
+        return self._audited(result, context, event, served)
 
     def _audited(self, response: pb.Response | None, context: ConnectionContext, event: RequestReceived,
                  served: Served) -> pb.Response | None:
