@@ -25,7 +25,7 @@ from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord, YearTotal
 from gateway.ledger.outcomes import Outcome, Settled
 from gateway.ledger.rollover import RolloverRefused, rollover
-from gateway.ledger.sql import hot_sql, record_row, transaction_row
+from gateway.ledger.sql import hot_sql, record_row, settlement_row, transaction_row
 from gateway.ledger.transactions import AMOUNT_COLUMNS, negated_columns, split_columns, split_of
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
@@ -299,14 +299,22 @@ def test_the_hot_writes_store_each_value_as_sqlalchemy_core_does(migrated_engine
         conn.exec_driver_sql(hot.insert_transactions, [transaction_row(
             hot, **{name: value for name, value in {**values, "ref": "HOT", "message_id": "hot"}.items()
                     if name in names}, amounts=amounts)])
+        # The settlements' own row builder, as the writer calls it (day and time converted once, by HotSql).
+        conn.exec_driver_sql(hot.insert_transactions, [settlement_row(
+            "SETTLED", TERMINAL_ID, "settled", "H33020300001", values["person_id"], "N00000001", 11, 2026,
+            hot.day(date(2026, 11, 24)), hot.moment(moment), "NB-2026",
+            FundSplit(500, current_year_account_fen=500))])
         conn.execute(insert(RequestRecord), [{**record, "message_id": "core"}])
-        conn.exec_driver_sql(hot.insert_records, [record_row(hot, **{**record, "message_id": "hot"})])
+        conn.exec_driver_sql(hot.insert_records, [record_row(
+            TERMINAL_ID, "hot", "settle", "h", "committed", None, "{}", hot.moment(moment))])
     with migrated_engine.connect() as conn:
-        for table in ("ledger_transactions", "request_records"):
-            core, written = (conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = '{key}'").mappings()
-                             .one() for key in ("core", "hot"))
-            differing = {name for name in core if core[name] != written[name]}
-            assert differing <= {"id", "ref", "message_id"}, (table, {n: (core[n], written[n]) for n in differing})
+        for table, keys in (("ledger_transactions", ("hot", "settled")), ("request_records", ("hot",))):
+            core = conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = 'core'").mappings().one()
+            for key in keys:
+                written = conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = '{key}'").mappings().one()
+                differing = {name for name in core if core[name] != written[name]}
+                assert differing <= {"id", "ref", "message_id"}, (table, key,
+                                                                   {n: (core[n], written[n]) for n in differing})
 
 
 def test_settlements_in_one_batch_see_each_other(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:

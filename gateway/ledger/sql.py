@@ -13,9 +13,11 @@ from sqlalchemy import Connection, Dialect, Result, Select, Table, TextualSelect
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.ledger.accounts import AccountSpec
+from gateway.ledger.models import TransactionKind
 from gateway.ledger.postings import Posting
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
-from gateway.ledger.transactions import AMOUNT_COLUMNS
+from gateway.ledger.transactions import AMOUNT_COLUMNS, SPLIT_COLUMNS
+from gateway.settlement.split import FundSplit
 
 # Statements are built once per shape and dialect: building one costs more than SQLAlchemy's compiled-cache
 # lookup that executes it, and the writer runs the same dozen for every batch.
@@ -44,6 +46,7 @@ TRANSACTION_COLUMNS = ("ref", "kind", "dedupe_key", "original_ref", "terminal_id
                        "prior_years_fen", "cash_fen", "deductible_counted_fen")
 RECORD_COLUMNS = ("terminal_id", "message_id", "body", "content_hash", "outcome", "transaction_ref",
                   "recorded_outcome", "recorded_at")
+_SETTLEMENT = TransactionKind.SETTLEMENT.value
 _ENTRY_COLUMNS = ("transaction_ref", "account_code", "amount_fen")
 _YEAR_KEY = ("person_id", "insurance_year")
 _YEAR_ADDED = ("deductible_counted_fen", "pooled_fund_paid_fen")
@@ -60,6 +63,10 @@ def _same_columns(table: Table, columns: Sequence[str], generated: Sequence[str]
 _same_columns(TRANSACTIONS, TRANSACTION_COLUMNS, generated=("id",))
 if TRANSACTION_COLUMNS[-len(AMOUNT_COLUMNS):] != AMOUNT_COLUMNS:
     raise RuntimeError("transaction_row takes the amounts in the order of AMOUNT_COLUMNS: keep them last, in order")
+# settlement_row writes the split's fields in the order of AMOUNT_COLUMNS, which SPLIT_COLUMNS maps them to.
+if tuple(SPLIT_COLUMNS) != ("total_fen", "pooled_fund_fen", "current_year_account_fen", "prior_years_account_fen",
+                            "cash_fen", "deductible_counted_fen"):
+    raise RuntimeError("settlement_row binds FundSplit's fields in SPLIT_COLUMNS' order: keep the two in step")
 _same_columns(RECORDS, RECORD_COLUMNS)
 _same_columns(ENTRIES, _ENTRY_COLUMNS, generated=("id",))
 _same_columns(YEAR_TOTALS, _YEAR_KEY + _YEAR_ADDED)
@@ -128,11 +135,22 @@ def transaction_row(hot: HotSql, *, ref: str, kind: str, business_date: date, re
             policy_version, *amounts)
 
 
-def record_row(hot: HotSql, terminal_id: str, message_id: str, body: str, content_hash: str | None, outcome: str,
-               transaction_ref: str | None, recorded_outcome: str | None, recorded_at: datetime) -> tuple[Any, ...]:
-    """A request record as `hot.insert_records` binds it (RECORD_COLUMNS)."""
-    return (terminal_id, message_id, body, content_hash, outcome, transaction_ref, recorded_outcome,
-            hot.moment(recorded_at))
+def settlement_row(ref: str, terminal_id: str, message_id: str, institution_code: str, person_id: int,
+                   card_number: str, medical_type: int, insurance_year: int, day: Any, moment: Any,
+                   policy_version: str | None, split: FundSplit) -> tuple[Any, ...]:
+    """A settlement as `hot.insert_transactions` binds it, its day and time converted already (`hot.day`,
+    `hot.moment`: the writer converts each once, not once per row that holds it). Positional and without the
+    split's dictionary: the writer builds one per settlement."""
+    return (ref, _SETTLEMENT, None, None, terminal_id, message_id, institution_code, person_id, card_number,
+            medical_type, insurance_year, day, moment, policy_version, split.total_fen, split.pooled_fund_fen,
+            split.current_year_account_fen, split.prior_years_account_fen, split.cash_fen,
+            split.deductible_counted_fen)
+
+
+def record_row(terminal_id: str, message_id: str, body: str, content_hash: str | None, outcome: str,
+               transaction_ref: str | None, recorded_outcome: str | None, moment: Any) -> tuple[Any, ...]:
+    """A request record as `hot.insert_records` binds it (RECORD_COLUMNS); `moment` converted (`hot.moment`)."""
+    return (terminal_id, message_id, body, content_hash, outcome, transaction_ref, recorded_outcome, moment)
 
 
 def data_version(conn: Connection) -> int | None:

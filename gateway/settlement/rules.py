@@ -15,6 +15,7 @@ from gateway.identity import is_valid_id_number
 from gateway.protocol.messages import pb
 from gateway.regions import ZHEJIANG_PROVINCE_PREFIX, city_prefix, known_regions
 from gateway.settlement.facts import (
+    Balances,
     CardKind,
     CardRecord,
     CardStatus,
@@ -25,6 +26,7 @@ from gateway.settlement.facts import (
     MedicalType,
     PersonRecord,
     Purpose,
+    YearToDate,
 )
 from gateway.settlement.policy import Policy, PolicyBook
 from gateway.settlement.split import FundSplit, split_hospital, split_pharmacy
@@ -399,12 +401,22 @@ def admit(facts: Facts, policies: PolicyBook) -> Refusal | Admission:
 def decision(facts: Facts, admitted: Admission) -> Decision:
     """The decision on `facts`' balances and year-to-date totals, for facts that `admitted` was decided on
     (whatever their balances): with a policy, the split."""
+    return decision_on(facts, admitted, facts.balances, facts.year_to_date)
+
+
+def decision_on(facts: Facts, admitted: Admission, balances: Balances, year_to_date: YearToDate,
+                terms: SplitTerms | None = None) -> Decision:
+    """`decision` on these balances and year-to-date totals instead of `facts`' (the ledger's, as it locked them),
+    with the split's `terms` where the caller holds them already (`split_terms(facts, admitted.policy)`): the
+    ledger's writer computes them once per batch, not per settlement."""
     policy = admitted.policy
     if policy is None:
         return Decision(pin_required=admitted.pin_required, cross_region=admitted.cross_region)
+    if terms is None:
+        terms = split_terms(facts, policy)
     return Decision(pin_required=admitted.pin_required, cross_region=admitted.cross_region,
-                    split=fund_split(facts, policy), policy_version=policy.version,
-                    first_use_of_card=admitted.first_use_of_card)
+                    split=split_by(terms, facts.request.total_fen, balances, year_to_date),
+                    policy_version=policy.version, first_use_of_card=admitted.first_use_of_card)
 
 
 def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
@@ -413,20 +425,37 @@ def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
     return admitted if isinstance(admitted, Refusal) else decision(facts, admitted)
 
 
-def fund_split(facts: Facts, policy: Policy) -> FundSplit:
+@dataclass(frozen=True)
+class SplitTerms:
+    """What a settlement's split goes by besides its total, the balances and the year-to-date totals: the same for
+    every settlement under one policy, insurance type, medical type and institution level."""
+
+    pharmacy: bool            # a pharmacy purchase: the personal accounts, then cash; no fund
+    personal_accounts: bool   # the scheme has personal accounts (residents' has none)
+    deductible_fen: int
+    pooled_cap_fen: int
+    ratio_bp: int             # the pooled fund's share above the deductible, basis points
+
+
+def split_terms(facts: Facts, policy: Policy) -> SplitTerms:
     person = insured_person(facts)
     scheme = policy.scheme_for(person.insurance_type)
     retired = person.insurance_type is InsuranceType.EMPLOYEE_RETIRED
-    total = facts.request.total_fen
-    if facts.request.medical_type == MedicalType.PHARMACY_PURCHASE:
-        return split_pharmacy(total, facts.balances, scheme.personal_accounts)
     deductible_fen, pooled_cap_fen = policy.limits_for(person.insurance_type)
-    return split_hospital(
-        total,
-        facts.balances,
-        facts.year_to_date,
-        personal_accounts=scheme.personal_accounts,
-        deductible_fen=deductible_fen,
-        pooled_cap_fen=pooled_cap_fen,
-        ratio_bp=scheme.ratios(facts.request.medical_type, retired).for_level(facts.institution.level),
-    )
+    medical_type = facts.request.medical_type
+    return SplitTerms(pharmacy=medical_type == MedicalType.PHARMACY_PURCHASE,
+                      personal_accounts=scheme.personal_accounts, deductible_fen=deductible_fen,
+                      pooled_cap_fen=pooled_cap_fen,
+                      ratio_bp=scheme.ratios(medical_type, retired).for_level(facts.institution.level))
+
+
+def split_by(terms: SplitTerms, total_fen: int, balances: Balances, year_to_date: YearToDate) -> FundSplit:
+    if terms.pharmacy:
+        return split_pharmacy(total_fen, balances, terms.personal_accounts)
+    return split_hospital(total_fen, balances, year_to_date, personal_accounts=terms.personal_accounts,
+                          deductible_fen=terms.deductible_fen, pooled_cap_fen=terms.pooled_cap_fen,
+                          ratio_bp=terms.ratio_bp)
+
+
+def fund_split(facts: Facts, policy: Policy) -> FundSplit:
+    return split_by(split_terms(facts, policy), facts.request.total_fen, facts.balances, facts.year_to_date)

@@ -35,10 +35,12 @@ class FundSplit:
         return self.current_year_account_fen + self.prior_years_account_fen
 
     def __post_init__(self) -> None:
-        parts = (self.pooled_fund_fen, self.current_year_account_fen, self.prior_years_account_fen, self.cash_fen)
-        if any(p < 0 for p in parts) or self.deductible_counted_fen < 0:
+        # Spelled out rather than any() over a generator: the ledger's writer builds one split per settlement.
+        pooled, current, prior, cash = (self.pooled_fund_fen, self.current_year_account_fen,
+                                        self.prior_years_account_fen, self.cash_fen)
+        if pooled < 0 or current < 0 or prior < 0 or cash < 0 or self.deductible_counted_fen < 0:
             raise ValueError(f"a negative part in {self}")
-        if sum(parts) != self.total_fen:
+        if pooled + current + prior + cash != self.total_fen:
             raise ValueError(f"parts of {self} do not add up to the total")
 
 
