@@ -116,6 +116,7 @@ def measure(engine: Engine, floor_engine: Engine, batch_size: int, count: int, p
             ok += sum(1 for outcome in outcomes if isinstance(outcome, Settled))
             written = written_batch(engine, [intent.message_id for intent in chunk])
             rows += written.rows()
+            floor.open_accounts(engine, written)
             floor_s += floor.write(written)
     finally:
         floor.close()
@@ -207,22 +208,40 @@ class Floor:
                          "DO UPDATE SET deductible_counted_fen = year_totals.deductible_counted_fen + "
                          "excluded.deductible_counted_fen, pooled_fund_paid_fen = year_totals.pooled_fund_paid_fen + "
                          "excluded.pooled_fund_paid_fen")
+        self.insert_accounts = ("INSERT INTO ledger_accounts (code, kind, owner, must_not_go_negative, balance_fen) "
+                                f"VALUES ({marks(5)}) ON CONFLICT (code) DO UPDATE SET balance_fen = "
+                                "excluded.balance_fen")
         with engine.connect() as conn:
             accounts = [tuple(row) for row in conn.execute(text(
                 "SELECT code, kind, owner, must_not_go_negative, balance_fen FROM ledger_accounts"))]
             years = [tuple(row) for row in conn.execute(text(
                 "SELECT person_id, insurance_year, deductible_counted_fen, pooled_fund_paid_fen FROM year_totals"))]
+        self.accounts = {row[0] for row in accounts}
         self.raw = floor_engine.raw_connection()
         self.cursor = self.raw.cursor()
         self._begin(immediate=False)
-        self.cursor.executemany("INSERT INTO ledger_accounts (code, kind, owner, must_not_go_negative, balance_fen) "
-                                f"VALUES ({marks(5)}) ON CONFLICT (code) DO UPDATE SET balance_fen = "
-                                "excluded.balance_fen", accounts)
+        self.cursor.executemany(self.insert_accounts, accounts)
         self.cursor.executemany("INSERT INTO year_totals (person_id, insurance_year, deductible_counted_fen, "
                                 f"pooled_fund_paid_fen) VALUES ({marks(4)}) ON CONFLICT (person_id, insurance_year) "
                                 "DO UPDATE SET deductible_counted_fen = excluded.deductible_counted_fen, "
                                 "pooled_fund_paid_fen = excluded.pooled_fund_paid_fen", years)
         self._commit()
+
+    def open_accounts(self, engine: Engine, batch: FloorBatch) -> None:
+        """Untimed: the accounts the ledger opened in `batch` (a city's pooled fund paying for the first time, say),
+        at their balance before it, as the ledger's database had them when the batch began."""
+        new = sorted(code for code in batch.balances if code not in self.accounts)
+        if not new:
+            return
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT code, kind, owner, must_not_go_negative, balance_fen FROM ledger_accounts "
+                                     "WHERE code IN :codes").bindparams(bindparam("codes", expanding=True)),
+                                {"codes": new}).all()
+        self._begin(immediate=False)
+        self.cursor.executemany(self.insert_accounts, [(code, kind, owner, flag, balance - batch.balances[code])
+                                                       for code, kind, owner, flag, balance in rows])
+        self._commit()
+        self.accounts.update(new)
 
     def write(self, batch: FloorBatch) -> float:
         """Seconds to write and commit `batch`."""
@@ -278,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                         help="admin URL of a PostgreSQL server ('' to skip)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--profile", action="store_true", help="profile the largest batch size (a run of its own, after the timed ones)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the largest batch size (a run of its own, after the timed ones)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "settlements": args.settlements}
     with tempfile.TemporaryDirectory() as tmp:

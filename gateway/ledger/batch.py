@@ -73,7 +73,7 @@ from gateway.settlement.facts import (
     YearToDate,
 )
 from gateway.settlement.policy import Policy, PolicyBook
-from gateway.settlement.rules import Refusal, SplitTerms, decide, decision_on, split_terms
+from gateway.settlement.rules import Refusal, SplitTerms, decide, split_on, split_terms
 from gateway.settlement.split import FundSplit
 
 CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
@@ -312,8 +312,9 @@ class Batch:
             self._read_balances(unknown)
         known_totals = self.known.year_totals if self.known is not None else {}
         pairs = []
+        ordered_years = sorted(years)
         for person in persons:
-            for year in sorted(years):
+            for year in ordered_years:
                 totals = known_totals.get((person, year))
                 if totals is None:
                     pairs.append((person, year))
@@ -420,27 +421,33 @@ class Batch:
         current_spec, prior_spec = self._accounts_of(holder)
         current_code, prior_code = current_spec.code, prior_spec.code
         balances = self.balances
+        current_fen, prior_fen = balances.get(current_code, 0), balances.get(prior_code, 0)
         totals = self.year_totals.get((holder, year), [0, 0])
-        locked = Balances(balances.get(current_code, 0), balances.get(prior_code, 0))
-        year_to_date = YearToDate(totals[0], totals[1])
         # Decided once: what the request path's rules admitted holds while the card's state is the one they saw
-        # (no rule reads a balance), and only the split is decided here; otherwise, or with no admission, the rules
-        # decide it all again on the state locked.
+        # (no rule reads a balance), and only the split is computed here — rules.decision's split, on the balances
+        # and year-to-date totals locked, under the admitted policy's terms (computed once per batch). Otherwise,
+        # or with no admission, the rules decide it all again on the state locked.
         admitted = intent.admitted
+        policy: Policy | None
+        split: FundSplit | None = None
         if admitted is None or changed:
             policy = self.policies.for_date(request.on)
-            outcome = decide(replace(facts, balances=locked, year_to_date=year_to_date), self.policies)
+            outcome = decide(replace(facts, balances=Balances(current_fen, prior_fen),
+                                     year_to_date=YearToDate(totals[0], totals[1])), self.policies)
+            if isinstance(outcome, Refusal):
+                return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
+            split, policy_version, first_use = outcome.split, outcome.policy_version, outcome.first_use_of_card
         else:
-            policy = admitted.policy
-            outcome = decision_on(facts, admitted, locked, year_to_date,
-                                  self._terms_for(facts, policy) if policy is not None else None)
-        if isinstance(outcome, Refusal):
-            return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
-        split = outcome.split
+            policy, policy_version, first_use = admitted.policy, None, admitted.first_use_of_card
+            if policy is not None:
+                split = split_on(self._terms_for(facts, policy), request.total_fen, current_fen, prior_fen,
+                                 totals[0], totals[1])
+                policy_version = policy.version
         if split is None:
             raise LedgerInvariantBroken(f"the rules settled {intent.message_id} without a split")
         if policy is None:  # the rules refuse a day no policy covers (S0)
             raise LedgerInvariantBroken(f"{intent.message_id} was settled on a day no policy covers")
+        terms = self._terms_for(facts, policy)  # found at once: computed for the split above, or now
         recorded_at = intent.recorded_at
         day = business_date(recorded_at)
         ref = self.make_ref("S", day)
@@ -451,9 +458,9 @@ class Batch:
         moment = self.hot.moment(recorded_at)
         self.writes.transactions.append(settlement_row(
             ref, intent.terminal_id, intent.message_id, institution_code, holder, card.card_number,
-            request.medical_type, year, self._bound_day(day), moment, outcome.policy_version, split))
+            request.medical_type, year, self._bound_day(day), moment, policy_version, split))
         self._add_year(holder, year, split.deductible_counted_fen, split.pooled_fund_fen)
-        if outcome.first_use_of_card:
+        if first_use:
             self.writes.first_used[card.card_number] = day
             self.writes.cancel_old_cards_of.add(holder)
             self.used_social_security_card.add(holder)
@@ -461,11 +468,10 @@ class Batch:
         self.transactions[ref] = _Transaction(ref, _SETTLEMENT, intent.terminal_id, institution_code, holder,
                                               card.card_number, day, year, split,
                                               [(spec.code, amount) for spec, amount in postings])
-        terms = self._terms_for(facts, policy)
         totals = self.year_totals[(holder, year)]
         settled = Settled(ref, card.card_number, split, HolderBalances(
             year, balances.get(current_code, 0), balances.get(prior_code, 0), totals[0], terms.deductible_fen,
-            totals[1], terms.pooled_cap_fen), recorded_at, outcome.policy_version or "")
+            totals[1], terms.pooled_cap_fen), recorded_at, policy_version or "")
         self._keep_record(intent.terminal_id, intent.message_id, "settle", intent.content_hash, _COMMITTED, ref,
                           recorded_form(settled), recorded_at, moment)
         return settled

@@ -15,7 +15,6 @@ from gateway.identity import is_valid_id_number
 from gateway.protocol.messages import pb
 from gateway.regions import ZHEJIANG_PROVINCE_PREFIX, city_prefix, known_regions
 from gateway.settlement.facts import (
-    Balances,
     CardKind,
     CardRecord,
     CardStatus,
@@ -26,10 +25,9 @@ from gateway.settlement.facts import (
     MedicalType,
     PersonRecord,
     Purpose,
-    YearToDate,
 )
 from gateway.settlement.policy import Policy, PolicyBook
-from gateway.settlement.split import FundSplit, split_hospital, split_pharmacy
+from gateway.settlement.split import FundSplit, hospital_split, pharmacy_split
 
 
 @dataclass(frozen=True)
@@ -401,22 +399,12 @@ def admit(facts: Facts, policies: PolicyBook) -> Refusal | Admission:
 def decision(facts: Facts, admitted: Admission) -> Decision:
     """The decision on `facts`' balances and year-to-date totals, for facts that `admitted` was decided on
     (whatever their balances): with a policy, the split."""
-    return decision_on(facts, admitted, facts.balances, facts.year_to_date)
-
-
-def decision_on(facts: Facts, admitted: Admission, balances: Balances, year_to_date: YearToDate,
-                terms: SplitTerms | None = None) -> Decision:
-    """`decision` on these balances and year-to-date totals instead of `facts`' (the ledger's, as it locked them),
-    with the split's `terms` where the caller holds them already (`split_terms(facts, admitted.policy)`): the
-    ledger's writer computes them once per batch, not per settlement."""
     policy = admitted.policy
     if policy is None:
         return Decision(pin_required=admitted.pin_required, cross_region=admitted.cross_region)
-    if terms is None:
-        terms = split_terms(facts, policy)
     return Decision(pin_required=admitted.pin_required, cross_region=admitted.cross_region,
-                    split=split_by(terms, facts.request.total_fen, balances, year_to_date),
-                    policy_version=policy.version, first_use_of_card=admitted.first_use_of_card)
+                    split=fund_split(facts, policy), policy_version=policy.version,
+                    first_use_of_card=admitted.first_use_of_card)
 
 
 def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
@@ -449,13 +437,19 @@ def split_terms(facts: Facts, policy: Policy) -> SplitTerms:
                       ratio_bp=scheme.ratios(medical_type, retired).for_level(facts.institution.level))
 
 
-def split_by(terms: SplitTerms, total_fen: int, balances: Balances, year_to_date: YearToDate) -> FundSplit:
+def split_on(terms: SplitTerms, total_fen: int, current_year_fen: int, prior_years_fen: int,
+             deductible_counted_ytd_fen: int, pooled_fund_paid_ytd_fen: int) -> FundSplit:
+    """The split of `total_fen` under `terms` on these balances and year-to-date totals: what `fund_split` gives
+    for facts holding them. The ledger's writer splits so, the terms computed once per batch."""
     if terms.pharmacy:
-        return split_pharmacy(total_fen, balances, terms.personal_accounts)
-    return split_hospital(total_fen, balances, year_to_date, personal_accounts=terms.personal_accounts,
+        return pharmacy_split(total_fen, current_year_fen, prior_years_fen, terms.personal_accounts)
+    return hospital_split(total_fen, current_year_fen, prior_years_fen, deductible_counted_ytd_fen,
+                          pooled_fund_paid_ytd_fen, personal_accounts=terms.personal_accounts,
                           deductible_fen=terms.deductible_fen, pooled_cap_fen=terms.pooled_cap_fen,
                           ratio_bp=terms.ratio_bp)
 
 
 def fund_split(facts: Facts, policy: Policy) -> FundSplit:
-    return split_by(split_terms(facts, policy), facts.request.total_fen, facts.balances, facts.year_to_date)
+    balances, year_to_date = facts.balances, facts.year_to_date
+    return split_on(split_terms(facts, policy), facts.request.total_fen, balances.current_year_fen,
+                    balances.prior_years_fen, year_to_date.deductible_counted_fen, year_to_date.pooled_fund_paid_fen)
