@@ -128,9 +128,29 @@ def measure(engine: Engine, floor_engine: Engine, batch_size: int, count: int, p
                    "rows_per_settlement": round(rows / max(ok, 1), 2)})
     if profiler:
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(18)
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("cumulative").print_stats(18)
         result["profile"] = text.getvalue()
+        result["profile_shares"] = profile_shares(stats)
     return result
+
+
+# The writer's parts, as shares of LedgerWriter.write's cumulative time in a profile: (file's ending, function).
+_PARTS = {"reading the batch's state": ("gateway/ledger/batch.py", "_load"),
+          "deciding": ("gateway/ledger/batch.py", "_decide"),
+          "the bulk writes": ("gateway/ledger/batch.py", "_write"),
+          "the commit": ("sqlalchemy/engine/default.py", "do_commit")}
+
+
+def profile_shares(stats: pstats.Stats) -> dict[str, float]:
+    cumulative: dict[tuple[str, str], float] = {}
+    for (filename, _, function), (_, _, _, total_s, _) in stats.stats.items():  # type: ignore[attr-defined]
+        key = next(((ending, name) for ending, name in [*_PARTS.values(), ("gateway/ledger/writer.py", "write")]
+                    if filename.endswith(ending) and function == name), None)
+        if key is not None:
+            cumulative[key] = cumulative.get(key, 0.0) + total_s
+    whole = cumulative.get(("gateway/ledger/writer.py", "write"), 0.0)
+    return {part: round(cumulative.get(key, 0.0) / whole, 3) if whole else 0.0 for part, key in _PARTS.items()}
 
 
 # The floor ---------------------------------------------------------------------------------------
@@ -321,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 # the ratio come from the run above, and this one gives only where the time goes.
                 profiled = measure(engine, floor_engine, BATCH_SIZES[-1], args.settlements, True)
                 rows[-1]["profile"] = profiled["profile"]
+                rows[-1]["profile_shares"] = profiled["profile_shares"]
                 rows[-1]["profiled_settlements_per_s"] = profiled["settlements_per_s"]
             base = rows[0]["settlements_per_s"]
             for row in rows:
@@ -343,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"ledger / floor {row['to_floor_ratio']:.3f}")
             if "profile" in row:
                 print(row["profile"])
+                print("shares of LedgerWriter.write:", ", ".join(f"{part} {share:.0%}"
+                                                                 for part, share in row["profile_shares"].items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
