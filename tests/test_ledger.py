@@ -25,7 +25,7 @@ from gateway.ledger.export import export_rows
 from gateway.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, RequestRecord, YearTotal
 from gateway.ledger.outcomes import Outcome, Settled
 from gateway.ledger.rollover import RolloverRefused, rollover
-from gateway.ledger.sql import hot_sql, record_row, transaction_row
+from gateway.ledger.sql import hot_sql, record_row, settlement_row, transaction_row
 from gateway.ledger.transactions import AMOUNT_COLUMNS, negated_columns, split_columns, split_of
 from gateway.ledger.writer import InlineLedgerWriter
 from gateway.protocol.messages import pb
@@ -112,6 +112,53 @@ def test_a_retry_gets_the_original_answer_and_different_content_is_refused(
     with Session(ledger_engine) as db:
         assert db.scalar(select(func.count()).select_from(LedgerTransaction).where(
             LedgerTransaction.kind == "settlement")) == 1
+    assert_consistent(ledger_engine)
+
+
+def test_a_retry_among_new_settlements_in_one_batch_gets_its_record_and_the_rest_are_booked(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    """A batch of Settles where one key is recorded already and one other reuses it with other content: the retry
+    gets its first answer, the reuse is refused, and the new settlements of several holders are booked on the
+    balances as locked (on PostgreSQL such a batch reads its state in one pipeline, and a recorded key among its
+    keys makes it read as any batch does)."""
+    first = one(writer, settle(ledger_engine, IN_CITY, "m-1", 12_345))
+    before = {card: balances_of(ledger_engine, card) for card in ("N00000201", "N00000601")}
+    responses = write(writer, [settle(ledger_engine, "N00000201", "m-2", 2_000),
+                               settle(ledger_engine, IN_CITY, "m-1", 12_345),
+                               settle(ledger_engine, "N00000601", "m-3", 3_000),
+                               settle(ledger_engine, IN_CITY, "m-1", 54_321)])
+    assert responses[1] == first
+    assert responses[3].status == pb.STATUS_CODE_DUPLICATE_MESSAGE_ID
+    for response, card in ((responses[0], "N00000201"), (responses[2], "N00000601")):
+        assert response.status == OK, response.message_en
+        split = response.settle.split
+        after = balances_of(ledger_engine, card)
+        assert after[0] == before[card][0] - split.current_year_account_fen
+        assert after[1] == before[card][1] - split.prior_years_account_fen
+        assert response.settle.balances_after.current_year_account_fen == after[0]
+    assert_consistent(ledger_engine)
+
+
+def test_a_batch_of_settlements_for_new_and_known_holders_reads_each_state_once(
+    ledger_engine: Engine, writer: InlineLedgerWriter
+) -> None:
+    """Two batches of Settles in a row, the second for holders of the first and one new holder: each settlement
+    is split on the balances and year-to-date totals the one before it left (in the batch and across batches)."""
+    cards = ["N00000001", "N00000201", "N00000601", "N00001401"]
+    write(writer, [settle(ledger_engine, card, f"a-{card}", 1_000) for card in cards[:3]])
+    before = {card: balances_of(ledger_engine, card) for card in cards}
+    responses = write(writer, [settle(ledger_engine, card, f"b-{card}-{n}", 700 + n, medical_type=11)
+                               for n in range(3) for card in cards])
+    assert all(r.status == OK for r in responses), [r.message_en for r in responses]
+    for card in cards:
+        mine = [r.settle for r in responses if r.settle.card_number == card]
+        paid_current = sum(s.split.current_year_account_fen for s in mine)
+        paid_prior = sum(s.split.prior_years_account_fen for s in mine)
+        after = balances_of(ledger_engine, card)
+        assert after[:2] == (before[card][0] - paid_current, before[card][1] - paid_prior)
+        assert mine[-1].balances_after.current_year_account_fen == after[0]
+        assert mine[-1].balances_after.deductible_counted_ytd_fen == after[2]
     assert_consistent(ledger_engine)
 
 
@@ -299,14 +346,22 @@ def test_the_hot_writes_store_each_value_as_sqlalchemy_core_does(migrated_engine
         conn.exec_driver_sql(hot.insert_transactions, [transaction_row(
             hot, **{name: value for name, value in {**values, "ref": "HOT", "message_id": "hot"}.items()
                     if name in names}, amounts=amounts)])
+        # The settlements' own row builder, as the writer calls it (day and time converted once, by HotSql).
+        conn.exec_driver_sql(hot.insert_transactions, [settlement_row(
+            "SETTLED", TERMINAL_ID, "settled", "H33020300001", values["person_id"], "N00000001", 11, 2026,
+            hot.day(date(2026, 11, 24)), hot.moment(moment), "NB-2026",
+            FundSplit(500, current_year_account_fen=500))])
         conn.execute(insert(RequestRecord), [{**record, "message_id": "core"}])
-        conn.exec_driver_sql(hot.insert_records, [record_row(hot, **{**record, "message_id": "hot"})])
+        conn.exec_driver_sql(hot.insert_records, [record_row(
+            TERMINAL_ID, "hot", "settle", "h", "committed", None, "{}", hot.moment(moment))])
     with migrated_engine.connect() as conn:
-        for table in ("ledger_transactions", "request_records"):
-            core, written = (conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = '{key}'").mappings()
-                             .one() for key in ("core", "hot"))
-            differing = {name for name in core if core[name] != written[name]}
-            assert differing <= {"id", "ref", "message_id"}, (table, {n: (core[n], written[n]) for n in differing})
+        for table, keys in (("ledger_transactions", ("hot", "settled")), ("request_records", ("hot",))):
+            core = conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = 'core'").mappings().one()
+            for key in keys:
+                written = conn.exec_driver_sql(f"SELECT * FROM {table} WHERE message_id = '{key}'").mappings().one()
+                differing = {name for name in core if core[name] != written[name]}
+                assert differing <= {"id", "ref", "message_id"}, (table, key,
+                                                                   {n: (core[n], written[n]) for n in differing})
 
 
 def test_settlements_in_one_batch_see_each_other(ledger_engine: Engine, writer: InlineLedgerWriter) -> None:

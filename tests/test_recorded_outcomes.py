@@ -4,6 +4,7 @@ revision 0006 stored into recorded outcomes: a row written the old way is answer
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from types import ModuleType
@@ -25,6 +26,7 @@ from gateway.ledger.outcomes import (
     ReverseResult,
     Revoked,
     Settled,
+    canonical_form,
     from_recorded_form,
     recorded_form,
 )
@@ -257,6 +259,17 @@ def test_migration_0007_writes_the_recorded_form_of_the_answer_sent(outcome: Com
     converted = MIGRATION._recorded_form_of(TERMINAL, "m-1", sent.SerializeToString())
     assert converted == recorded_form(outcome)
     assert pb.Response.FromString(MIGRATION._answer_of(TERMINAL, "m-1", converted)) == sent
+
+
+@given(st.builds(Settled, _text, _text, _splits, _balances, st.one_of(_moments, _moments.map(
+    lambda moment: moment.astimezone(UTC))), _text))
+def test_a_settlement_is_recorded_as_json_writes_its_canonical_form(outcome: Settled) -> None:
+    """The writer writes a Settled's text directly, without json.dumps (it was the largest part of deciding a
+    settlement): the text must be, byte for byte, the canonical JSON of the outcome — sorted keys, no spaces,
+    strings as json escapes them (quotes, backslashes, control characters, any script) — so that every record
+    written before and after reads alike and means one thing."""
+    assert recorded_form(outcome) == canonical_form(outcome)
+    assert json.loads(recorded_form(outcome)) == json.loads(canonical_form(outcome))
 
 
 @pytest.mark.parametrize("recorded", ["", "{}", '{"kind":"settled"}', '{"kind":"paid"}', "[1]",

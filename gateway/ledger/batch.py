@@ -8,11 +8,11 @@ bulk statements. An intent that is refused writes nothing and does not disturb i
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, bindparam, or_, select, update
 
@@ -35,16 +35,26 @@ from gateway.ledger.outcomes import (
     Settled,
     recorded_form,
 )
-from gateway.ledger.postings import Posting, compensation_postings, opening_postings, settlement_postings
+from gateway.ledger.postings import (
+    Posting,
+    compensation_postings,
+    opening_postings,
+    postings_of_settlement,
+    settlement_accounts,
+)
 from gateway.ledger.records import Recorded, repeated
 from gateway.ledger.sql import (
     add_to_balances,
     hot_sql,
     locked_balances,
     open_accounts,
+    pipelines,
     post_once,
     record_row,
+    rows_by_keys,
     select_by_keys,
+    settlement_row,
+    settles_state,
     transaction_row,
 )
 from gateway.ledger.state import KnownState
@@ -53,12 +63,24 @@ from gateway.ledger.transactions import opening_key, rollover_key, split_amounts
 from gateway.protocol.status import StatusCode
 from gateway.registry.tables import CARDS, OPENING_BALANCES, PERSONS
 from gateway.settlement.calendar import utc_now
-from gateway.settlement.facts import Balances, CardKind, CardStatus, YearToDate
-from gateway.settlement.policy import PolicyBook
-from gateway.settlement.rules import Refusal, decide, decision
+from gateway.settlement.facts import (
+    Balances,
+    CardKind,
+    CardStatus,
+    Facts,
+    InstitutionLevel,
+    InsuranceType,
+    YearToDate,
+)
+from gateway.settlement.policy import Policy, PolicyBook
+from gateway.settlement.rules import Refusal, SplitTerms, decide, split_on, split_terms
 from gateway.settlement.split import FundSplit
 
 CommittedT = TypeVar("CommittedT", Settled, Revoked, Reversed)
+_SETTLEMENT = TransactionKind.SETTLEMENT.value
+_COMMITTED = RequestOutcome.COMMITTED.value
+# What the batch reads of a request record (gateway.ledger.records.Recorded.from_row, and the transaction it made).
+_RECORD_READ = ("terminal_id", "message_id", "outcome", "content_hash", "transaction_ref", "recorded_outcome")
 
 # The batch's reads, built once (see gateway.ledger.sql): an IN list of any length is one expanding parameter.
 # The ledger keys persons by the registry's person id. Where it reads or writes the registry's rows of a person
@@ -84,7 +106,8 @@ _FIRST_USE = (update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARD
 
 def new_ref(prefix: str, day: date) -> str:
     """A public transaction id: kind letter, the day, 48 random bits (unique across gateway processes)."""
-    return f"{prefix}{day:%Y%m%d}{secrets.token_hex(6).upper()}"
+    # The day's digits from isoformat: strftime costs more than the rest of the id.
+    return f"{prefix}{day.isoformat().replace('-', '')}{os.urandom(6).hex().upper()}"
 
 
 # Makes a transaction's public id from its kind letter and business day: new_ref, or a test's deterministic one.
@@ -158,12 +181,15 @@ class _Writes:
 class Batch:
     def __init__(self, conn: Connection, policies: PolicyBook, known_accounts: frozenset[str] | set[str] = frozenset(),
                  *, now: Callable[[], datetime] = utc_now, make_ref: RefMaker = new_ref,
-                 known: KnownState | None = None) -> None:
+                 known: KnownState | None = None,
+                 holder_accounts: dict[int, tuple[AccountSpec, AccountSpec]] | None = None) -> None:
         """`known_accounts`: codes of accounts committed earlier (accounts are never removed), which the batch
         neither looks for nor creates again. `now` is the clock of what the batch books on its own (a person's
         opening balances; a request's transactions carry the time it was received), `make_ref` the maker of
         transaction ids. `known`: the state the writer committed last, where the database guarantees that nobody
-        wrote since (gateway.ledger.state); the batch reads only what it lacks, and leaves it untouched."""
+        wrote since (gateway.ledger.state); the batch reads only what it lacks, and leaves it untouched.
+        `holder_accounts`: the holders' two accounts by person id, which the batch adds to (pure values, made from
+        the person id alone: the writer keeps them from batch to batch)."""
         self.conn = conn
         self.hot = hot_sql(conn)
         self.known = known
@@ -182,6 +208,13 @@ class Batch:
         self.year_totals: dict[tuple[int, int], list[int]] = {}  # (person id, year)
         self.cards: dict[str, dict[str, Any]] = {}
         self.used_social_security_card: set[int] = set()  # person ids
+        # Built once per batch rather than per settlement: the holders' accounts, the accounts of a city's fund and
+        # an institution, the split's terms under a policy (by the policy's identity: it outlives the batch, held
+        # by the policy book and the intents), a business day and a day as the database binds them.
+        self._holder_accounts = holder_accounts if holder_accounts is not None else {}
+        self._place_accounts: dict[tuple[str, str], tuple[AccountSpec, AccountSpec, AccountSpec, AccountSpec]] = {}
+        self._terms: dict[tuple[int, InsuranceType, int, InstitutionLevel | None], SplitTerms] = {}
+        self._bound_days: dict[date, Any] = {}
 
     # The whole batch -------------------------------------------------------------------------
 
@@ -194,11 +227,14 @@ class Batch:
     # Reading -----------------------------------------------------------------------------------
 
     def _load(self, intents: Sequence[Intent]) -> None:
+        if pipelines(self.conn) and all(type(i) is SettleIntent for i in intents) and self._load_settles(
+                cast(Sequence[SettleIntent], intents)):
+            return
         keys = {(i.terminal_id, i.message_id) for i in intents}
         keys |= {(i.terminal_id, i.original_message_id) for i in intents if isinstance(i, ReverseIntent)}
         if keys:
-            rows = select_by_keys(self.conn, RECORDS, ("terminal_id", "message_id"), sorted(keys)).mappings()
-            self.records = {(r["terminal_id"], r["message_id"]): dict(r) for r in rows}
+            rows = rows_by_keys(self.conn, RECORDS, ("terminal_id", "message_id"), _RECORD_READ, sorted(keys))
+            self.records = {(r["terminal_id"], r["message_id"]): r for r in rows}
         refs = {i.settlement_ref for i in intents if isinstance(i, RevokeIntent)}
         refs |= {r["transaction_ref"] for r in self.records.values() if r["transaction_ref"]}
         self._load_transactions(refs)
@@ -210,6 +246,29 @@ class Batch:
         self._load_persons(sorted(persons), {i.facts.request.on.year for i in settles} | {
             t.insurance_year for t in self.transactions.values() if t.insurance_year})
         self._load_cards({i.card_number for i in settles}, persons)
+
+    def _load_settles(self, intents: Sequence[SettleIntent]) -> bool:
+        """PostgreSQL, a batch of Settles only (the common batch): the state `_load` reads, in one round trip
+        (gateway.ledger.sql.settles_state) and locked in the same order. False, having only locked, when a key is
+        recorded already (a retry) or an account is missing: the batch then reads as any batch does."""
+        persons = sorted({i.facts.registry.person.person_id for i in intents if i.facts.registry.person})
+        years = sorted({i.facts.request.on.year for i in intents})
+        open_persons(self.conn, persons, self.known_accounts, now=self.now, make_ref=self.make_ref)
+        codes = [spec.code for person in persons for spec in self._accounts_of(person)]
+        year_keys = [(person, year) for person in persons for year in years]
+        state = settles_state(self.conn, sorted({(i.terminal_id, i.message_id) for i in intents}), codes, year_keys,
+                              sorted({i.card_number for i in intents}), persons, CardKind.SOCIAL_SECURITY.value)
+        if state.recorded or len(state.balances) < len(codes):
+            return False
+        self.persons = persons
+        self.balances.update(state.balances)
+        for key in year_keys:  # a holder with no row yet has nothing counted in the year
+            self.year_totals[key] = list(state.year_totals.get(key, (0, 0)))
+        for number, (status, first_used_on, kind) in state.cards.items():
+            self.cards[number] = {"card_number": number, "status": status, "first_used_on": first_used_on,
+                                  "kind": kind}
+        self.used_social_security_card.update(state.used_social_security_card)
+        return True
 
     def _load_transactions(self, refs: set[str]) -> None:
         if not refs:
@@ -243,7 +302,8 @@ class Batch:
         known = self.known.balances if self.known is not None else {}
         unknown = []
         for person in persons:
-            current, prior = accounts.person_current_year(person).code, accounts.person_prior_years(person).code
+            current_spec, prior_spec = self._accounts_of(person)
+            current, prior = current_spec.code, prior_spec.code
             if current in known and prior in known:
                 self.balances[current], self.balances[prior] = known[current], known[prior]
             else:
@@ -252,8 +312,9 @@ class Batch:
             self._read_balances(unknown)
         known_totals = self.known.year_totals if self.known is not None else {}
         pairs = []
+        ordered_years = sorted(years)
         for person in persons:
-            for year in sorted(years):
+            for year in ordered_years:
                 totals = known_totals.get((person, year))
                 if totals is None:
                     pairs.append((person, year))
@@ -269,8 +330,7 @@ class Batch:
 
     def _read_balances(self, persons: list[int]) -> None:
         open_persons(self.conn, persons, self.known_accounts, now=self.now, make_ref=self.make_ref)
-        codes = [spec.code for person in persons for spec in (accounts.person_current_year(person),
-                                                                accounts.person_prior_years(person))]
+        codes = [spec.code for person in persons for spec in self._accounts_of(person)]
         found = locked_balances(self.conn, codes)
         if len(found) < len(codes):
             # Accounts remembered as committed are not in the database: it lost committed rows (a restore, a
@@ -340,66 +400,113 @@ class Batch:
 
     def _settle(self, intent: SettleIntent) -> Outcome:
         facts = intent.facts
-        person = facts.registry.person
-        card = facts.registry.card
+        registry = facts.registry
+        person = registry.person
+        card = registry.card
         if person is None or card is None:  # the rules refused these before the ledger was asked
             return Refused(StatusCode.STATUS_CODE_PERSON_NOT_FOUND, "no person", "查无此人")
         holder = person.person_id
-        year = facts.request.on.year
+        request = facts.request
+        year = request.on.year
         # The facts that may have changed since the reactor decided, as this transaction sees them.
         fresh_card = self.cards.get(card.card_number)
-        if fresh_card is not None and (card.status.value, card.first_used_on) != (fresh_card["status"],
-                                                                                  fresh_card["first_used_on"]):
+        if fresh_card is not None and (card.status != fresh_card["status"]
+                                       or card.first_used_on != fresh_card["first_used_on"]):
             card = replace(card, status=CardStatus(fresh_card["status"]), first_used_on=fresh_card["first_used_on"])
         used = holder in self.used_social_security_card
-        changed = card is not facts.registry.card or used != person.social_security_card_used
+        changed = card is not registry.card or used != person.social_security_card_used
         if changed:
             person = replace(person, social_security_card_used=used)
-            facts = replace(facts, registry=replace(facts.registry, card=card, person=person))
-        current_code = accounts.person_current_year(holder).code
-        prior_code = accounts.person_prior_years(holder).code
+            facts = replace(facts, registry=replace(registry, card=card, person=person))
+        current_spec, prior_spec = self._accounts_of(holder)
+        current_code, prior_code = current_spec.code, prior_spec.code
+        balances = self.balances
+        current_fen, prior_fen = balances.get(current_code, 0), balances.get(prior_code, 0)
         totals = self.year_totals.get((holder, year), [0, 0])
-        facts = replace(facts, balances=Balances(self.balances.get(current_code, 0), self.balances.get(prior_code, 0)),
-                        year_to_date=YearToDate(totals[0], totals[1]))
         # Decided once: what the request path's rules admitted holds while the card's state is the one they saw
-        # (no rule reads a balance), and only the split is decided here; otherwise, or with no admission, the rules
-        # decide it all again on the state locked.
+        # (no rule reads a balance), and only the split is computed here — rules.decision's split, on the balances
+        # and year-to-date totals locked, under the admitted policy's terms (computed once per batch). Otherwise,
+        # or with no admission, the rules decide it all again on the state locked.
         admitted = intent.admitted
-        outcome = decide(facts, self.policies) if admitted is None or changed else decision(facts, admitted)
-        if isinstance(outcome, Refusal):
-            return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
-        split = outcome.split
+        policy: Policy | None
+        split: FundSplit | None = None
+        if admitted is None or changed:
+            policy = self.policies.for_date(request.on)
+            outcome = decide(replace(facts, balances=Balances(current_fen, prior_fen),
+                                     year_to_date=YearToDate(totals[0], totals[1])), self.policies)
+            if isinstance(outcome, Refusal):
+                return Refused(outcome.status, outcome.detail_en, outcome.detail_zh)
+            split, policy_version, first_use = outcome.split, outcome.policy_version, outcome.first_use_of_card
+        else:
+            policy, policy_version, first_use = admitted.policy, None, admitted.first_use_of_card
+            if policy is not None:
+                split = split_on(self._terms_for(facts, policy), request.total_fen, current_fen, prior_fen,
+                                 totals[0], totals[1])
+                policy_version = policy.version
         if split is None:
             raise LedgerInvariantBroken(f"the rules settled {intent.message_id} without a split")
-        day = business_date(intent.recorded_at)
+        if policy is None:  # the rules refuse a day no policy covers (S0)
+            raise LedgerInvariantBroken(f"{intent.message_id} was settled on a day no policy covers")
+        terms = self._terms_for(facts, policy)  # found at once: computed for the split above, or now
+        recorded_at = intent.recorded_at
+        day = business_date(recorded_at)
         ref = self.make_ref("S", day)
-        postings = settlement_postings(holder, person.insured_region_code, facts.institution.code, split)
+        institution_code = facts.institution.code
+        postings = postings_of_settlement(
+            (current_spec, prior_spec, *self._accounts_at(person.insured_region_code, institution_code)), split)
         self._post(ref, postings)
-        self.writes.transactions.append(transaction_row(
-            self.hot, ref=ref, kind=TransactionKind.SETTLEMENT.value, terminal_id=intent.terminal_id,
-            message_id=intent.message_id, institution_code=facts.institution.code, person_id=holder,
-            card_number=card.card_number, medical_type=facts.request.medical_type, insurance_year=year,
-            business_date=day, recorded_at=intent.recorded_at, policy_version=outcome.policy_version,
-            amounts=split_amounts(split)))
+        moment = self.hot.moment(recorded_at)
+        self.writes.transactions.append(settlement_row(
+            ref, intent.terminal_id, intent.message_id, institution_code, holder, card.card_number,
+            request.medical_type, year, self._bound_day(day), moment, policy_version, split))
         self._add_year(holder, year, split.deductible_counted_fen, split.pooled_fund_fen)
-        if outcome.first_use_of_card:
+        if first_use:
             self.writes.first_used[card.card_number] = day
             self.writes.cancel_old_cards_of.add(holder)
             self.used_social_security_card.add(holder)
             self.cards.setdefault(card.card_number, {"status": card.status.value})["first_used_on"] = day
-        self.transactions[ref] = _Transaction(ref, TransactionKind.SETTLEMENT.value, intent.terminal_id,
-                                              facts.institution.code, holder, card.card_number, day, year, split,
+        self.transactions[ref] = _Transaction(ref, _SETTLEMENT, intent.terminal_id, institution_code, holder,
+                                              card.card_number, day, year, split,
                                               [(spec.code, amount) for spec, amount in postings])
-        policy = self.policies.for_date(facts.request.on)
-        if policy is None:  # the rules refuse a day no policy covers (S0)
-            raise LedgerInvariantBroken(f"{intent.message_id} was settled on a day no policy covers")
-        deductible, cap = policy.limits_for(person.insurance_type)
         totals = self.year_totals[(holder, year)]
         settled = Settled(ref, card.card_number, split, HolderBalances(
-            year, self.balances.get(current_code, 0), self.balances.get(prior_code, 0), totals[0], deductible,
-            totals[1], cap), intent.recorded_at, outcome.policy_version or "")
-        self._record(intent, "settle", ref, settled)
+            year, balances.get(current_code, 0), balances.get(prior_code, 0), totals[0], terms.deductible_fen,
+            totals[1], terms.pooled_cap_fen), recorded_at, policy_version or "")
+        self._keep_record(intent.terminal_id, intent.message_id, "settle", intent.content_hash, _COMMITTED, ref,
+                          recorded_form(settled), recorded_at, moment)
         return settled
+
+    def _accounts_of(self, holder: int) -> tuple[AccountSpec, AccountSpec]:
+        """The holder's current-year and prior-years accounts."""
+        found = self._holder_accounts.get(holder)
+        if found is None:
+            found = self._holder_accounts[holder] = (accounts.person_current_year(holder),
+                                                     accounts.person_prior_years(holder))
+        return found
+
+    def _accounts_at(self, insured_region_code: str, institution_code: str
+                     ) -> tuple[AccountSpec, AccountSpec, AccountSpec, AccountSpec]:
+        """The rest of a settlement's accounts (gateway.ledger.postings.SettlementAccounts) but the holder's."""
+        key = (insured_region_code, institution_code)
+        found = self._place_accounts.get(key)
+        if found is None:
+            found = self._place_accounts[key] = settlement_accounts(0, insured_region_code, institution_code)[2:]
+        return found
+
+    def _terms_for(self, facts: Facts, policy: Policy) -> SplitTerms:
+        person = facts.registry.person
+        key = (id(policy), person.insurance_type if person is not None else InsuranceType.RESIDENT,
+               facts.request.medical_type, facts.institution.level)
+        terms = self._terms.get(key)
+        if terms is None:
+            terms = self._terms[key] = split_terms(facts, policy)
+        return terms
+
+    def _bound_day(self, day: date) -> Any:
+        bound = self._bound_days.get(day)
+        if bound is None:
+            bound = self._bound_days[day] = self.hot.day(day)
+        return bound
 
     def _compensate(self, original: _Transaction, kind: TransactionKind, intent: Intent) -> tuple[str, FundSplit]:
         """Book the undoing of the settlement `original`: its ref, and the split given back."""
@@ -504,12 +611,15 @@ class Batch:
         return outcome
 
     def _keep_record(self, terminal_id: str, message_id: str, body: str, content_hash: str | None, outcome: str,
-                     ref: str | None, recorded_outcome: str | None, recorded_at: datetime) -> None:
-        """A request record to write, and to find under its key later in this batch (as a loaded row)."""
+                     ref: str | None, recorded_outcome: str | None, recorded_at: datetime,
+                     moment: Any = None) -> None:
+        """A request record to write, and to find under its key later in this batch (as a loaded row). `moment`:
+        `recorded_at` as the database binds it, where the caller converted it already."""
         self.records[(terminal_id, message_id)] = {"outcome": outcome, "content_hash": content_hash,
                                                    "transaction_ref": ref, "recorded_outcome": recorded_outcome}
-        self.writes.records.append(record_row(self.hot, terminal_id, message_id, body, content_hash, outcome, ref,
-                                              recorded_outcome, recorded_at))
+        self.writes.records.append(record_row(
+            terminal_id, message_id, body, content_hash, outcome, ref, recorded_outcome,
+            self.hot.moment(recorded_at) if moment is None else moment))
 
     def accounts_opened(self) -> set[str]:
         """The codes of every account this batch found or created: after its commit, known to exist."""

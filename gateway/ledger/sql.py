@@ -13,9 +13,11 @@ from sqlalchemy import Connection, Dialect, Result, Select, Table, TextualSelect
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.ledger.accounts import AccountSpec
+from gateway.ledger.models import TransactionKind
 from gateway.ledger.postings import Posting
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
-from gateway.ledger.transactions import AMOUNT_COLUMNS
+from gateway.ledger.transactions import AMOUNT_COLUMNS, SPLIT_COLUMNS
+from gateway.settlement.split import FundSplit
 
 # Statements are built once per shape and dialect: building one costs more than SQLAlchemy's compiled-cache
 # lookup that executes it, and the writer runs the same dozen for every batch.
@@ -44,6 +46,7 @@ TRANSACTION_COLUMNS = ("ref", "kind", "dedupe_key", "original_ref", "terminal_id
                        "prior_years_fen", "cash_fen", "deductible_counted_fen")
 RECORD_COLUMNS = ("terminal_id", "message_id", "body", "content_hash", "outcome", "transaction_ref",
                   "recorded_outcome", "recorded_at")
+_SETTLEMENT = TransactionKind.SETTLEMENT.value
 _ENTRY_COLUMNS = ("transaction_ref", "account_code", "amount_fen")
 _YEAR_KEY = ("person_id", "insurance_year")
 _YEAR_ADDED = ("deductible_counted_fen", "pooled_fund_paid_fen")
@@ -60,6 +63,10 @@ def _same_columns(table: Table, columns: Sequence[str], generated: Sequence[str]
 _same_columns(TRANSACTIONS, TRANSACTION_COLUMNS, generated=("id",))
 if TRANSACTION_COLUMNS[-len(AMOUNT_COLUMNS):] != AMOUNT_COLUMNS:
     raise RuntimeError("transaction_row takes the amounts in the order of AMOUNT_COLUMNS: keep them last, in order")
+# settlement_row writes the split's fields in the order of AMOUNT_COLUMNS, which SPLIT_COLUMNS maps them to.
+if tuple(SPLIT_COLUMNS) != ("total_fen", "pooled_fund_fen", "current_year_account_fen", "prior_years_account_fen",
+                            "cash_fen", "deductible_counted_fen"):
+    raise RuntimeError("settlement_row binds FundSplit's fields in SPLIT_COLUMNS' order: keep the two in step")
 _same_columns(RECORDS, RECORD_COLUMNS)
 _same_columns(ENTRIES, _ENTRY_COLUMNS, generated=("id",))
 _same_columns(YEAR_TOTALS, _YEAR_KEY + _YEAR_ADDED)
@@ -128,11 +135,22 @@ def transaction_row(hot: HotSql, *, ref: str, kind: str, business_date: date, re
             policy_version, *amounts)
 
 
-def record_row(hot: HotSql, terminal_id: str, message_id: str, body: str, content_hash: str | None, outcome: str,
-               transaction_ref: str | None, recorded_outcome: str | None, recorded_at: datetime) -> tuple[Any, ...]:
-    """A request record as `hot.insert_records` binds it (RECORD_COLUMNS)."""
-    return (terminal_id, message_id, body, content_hash, outcome, transaction_ref, recorded_outcome,
-            hot.moment(recorded_at))
+def settlement_row(ref: str, terminal_id: str, message_id: str, institution_code: str, person_id: int,
+                   card_number: str, medical_type: int, insurance_year: int, day: Any, moment: Any,
+                   policy_version: str | None, split: FundSplit) -> tuple[Any, ...]:
+    """A settlement as `hot.insert_transactions` binds it, its day and time converted already (`hot.day`,
+    `hot.moment`: the writer converts each once, not once per row that holds it). Positional and without the
+    split's dictionary: the writer builds one per settlement."""
+    return (ref, _SETTLEMENT, None, None, terminal_id, message_id, institution_code, person_id, card_number,
+            medical_type, insurance_year, day, moment, policy_version, split.total_fen, split.pooled_fund_fen,
+            split.current_year_account_fen, split.prior_years_account_fen, split.cash_fen,
+            split.deductible_counted_fen)
+
+
+def record_row(terminal_id: str, message_id: str, body: str, content_hash: str | None, outcome: str,
+               transaction_ref: str | None, recorded_outcome: str | None, moment: Any) -> tuple[Any, ...]:
+    """A request record as `hot.insert_records` binds it (RECORD_COLUMNS); `moment` converted (`hot.moment`)."""
+    return (terminal_id, message_id, body, content_hash, outcome, transaction_ref, recorded_outcome, moment)
 
 
 def data_version(conn: Connection) -> int | None:
@@ -234,6 +252,28 @@ def select_by_keys(conn: Connection, table: Table, names: Sequence[str], keys: S
     return conn.execute(statement, parameters)
 
 
+def rows_by_keys(conn: Connection, table: Table, names: Sequence[str], columns: Sequence[str],
+                 keys: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """select_by_keys' rows, only `columns` (which need no conversion: text and numbers), as dictionaries, through
+    the DBAPI with positional parameters: a batch reads its request records so, without SQLAlchemy processing
+    each of its keys' parameters and each row."""
+    if not keys:
+        return []
+    statement = _keyed_driver_statement(conn.dialect.paramstyle, table.name, tuple(names), tuple(columns), len(keys))
+    parameters = tuple(value for key in keys for value in key)
+    return [dict(zip(columns, row, strict=True)) for row in conn.exec_driver_sql(statement, parameters)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyed_driver_statement(paramstyle: str, table: str, names: tuple[str, ...], columns: tuple[str, ...],
+                            count: int) -> str:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    rows = ", ".join("(" + ", ".join([mark] * len(names)) + ")" for _ in range(count))
+    joined = " AND ".join(f"{table}.{name} = wanted.{name}" for name in names)
+    return (f"WITH wanted({', '.join(names)}) AS (VALUES {rows}) SELECT {', '.join(f'{table}.{c}' for c in columns)} "
+            f"FROM {table} JOIN wanted ON {joined}")
+
+
 @functools.lru_cache(maxsize=1024)
 def _keyed_statement(table: Table, names: tuple[str, ...], count: int, lock: bool) -> TextualSelect:
     """Built once per shape as plain text: SQLAlchemy would compile a VALUES construct anew for every batch."""
@@ -243,3 +283,71 @@ def _keyed_statement(table: Table, names: tuple[str, ...], count: int, lock: boo
     sql = (f"WITH wanted({', '.join(names)}) AS (VALUES {rows}) SELECT {columns} FROM {table.name} "
            f"JOIN wanted ON {joined}" + (f" FOR UPDATE OF {table.name}" if lock else ""))
     return text(sql).columns(*table.c)
+
+
+# PostgreSQL: a batch of settlements' state in one round trip ----------------------------------------
+# A batch of Settles reads, under lock, the request records of its keys, the holders' balances and year-to-date
+# totals, their cards and whether a social security card of theirs was used: five statements, which SQLAlchemy
+# would send one after another, each waiting for the server, each key a bind parameter of its own. Here they go as
+# one pipeline of plain SQL with one array per key column (`= ANY(%s)`, `unnest(...)`), through the index of each
+# table (the plans: docs/ledger.md), and the writer waits once.
+
+_PG_RECORD_KEYS = ("SELECT request_records.terminal_id, request_records.message_id FROM request_records "
+                   "JOIN unnest(%s::text[], %s::text[]) AS wanted(terminal_id, message_id) "
+                   "ON request_records.terminal_id = wanted.terminal_id "
+                   "AND request_records.message_id = wanted.message_id")
+_PG_BALANCES_LOCKED = ("SELECT code, balance_fen FROM ledger_accounts WHERE code = ANY(%s::text[]) ORDER BY code "
+                       "FOR UPDATE")
+_PG_YEAR_TOTALS_LOCKED = ("SELECT year_totals.person_id, year_totals.insurance_year, "
+                          "year_totals.deductible_counted_fen, year_totals.pooled_fund_paid_fen FROM year_totals "
+                          "JOIN unnest(%s::bigint[], %s::integer[]) AS wanted(person_id, insurance_year) "
+                          "ON year_totals.person_id = wanted.person_id "
+                          "AND year_totals.insurance_year = wanted.insurance_year "
+                          "ORDER BY year_totals.person_id, year_totals.insurance_year FOR UPDATE OF year_totals")
+_PG_CARDS = "SELECT card_number, status, first_used_on, kind FROM cards WHERE card_number = ANY(%s::text[])"
+_PG_USED_SOCIAL_SECURITY_CARDS = ("SELECT DISTINCT persons.person_id FROM persons "
+                                  "JOIN cards ON cards.social_security_number = persons.social_security_number "
+                                  "WHERE persons.person_id = ANY(%s::bigint[]) AND cards.kind = %s "
+                                  "AND cards.first_used_on IS NOT NULL")
+
+
+@dataclass
+class SettlesState:
+    """What `settles_state` read."""
+
+    recorded: set[tuple[str, str]]                    # the keys asked about that hold a request record
+    balances: dict[str, int]                          # account code -> fen, of the codes asked about that exist
+    year_totals: dict[tuple[int, int], tuple[int, int]]  # (person id, year) -> (deductible counted, pooled paid)
+    cards: dict[str, tuple[str, date | None, str]]    # card number -> (status, first used on, kind)
+    used_social_security_card: set[int]               # person ids
+
+
+def pipelines(conn: Connection) -> bool:
+    """Whether `settles_state` can read on this connection (psycopg 3 on PostgreSQL)."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+def settles_state(conn: Connection, keys: Sequence[tuple[str, str]], codes: Sequence[str],
+                  year_keys: Sequence[tuple[int, int]], card_numbers: Sequence[str], persons: Sequence[int],
+                  social_security_kind: str) -> SettlesState:
+    """The state a batch of settlements reads, in one pipeline on the connection's transaction (psycopg 3): which
+    of `keys` are recorded; the balances of `codes` and the year totals of `year_keys`, locked until commit (each in
+    key order, as every writer locks them); the cards' registry rows; which of `persons` used a social security
+    card."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the connection was closed under the ledger's batch")
+    with driver.pipeline():
+        cursors = [driver.cursor() for _ in range(5)]
+        cursors[0].execute(_PG_RECORD_KEYS, ([t for t, _ in keys], [m for _, m in keys]))
+        cursors[1].execute(_PG_BALANCES_LOCKED, (list(codes),))
+        cursors[2].execute(_PG_YEAR_TOTALS_LOCKED, ([p for p, _ in year_keys], [y for _, y in year_keys]))
+        cursors[3].execute(_PG_CARDS, (list(card_numbers),))
+        cursors[4].execute(_PG_USED_SOCIAL_SECURITY_CARDS, (list(persons), social_security_kind))
+    recorded, balances, years, cards, used = (cursor.fetchall() for cursor in cursors)
+    return SettlesState(
+        recorded={(terminal, message) for terminal, message in recorded},
+        balances={code: balance for code, balance in balances},
+        year_totals={(person, year): (deductible, pooled) for person, year, deductible, pooled in years},
+        cards={number: (status, first_used_on, kind) for number, status, first_used_on, kind in cards},
+        used_social_security_card={person for (person,) in used})

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gateway.db.engine import IMMEDIATE_OPTION
+from gateway.ledger.accounts import AccountSpec
 from gateway.ledger.batch import Batch, RefMaker, new_ref
 from gateway.ledger.intents import Intent
 from gateway.ledger.outcomes import Outcome, Refused
@@ -115,6 +116,9 @@ class LedgerWriter:
         self._queue: queue.Queue[tuple[Intent, Deferred[Outcome]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._known_accounts: set[str] = set()  # committed; touched only by the thread that writes
+        # Each holder's two account specs (gateway.ledger.accounts), made from the person id alone, kept for the next
+        # batches rather than made again for every one: up to `known_holders`, then forgotten. Writer thread only.
+        self._holder_accounts: dict[int, tuple[AccountSpec, AccountSpec]] = {}
         # What the last commit left, for the next batch where nobody else wrote since (gateway.ledger.state); with
         # the one connection it was read on, as SQLite's data_version is per connection. Writer thread only.
         self._known: KnownState | None = None
@@ -244,7 +248,7 @@ class LedgerWriter:
                         version = data_version(conn)
                         known = self._known if self._known is not None and self._known.version == version else None
                         batch = Batch(conn, self._policies, self._known_accounts, now=self._now,
-                                      make_ref=self._make_ref, known=known)
+                                      make_ref=self._make_ref, known=known, holder_accounts=self._holder_accounts)
                         outcomes = batch.run(intents)
                 finally:
                     if conn is not self._connection:
@@ -303,6 +307,8 @@ class LedgerWriter:
         SQLite) the state the batch left."""
         if batch.forgot_accounts or len(self._known_accounts) > self.limits.known_accounts:
             self._known_accounts.clear()
+        if len(self._holder_accounts) > self.limits.known_holders:
+            self._holder_accounts.clear()
         self._known_accounts |= batch.accounts_opened()
         if version is None:
             return

@@ -27,7 +27,7 @@ from gateway.settlement.facts import (
     Purpose,
 )
 from gateway.settlement.policy import Policy, PolicyBook
-from gateway.settlement.split import FundSplit, split_hospital, split_pharmacy
+from gateway.settlement.split import FundSplit, hospital_split, pharmacy_split
 
 
 @dataclass(frozen=True)
@@ -413,20 +413,43 @@ def decide(facts: Facts, policies: PolicyBook) -> Refusal | Decision:
     return admitted if isinstance(admitted, Refusal) else decision(facts, admitted)
 
 
-def fund_split(facts: Facts, policy: Policy) -> FundSplit:
+@dataclass(frozen=True)
+class SplitTerms:
+    """What a settlement's split goes by besides its total, the balances and the year-to-date totals: the same for
+    every settlement under one policy, insurance type, medical type and institution level."""
+
+    pharmacy: bool            # a pharmacy purchase: the personal accounts, then cash; no fund
+    personal_accounts: bool   # the scheme has personal accounts (residents' has none)
+    deductible_fen: int
+    pooled_cap_fen: int
+    ratio_bp: int             # the pooled fund's share above the deductible, basis points
+
+
+def split_terms(facts: Facts, policy: Policy) -> SplitTerms:
     person = insured_person(facts)
     scheme = policy.scheme_for(person.insurance_type)
     retired = person.insurance_type is InsuranceType.EMPLOYEE_RETIRED
-    total = facts.request.total_fen
-    if facts.request.medical_type == MedicalType.PHARMACY_PURCHASE:
-        return split_pharmacy(total, facts.balances, scheme.personal_accounts)
     deductible_fen, pooled_cap_fen = policy.limits_for(person.insurance_type)
-    return split_hospital(
-        total,
-        facts.balances,
-        facts.year_to_date,
-        personal_accounts=scheme.personal_accounts,
-        deductible_fen=deductible_fen,
-        pooled_cap_fen=pooled_cap_fen,
-        ratio_bp=scheme.ratios(facts.request.medical_type, retired).for_level(facts.institution.level),
-    )
+    medical_type = facts.request.medical_type
+    return SplitTerms(pharmacy=medical_type == MedicalType.PHARMACY_PURCHASE,
+                      personal_accounts=scheme.personal_accounts, deductible_fen=deductible_fen,
+                      pooled_cap_fen=pooled_cap_fen,
+                      ratio_bp=scheme.ratios(medical_type, retired).for_level(facts.institution.level))
+
+
+def split_on(terms: SplitTerms, total_fen: int, current_year_fen: int, prior_years_fen: int,
+             deductible_counted_ytd_fen: int, pooled_fund_paid_ytd_fen: int) -> FundSplit:
+    """The split of `total_fen` under `terms` on these balances and year-to-date totals: what `fund_split` gives
+    for facts holding them. The ledger's writer splits so, the terms computed once per batch."""
+    if terms.pharmacy:
+        return pharmacy_split(total_fen, current_year_fen, prior_years_fen, terms.personal_accounts)
+    return hospital_split(total_fen, current_year_fen, prior_years_fen, deductible_counted_ytd_fen,
+                          pooled_fund_paid_ytd_fen, personal_accounts=terms.personal_accounts,
+                          deductible_fen=terms.deductible_fen, pooled_cap_fen=terms.pooled_cap_fen,
+                          ratio_bp=terms.ratio_bp)
+
+
+def fund_split(facts: Facts, policy: Policy) -> FundSplit:
+    balances, year_to_date = facts.balances, facts.year_to_date
+    return split_on(split_terms(facts, policy), facts.request.total_fen, balances.current_year_fen,
+                    balances.prior_years_fen, year_to_date.deductible_counted_fen, year_to_date.pooled_fund_paid_fen)

@@ -35,20 +35,17 @@ class FundSplit:
         return self.current_year_account_fen + self.prior_years_account_fen
 
     def __post_init__(self) -> None:
-        parts = (self.pooled_fund_fen, self.current_year_account_fen, self.prior_years_account_fen, self.cash_fen)
-        if any(p < 0 for p in parts) or self.deductible_counted_fen < 0:
+        # Spelled out rather than any() over a generator: the ledger's writer builds one split per settlement.
+        pooled, current, prior, cash = (self.pooled_fund_fen, self.current_year_account_fen,
+                                        self.prior_years_account_fen, self.cash_fen)
+        if pooled < 0 or current < 0 or prior < 0 or cash < 0 or self.deductible_counted_fen < 0:
             raise ValueError(f"a negative part in {self}")
-        if sum(parts) != self.total_fen:
+        if pooled + current + prior + cash != self.total_fen:
             raise ValueError(f"parts of {self} do not add up to the total")
 
 
 def split_pharmacy(total_fen: int, balances: Balances, personal_accounts: bool) -> FundSplit:
-    if not personal_accounts:
-        return FundSplit(total_fen, cash_fen=total_fen)
-    current = min(total_fen, balances.current_year_fen)
-    prior = min(total_fen - current, balances.prior_years_fen)
-    return FundSplit(total_fen, current_year_account_fen=current, prior_years_account_fen=prior,
-                     cash_fen=total_fen - current - prior)
+    return pharmacy_split(total_fen, balances.current_year_fen, balances.prior_years_fen, personal_accounts)
 
 
 def split_hospital(
@@ -61,19 +58,49 @@ def split_hospital(
     pooled_cap_fen: int,
     ratio_bp: int,
 ) -> FundSplit:
-    current_left = balances.current_year_fen if personal_accounts else 0
-    prior_left = balances.prior_years_fen if personal_accounts else 0
+    return hospital_split(total_fen, balances.current_year_fen, balances.prior_years_fen,
+                          year_to_date.deductible_counted_fen, year_to_date.pooled_fund_paid_fen,
+                          personal_accounts=personal_accounts, deductible_fen=deductible_fen,
+                          pooled_cap_fen=pooled_cap_fen, ratio_bp=ratio_bp)
+
+
+# The same two splits on plain numbers: the ledger's writer splits every settlement on the balances it locked,
+# without building Balances and YearToDate for each.
+
+def pharmacy_split(total_fen: int, current_year_fen: int, prior_years_fen: int, personal_accounts: bool) -> FundSplit:
+    if not personal_accounts:
+        return FundSplit(total_fen, cash_fen=total_fen)
+    current = min(total_fen, current_year_fen)
+    prior = min(total_fen - current, prior_years_fen)
+    return FundSplit(total_fen, current_year_account_fen=current, prior_years_account_fen=prior,
+                     cash_fen=total_fen - current - prior)
+
+
+def hospital_split(
+    total_fen: int,
+    current_year_fen: int,
+    prior_years_fen: int,
+    deductible_counted_ytd_fen: int,
+    pooled_fund_paid_ytd_fen: int,
+    *,
+    personal_accounts: bool,
+    deductible_fen: int,
+    pooled_cap_fen: int,
+    ratio_bp: int,
+) -> FundSplit:
+    current_left = current_year_fen if personal_accounts else 0
+    prior_left = prior_years_fen if personal_accounts else 0
 
     current = min(total_fen, current_left)
     remaining = total_fen - current
 
-    deductible_left = max(0, deductible_fen - year_to_date.deductible_counted_fen)
+    deductible_left = max(0, deductible_fen - deductible_counted_ytd_fen)
     counted = min(remaining, deductible_left)
     remaining -= counted
     prior = min(counted, prior_left)
     cash = counted - prior
 
-    cap_left = max(0, pooled_cap_fen - year_to_date.pooled_fund_paid_fen)
+    cap_left = max(0, pooled_cap_fen - pooled_fund_paid_ytd_fen)
     # Rounded down: the fund never pays a fraction of a fen more than its ratio.
     pooled = min(remaining * ratio_bp // BASIS_POINTS, cap_left)
     rest = remaining - pooled
