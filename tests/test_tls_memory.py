@@ -7,6 +7,7 @@ works on as before.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -66,15 +67,11 @@ class Pair:
     def move(self) -> None:
         """Bytes both ways until neither side has any to send."""
         for _ in range(20):
-            try:
+            with contextlib.suppress(SSL.WantReadError):
                 self.client.do_handshake()
-            except SSL.WantReadError:
-                pass
             sent = b""
-            try:
+            with contextlib.suppress(SSL.WantReadError):
                 sent = self.client.bio_read(65536)
-            except SSL.WantReadError:
-                pass
             if sent:
                 self.server.dataReceived(sent)
             answered = self.wire.value()
