@@ -183,6 +183,25 @@ def test_idle_connections_are_closed_after_idle_timeout_s(demo_engine: Engine) -
     assert connection.transport.disconnecting
 
 
+def test_a_signed_in_connection_keeps_only_its_idle_timer(harness: Harness) -> None:
+    """An idle signed-in connection holds one timer, not also the sign-in timer for sign_in_timeout_s (each is
+    memory per connection: BENCHMARKS.md, "What TLS costs")."""
+    connection = harness.connect()
+    timers_before = len(harness.clock.getDelayedCalls())
+    assert connection.call(sign_in()).status == OK
+    assert len(harness.clock.getDelayedCalls()) == timers_before - 1
+    harness.clock.advance(harness.config.sign_in_timeout_s + 1)
+    assert connection.call(request("heartbeat", "hb")).status == OK  # signed in all along
+
+
+def test_a_refused_sign_in_keeps_the_sign_in_timer(harness: Harness) -> None:
+    connection = harness.connect()
+    connection.send(sign_in(credential="not-the-secret"))
+    harness.clock.advance(harness.config.sign_in_timeout_s + 0.5)
+    assert pb.STATUS_CODE_SIGN_IN_TIMEOUT in [r.status for r in connection.responses()]
+    assert connection.transport.disconnecting
+
+
 def test_sign_out_answers_then_closes(harness: Harness) -> None:
     connection = harness.connect()
     connection.call(sign_in())
@@ -433,7 +452,8 @@ def test_an_impossible_event_drops_that_connection_only(
     def impossible(*_args: object) -> None:
         raise ImpossibleTransition(State.SIGNED_IN, Trigger.CONNECTION_REFUSED)
 
-    setattr(session, session_call, impossible)
+    # This session alone fails (the session has __slots__: its class is swapped for one failing there).
+    session.__class__ = type("FailingSession", (type(session),), {"__slots__": (), session_call: impossible})
     reach(pair)  # nothing escapes into the reactor
     assert pair.faulty.transport.disconnected  # aborted, not left open
     assert pair.faulty.responses() == []  # and nothing more written to it

@@ -28,6 +28,8 @@ def encode_frame(payload: bytes) -> bytes:
 class FrameDecoder:
     """Splits a byte stream into frames of at most `max_frame_bytes` each."""
 
+    __slots__ = ("_buffer", "_offset", "max_frame_bytes")  # one per connection: no instance dict
+
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -103,7 +104,7 @@ class ConnectionClosed:
 Event = RequestReceived | NeedData | Paused | SliceEnded | ConnectionClosed
 
 
-@dataclass
+@dataclass(slots=True)
 class _InFlight:
     message_id: str
     body: str
@@ -113,7 +114,7 @@ class _InFlight:
     awaiting_terminal: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # one per connection, idle ones included: no instance dict
 class Session:
     limits: SessionLimits = field(default_factory=SessionLimits)
 
@@ -121,16 +122,18 @@ class Session:
     terminal_id: str | None = None
     # Why the session is closing: the status of the last frame it sends, for the operator's log.
     close_reason: str | None = None
+    frames_received: int = field(default=0, init=False)
+    sign_in_failures: int = field(default=0, init=False)
+    _decoder: FrameDecoder = field(init=False, repr=False)
+    # Answers waiting for data_to_send, which stamps them with its `now`: the moment they are written.
+    _outgoing: list[pb.Response] = field(default_factory=list, init=False, repr=False)
+    _in_flight: dict[int, _InFlight] = field(default_factory=dict, init=False, repr=False)
+    _tokens: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
+    _peer_closed: bool = field(default=False, init=False, repr=False)
+    _slice_left: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.limits.max_frame_bytes)
-        # Answers waiting for data_to_send, which stamps them with its `now`: the moment they are written.
-        self._outgoing: list[pb.Response] = []
-        self._in_flight: dict[int, _InFlight] = {}
-        self._tokens = itertools.count(1)
-        self._peer_closed = False
-        self.frames_received = 0
-        self.sign_in_failures = 0
         self._slice_left = self.limits.frames_per_slice
 
     # Input ----------------------------------------------------------------------------------
@@ -255,7 +258,7 @@ class Session:
             self._sign_in_failed(response)
         elif response.status == pb.STATUS_CODE_OK and pending.body == "sign_out":
             self._move(Trigger.SIGN_OUT_ACCEPTED, close_reason="signed out")
-        del self._in_flight[token]
+        self._finish(token)
         response.message_id = pending.message_id
         response.interim = False
         self._write(response)
@@ -277,7 +280,7 @@ class Session:
     def discard(self, token: int) -> None:
         """Finish request `token` without an answer (an accepted ApduResult)."""
         self._pending(token)  # LocalProtocolError unless it is in flight
-        del self._in_flight[token]
+        self._finish(token)
 
     def data_to_send(self, now: float) -> bytes:
         """The frames to write, each stamped with `now` (the gateway's clock, POSIX seconds) as its server_time."""
@@ -368,6 +371,12 @@ class Session:
         self.state = next_state(before, trigger)
         if self.state is State.CLOSING and before is not State.CLOSING:
             self.close_reason = close_reason
+
+    def _finish(self, token: int) -> None:
+        del self._in_flight[token]
+        if not self._in_flight:
+            # A dict keeps its table when emptied by `del`; clear() gives it back: an idle connection keeps none.
+            self._in_flight.clear()
 
     def _pending(self, token: int) -> _InFlight:
         pending = self._in_flight.get(token)

@@ -42,6 +42,10 @@ class _Pending:
 class ApduRelay:
     """One per terminal connection: the scripts out at the terminal and their answers."""
 
+    # One per connection, idle ones included: no instance dict (BENCHMARKS.md, "What TLS costs").
+    __slots__ = ("_clock", "_ids", "_listeners", "_pending", "_send_interim", "_terminal_answered", "card_present",
+                 "name", "pin_pad", "stopped", "timeout_s")
+
     def __init__(
         self,
         *,

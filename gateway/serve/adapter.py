@@ -63,7 +63,18 @@ class TerminalProtocol(Protocol, TimeoutMixin):
         self._linger_timer: Any = None
         self._sign_in_timer: Any = None
         self._next_slice_call: Any = None  # the next slice's turn, while one is due
-        self.closed: Deferred[None] = Deferred()
+        # Made when someone waits for the close (close_all): an idle connection keeps no Deferred.
+        self._closed: Deferred[None] | None = None
+        self._lost = False
+
+    @property
+    def closed(self) -> Deferred[None]:
+        """Fires once the connection is gone (at once if it is gone already)."""
+        if self._closed is None:
+            self._closed = Deferred()
+            if self._lost:
+                self._closed.callback(None)
+        return self._closed
 
     def callLater(self, period: float, func: Any) -> Any:
         # TimeoutMixin's timer, on the factory's clock (a test clock in tests).
@@ -120,7 +131,9 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             self.factory.service.connection_closed(self.context)
         if self._admitted:
             self.factory.release(self)
-        self.closed.callback(None)
+        self._lost = True
+        if self._closed is not None:
+            self._closed.callback(None)
 
     def timeoutConnection(self) -> None:
         with self._dropped_on_session_error():
@@ -179,6 +192,11 @@ class TerminalProtocol(Protocol, TimeoutMixin):
             self.session.connection_lost()
         if self.transport is not None:
             self.transport.abortConnection()
+
+    def _cancel_sign_in_timer(self) -> None:
+        if self._sign_in_timer is not None and self._sign_in_timer.active():
+            self._sign_in_timer.cancel()
+        self._sign_in_timer = None
 
     def _cancel_timers(self, *others: Any) -> None:
         """The session's own timers (and `others`): none may fire once the connection is gone."""
@@ -278,6 +296,10 @@ class TerminalProtocol(Protocol, TimeoutMixin):
                 session.discard(token)
             else:
                 session.send_response(token, response)
+                if self._sign_in_timer is not None and session.terminal_id is not None:
+                    # Signed in: the sign-in timer would change nothing (Session.sign_in_timed_out); an idle
+                    # connection need not keep it for sign_in_timeout_s.
+                    self._cancel_sign_in_timer()
                 metrics = self.factory.metrics
                 if metrics is not None:
                     metrics.request_answered(body, status_name(response.status), perf_counter() - received)

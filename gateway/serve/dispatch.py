@@ -49,7 +49,7 @@ log = Logger(namespace="gateway.serve.dispatch")
 # The bodies that move money or read the card: gateway.serve.handlers answers them.
 
 
-@dataclass
+@dataclass(slots=True)  # one per connection, idle ones included: no instance dict
 class ConnectionContext:
     """What the service remembers about one connection."""
 

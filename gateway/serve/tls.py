@@ -19,6 +19,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _openssl_ffi
+from OpenSSL._util import lib as _openssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import (
     AcceptableCiphers,
@@ -28,7 +30,7 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from gateway.config import TlsConfig
@@ -227,12 +229,56 @@ def _refuse(peer: Any, reason: str) -> None:
     log.warn("TLS handshake from {peer} refused: {reason}", peer=_peer_name(peer), reason=reason)
 
 
-class TerminalTlsTransport(BufferingTLSTransport):
+class TerminalTlsTransport(TLSMemoryBIOProtocol):
     """Twisted's TLS transport, remembering whether its handshake finished and whether its refusal was logged (one
-    line per refused handshake)."""
+    line per refused handshake), and giving back the memory its handshake needed once it is over.
+
+    It is TLSMemoryBIOProtocol itself, not Twisted's default BufferingTLSTransport: that one holds every write
+    back until the reactor's next turn (a timer per write) to join small writes into one TLS record, and the
+    adapter (gateway.serve.adapter) already writes all the answers of a turn in one write.
+    """
 
     refusal_logged = False
     handshake_finished = False
+    handshake_memory_released = False
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
+        if self.handshake_finished and not self.handshake_memory_released:
+            self._release_handshake_memory()
+
+    def _release_handshake_memory(self) -> None:
+        """Swap the connection's two memory BIOs for empty ones once both are drained.
+
+        A memory BIO keeps the capacity of the most it ever held (OpenSSL's BUF_MEM does not shrink when read),
+        so each would keep the handshake's flights, certificates included, for the whole connection: about
+        5.5 KB of an idle connection's ~40 KB (BENCHMARKS.md, "What TLS costs"). Answers after the handshake are
+        small (the largest frame is max_frame_bytes, but an idle terminal's are heartbeats).
+        pyOpenSSL has no call for it: its Connection's BIO attributes are private, so when a pyOpenSSL release
+        renames them nothing is swapped (tests/test_tls.py checks that the swap happens).
+        """
+        connection = self._tlsConnection
+        into_ssl = getattr(connection, "_into_ssl", None)
+        from_ssl = getattr(connection, "_from_ssl", None)
+        ssl = getattr(connection, "_ssl", None)
+        if into_ssl is None or from_ssl is None or ssl is None:
+            self.handshake_memory_released = True  # a pyOpenSSL without them: nothing to do, and no retry
+            return
+        null = _openssl_ffi.NULL
+        if _openssl.BIO_get_mem_data(into_ssl, null) or _openssl.BIO_get_mem_data(from_ssl, null):
+            return  # bytes not yet taken by OpenSSL or the socket: retried on the next bytes received
+        fresh_in = _openssl.BIO_new(_openssl.BIO_s_mem())
+        fresh_out = _openssl.BIO_new(_openssl.BIO_s_mem())
+        if fresh_in == null or fresh_out == null:  # out of memory: keep the old ones, which work
+            for bio in (fresh_in, fresh_out):
+                if bio != null:
+                    _openssl.BIO_free(bio)
+            return
+        # The SSL owns its BIOs: SSL_set_bio frees the old pair and takes the new one (freed with the SSL).
+        _openssl.SSL_set_bio(ssl, fresh_in, fresh_out)
+        connection._into_ssl = fresh_in
+        connection._from_ssl = fresh_out
+        self.handshake_memory_released = True
 
 
 class TerminalTlsFactory(TLSMemoryBIOFactory):
