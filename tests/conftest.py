@@ -39,21 +39,27 @@ def postgres_admin() -> str:
     return POSTGRES_ADMIN_URL
 
 
-@pytest.fixture
-def postgres_url(postgres_admin: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_postgres_database(postgres_admin: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped (connections and all) on leaving."""
     import psycopg
 
     name = f"gateway_test_{uuid.uuid4().hex[:12]}"
     admin = postgres_admin.replace("+psycopg", "")
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_admin.rsplit("/", 1)[0] + f"/{name}"
     try:
-        yield url
+        yield postgres_admin.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with fresh_postgres_database(postgres_admin) as url:
+        yield url
 
 
 @pytest.fixture

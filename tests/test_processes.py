@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +44,7 @@ from gateway.protocol.messages import pb
 from gateway.serve.app import StartupError
 from gateway.serve.listeners import TcpAddress, tcp_address
 from gateway.serve.processes import metrics_listen, plan
+from tests.conftest import fresh_postgres_database
 from tests.test_end_to_end import ROOT, RunningGateway, listening_message
 from tests.test_ledger_end_to_end import VIRTUAL_IN_CITY, ledger_check, settle
 from tests.wire import WireClient, request, sign_in
@@ -165,21 +165,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
 @pytest.fixture(scope="module")
 def on_postgresql(tmp_path_factory: pytest.TempPathFactory, postgres_admin: str) -> Iterator[TwoProcesses]:
     """Two processes on a PostgreSQL database of their own: the race, then the simulator (which ends with SIGTERM)."""
-    import psycopg
-
-    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
-    admin = postgres_admin.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_admin.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with fresh_postgres_database(postgres_admin) as url:
         prepare(url)
         gateway = TwoProcesses(tmp_path_factory.mktemp("postgresql"), url, prepare=False)
         yield gateway
         gateway.stop()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def serve_the_simulator_then_stop(two: TwoProcesses, tmp_path: Path) -> None:
