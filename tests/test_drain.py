@@ -100,7 +100,7 @@ class HeldWriter:
         self.writer = LedgerWriter(engine, load_builtin_policies(), self._from_thread)
         settlement = harness.service.settlement
         assert isinstance(settlement, SettlementHandlers)
-        self.writer.on_registry_write = settlement.registry.forget_all
+        self.writer.on_registry_write = settlement.registry.written_by_ledger
         settlement.writer = self.writer
         self.writer.start()
 

@@ -11,14 +11,18 @@ from sqlalchemy.exc import OperationalError
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from gateway.config import RegistryConfig
+from gateway.ledger.batch import RegistryChange
+from gateway.ledger.writer import InlineLedgerWriter
+from gateway.protocol.messages import pb
 from gateway.serve.reads import NotRegistered, read_registry_version
 from gateway.serve.registry_cache import RegistryCache
 from gateway.settlement.facts import CardStatus
-from tests.ledger_support import CARDS, INSTITUTION
+from tests.ledger_support import CARDS, INSTITUTION, POLICIES, settle, write
 from tests.test_adapter import run_now
 from tests.test_card_driver import result_of as result_of_deferred
 
 CARD = "N00000001"
+OK = pb.STATUS_CODE_OK
 SSN = CARDS[CARD][0].person.social_security_number
 
 
@@ -141,3 +145,77 @@ def test_an_unreadable_version_drops_every_fact(demo_engine_on_both: Engine) -> 
 
 def _raise_operational() -> None:
     raise OperationalError("SELECT version FROM registry_version", {}, Exception("the database is gone"))
+
+
+# The ledger's own registry writes (a card's first use) --------------------------------------------------------
+
+OTHER_CARD = "N00001602"   # another holder's new social security card, not used yet
+OTHER_SSN = CARDS[OTHER_CARD][0].person.social_security_number
+
+
+def first_use(engine: Engine, *cards: str) -> list[RegistryChange]:
+    """The cards' first settlements, in one batch of the ledger's writer; what it reported to the cache."""
+    writer = InlineLedgerWriter(engine, POLICIES)
+    changes: list[RegistryChange] = []
+    writer.on_registry_write = changes.append
+    answers = write(writer, [settle(engine, card, f"first-{card}", 1_000) for card in cards])
+    assert [a.status for a in answers] == [OK] * len(cards)
+    return changes
+
+
+def test_a_first_use_reports_its_holders_and_the_version_span_of_its_own_writes(demo_engine_on_both: Engine) -> None:
+    before = version(demo_engine_on_both)
+    # Two holders in one batch: on PostgreSQL the trigger counts the first-use statement once per card.
+    [change] = first_use(demo_engine_on_both, CARD, OTHER_CARD)
+    assert change.holders == {SSN, OTHER_SSN}
+    assert (change.version_before, change.version_after) == (before, version(demo_engine_on_both))
+    assert change.version_after > change.version_before
+    assert first_use(demo_engine_on_both, CARD) == []  # used already: the registry is not written again
+
+
+def test_a_first_use_forgets_only_its_holders_facts(demo_engine_on_both: Engine) -> None:
+    cache = RegistryCache(demo_engine_on_both, run_now)
+    result_of(cache.facts(INSTITUTION, CARD, SSN))
+    other, _ = result_of(cache.facts(INSTITUTION, OTHER_CARD, OTHER_SSN))
+    assert other.card is not None and other.card.first_used_on is None
+    [change] = first_use(demo_engine_on_both, OTHER_CARD)
+    cache.written_by_ledger(change)
+    assert cache.entries == 1 and cache.flushes == 0
+    result_of(cache._check())  # the version moved by the ledger's write alone: nothing more goes
+    result_of(cache.facts(INSTITUTION, CARD, SSN))
+    used, _ = result_of(cache.facts(INSTITUTION, OTHER_CARD, OTHER_SSN))
+    assert used.card is not None and used.card.first_used_on is not None
+    assert used.person is not None and used.person.social_security_card_used
+    assert (cache.hits, cache.misses, cache.flushes) == (1, 3, 0)
+
+
+def test_a_first_use_after_another_registry_write_forgets_everything(demo_engine_on_both: Engine) -> None:
+    cache = RegistryCache(demo_engine_on_both, run_now)
+    result_of(cache.facts(INSTITUTION, CARD, SSN))
+    execute(demo_engine_on_both, f"UPDATE cards SET status = 'lost_reported' WHERE card_number = '{CARD}'")
+    [change] = first_use(demo_engine_on_both, OTHER_CARD)
+    cache.written_by_ledger(change)
+    assert cache.entries == 0 and cache.flushes == 1
+    lost, _ = result_of(cache.facts(INSTITUTION, CARD, SSN))
+    assert lost.card is not None and lost.card.status is CardStatus.LOST_REPORTED
+
+
+def test_a_read_in_flight_across_a_first_use_is_not_kept(demo_engine_on_both: Engine) -> None:
+    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def later(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        waiting: Deferred[Any] = Deferred()
+        pending.append((waiting, function, args))
+        return waiting
+
+    cache = RegistryCache(demo_engine_on_both, later)
+    Deferred.fromCoroutine(cache.facts(INSTITUTION, CARD, SSN))
+    waiting, function, args = pending.pop()
+    waiting.callback(function(*args))          # held at the version before the first use
+    Deferred.fromCoroutine(cache.facts(INSTITUTION, OTHER_CARD, OTHER_SSN))
+    waiting, function, args = pending.pop()
+    read_before = function(*args)              # read before the first use, answered after it
+    [change] = first_use(demo_engine_on_both, OTHER_CARD)
+    cache.written_by_ledger(change)
+    waiting.callback(read_before)
+    assert cache.entries == 1  # CARD's facts stay; OTHER_CARD's stale ones were not kept

@@ -61,7 +61,7 @@ from gateway.ledger.state import KnownState
 from gateway.ledger.tables import ACCOUNTS, ENTRIES, RECORDS, TRANSACTIONS, YEAR_TOTALS
 from gateway.ledger.transactions import opening_key, rollover_key, split_amounts, split_of, undone_by
 from gateway.protocol.status import StatusCode
-from gateway.registry.tables import CARDS, OPENING_BALANCES, PERSONS
+from gateway.registry.tables import CARDS, OPENING_BALANCES, PERSONS, REGISTRY_VERSION
 from gateway.settlement.calendar import utc_now
 from gateway.settlement.facts import (
     Balances,
@@ -100,6 +100,7 @@ _USED_SOCIAL_SECURITY_CARDS = (select(PERSONS.c.person_id)
                                .where(PERSONS.c.person_id.in_(bindparam("persons", expanding=True)),
                                       CARDS.c.kind == CardKind.SOCIAL_SECURITY.value,
                                       CARDS.c.first_used_on.is_not(None)).distinct())
+_REGISTRY_VERSION = select(REGISTRY_VERSION.c.version).where(REGISTRY_VERSION.c.id == 1)
 _FIRST_USE = (update(CARDS).where(CARDS.c.card_number == bindparam("card"), CARDS.c.first_used_on.is_(None))
               .values(first_used_on=bindparam("day")))
 
@@ -176,6 +177,18 @@ class _Writes:
     year_deltas: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (person id, year)
     first_used: dict[str, date] = field(default_factory=dict)  # card -> day
     cancel_old_cards_of: set[int] = field(default_factory=set)  # person id
+    first_users: set[str] = field(default_factory=set)  # their social security numbers
+
+
+@dataclass(frozen=True)
+class RegistryChange:
+    """What a batch changed in the registry (first uses: the card's first_used_on, the holder's old IC cards
+    cancelled): the holders whose registry facts changed, by social security number, and the registry's version
+    before and after the batch's own writes. Another writer's change committed before them is not in the span."""
+
+    holders: frozenset[str]
+    version_before: int
+    version_after: int
 
 
 class Batch:
@@ -200,6 +213,7 @@ class Batch:
         self.make_ref = make_ref
         self.forgot_accounts = False  # set when the database lacked accounts remembered as committed
         self.writes = _Writes()
+        self.registry_change: RegistryChange | None = None  # set by the write, when it changed registry rows
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.transactions: dict[str, _Transaction] = {}
         # "rollover:Y:<person id>" of the holders whose year Y, a settlement's year, is rolled over already.
@@ -463,6 +477,7 @@ class Batch:
         if first_use:
             self.writes.first_used[card.card_number] = day
             self.writes.cancel_old_cards_of.add(holder)
+            self.writes.first_users.add(card.social_security_number)
             self.used_social_security_card.add(holder)
             self.cards.setdefault(card.card_number, {"status": card.status.value})["first_used_on"] = day
         self.transactions[ref] = _Transaction(ref, _SETTLEMENT, intent.terminal_id, institution_code, holder,
@@ -642,14 +657,27 @@ class Batch:
         if writes.records:
             conn.exec_driver_sql(hot.insert_records, writes.records)
         if writes.first_used:
-            conn.execute(_FIRST_USE, [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())])
-        if writes.cancel_old_cards_of:
-            conn.execute(update(CARDS).where(
-                CARDS.c.social_security_number.in_(select(PERSONS.c.social_security_number).where(
-                    PERSONS.c.person_id.in_(sorted(writes.cancel_old_cards_of)))),
-                CARDS.c.kind == CardKind.OLD_MEDICAL_IC.value,
-                or_(CARDS.c.status == CardStatus.ACTIVE.value, CARDS.c.status == CardStatus.LOST_REPORTED.value),
-            ).values(status=CardStatus.CANCELLED.value))
+            self.registry_change = self._write_first_uses()
+
+    def _write_first_uses(self) -> RegistryChange:
+        """The cards' first use and the holders' old IC cards cancelled, and the registry's version span they
+        moved (so that a cache of registry facts forgets only these holders, gateway.serve.registry_cache)."""
+        writes, conn = self.writes, self.conn
+        first_uses = [{"card": card, "day": day} for card, day in sorted(writes.first_used.items())]
+        used = conn.execute(_FIRST_USE, first_uses)
+        cancelled = conn.execute(update(CARDS).where(
+            CARDS.c.social_security_number.in_(select(PERSONS.c.social_security_number).where(
+                PERSONS.c.person_id.in_(sorted(writes.cancel_old_cards_of)))),
+            CARDS.c.kind == CardKind.OLD_MEDICAL_IC.value,
+            or_(CARDS.c.status == CardStatus.ACTIVE.value, CARDS.c.status == CardStatus.LOST_REPORTED.value),
+        ).values(status=CardStatus.CANCELLED.value))
+        # Read after the writes: their triggers hold the version's row (PostgreSQL) or the batch holds the write
+        # lock (SQLite), so nobody moves it before the commit. How far these two statements moved it follows
+        # migration 0006's triggers: SQLite's count rows, PostgreSQL's count statements (an executemany runs the
+        # statement once per parameter set).
+        after: int = conn.execute(_REGISTRY_VERSION).scalar_one()
+        moved = used.rowcount + cancelled.rowcount if conn.dialect.name == "sqlite" else len(first_uses) + 1
+        return RegistryChange(frozenset(writes.first_users), after - moved, after)
 
 
 def _undoable(original: _Transaction) -> tuple[int, str, FundSplit]:

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from gateway.db.engine import IMMEDIATE_OPTION
 from gateway.ledger.accounts import AccountSpec
-from gateway.ledger.batch import Batch, RefMaker, new_ref
+from gateway.ledger.batch import Batch, RefMaker, RegistryChange, new_ref
 from gateway.ledger.intents import Intent
 from gateway.ledger.outcomes import Outcome, Refused
 from gateway.ledger.sql import data_version
@@ -128,9 +128,9 @@ class LedgerWriter:
         self.turn = (WriteTurn(Path(f"{database}-writer.lock"), limits.write_turn_wait_ms / 1000)
                      if limits.write_turn_wait_ms is not None and self._keeps_connection and database
                      and database != ":memory:" else None)
-        # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows:
-        # a card's first use.
-        self.on_registry_write: Callable[[], None] | None = None
+        # Called (on the reactor's thread, before the batch's answers) after a commit that changed registry rows
+        # (a card's first use), with what it changed.
+        self.on_registry_write: Callable[[RegistryChange], None] | None = None
         # Intents taken and not yet answered, and answered so far (on the reactor's thread): a shutdown waits for
         # the former and counts the latter.
         self.in_hand = 0
@@ -255,8 +255,8 @@ class LedgerWriter:
                         conn.close()
                 self._committed(len(intents), time.perf_counter() - began)
                 self._remember(batch, known, version)
-                if batch.writes.first_used and self.on_registry_write is not None:
-                    self._call_from_thread(self.on_registry_write)
+                if batch.registry_change is not None and self.on_registry_write is not None:
+                    self._call_from_thread(self.on_registry_write, batch.registry_change)
                 return outcomes
             except DBAPIError as exc:
                 # Only caches: should the database have lost committed rows (a failover, a restore), forget them;

@@ -79,7 +79,8 @@ class _SampledCollector:
         cache = CounterMetricFamily("gateway_registry_cache", "Registry look-ups of requests, by whether the "
                                     "facts were held in memory", labels=["result"])
         flushes = CounterMetricFamily("gateway_registry_cache_flushes",
-                                      "Times the registry cache forgot all it held (the registry changed)")
+                                      "Times the registry cache forgot all it held (the registry changed, "
+                                      "other than by this gateway's first uses)")
         entries = GaugeMetricFamily("gateway_registry_cache_entries", "Cards whose registry facts are held")
         if sampled is not None:
             connections.add_metric(["open"], sampled.connections_open())

@@ -112,7 +112,7 @@ class SettlementHandlers:
         self._engine = engine
         self._metrics = metrics
         self.registry = registry
-        writer.on_registry_write = self.registry.forget_all
+        writer.on_registry_write = self.registry.written_by_ledger
         self._run_blocking = run_blocking
         self.writer = writer
         self.ledger = LedgerReader(engine)
