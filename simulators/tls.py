@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from zope.interface import implementer
 
 
 @dataclass
@@ -39,9 +43,30 @@ class TlsFiles:
         return options
 
 
+class _UnbufferedTlsFactory(TLSMemoryBIOFactory):
+    # TLSMemoryBIOProtocol itself, not Twisted's default BufferingTLSTransport, which holds every write back to the
+    # reactor's next turn (a timer per write) to join small writes: a simulated terminal writes one frame per
+    # turn, so the timer is pure cost, and a load generator's own cost is what it must not add to the figures.
+    protocol = TLSMemoryBIOProtocol
+
+
+@implementer(IStreamClientEndpoint)
+class _TlsClientEndpoint:
+    """What `twisted.internet.endpoints.wrapClientTLS` makes, over the unbuffered TLS transport."""
+
+    def __init__(self, options: Any, endpoint: Any) -> None:
+        self._options = options
+        self._endpoint = endpoint
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        connected: Deferred[Any] = self._endpoint.connect(
+            _UnbufferedTlsFactory(self._options, True, factory))  # type: ignore[no-untyped-call]
+        return connected.addCallback(lambda tls: tls.wrappedProtocol)
+
+
 def client_endpoint(reactor: Any, host: str, port: int, terminal_id: str, tls: TlsFiles | None) -> Any:
     """Where terminal `terminal_id` connects: plain TCP, or TLS with its certificate."""
     endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=30)  # zope interfaces: typed loosely
     if tls is None:
         return endpoint
-    return wrapClientTLS(tls.options_for(host, terminal_id), endpoint)  # type: ignore[no-untyped-call]
+    return _TlsClientEndpoint(tls.options_for(host, terminal_id), endpoint)

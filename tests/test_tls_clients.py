@@ -13,9 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 
 from gateway.cli.main import main
 from gateway.demo.registry import DEMO_INSTITUTIONS, demo_terminal_id
+from simulators.tls import TlsFiles, client_endpoint
 from tests.test_end_to_end import ROOT
 from tests.test_tls import TlsGateway
 from tests.tls_support import TerminalPki, make_pki
@@ -144,3 +150,22 @@ def test_simulate_wants_both_tls_options(pki: TerminalPki, capsys: pytest.Captur
     code = main(["simulate", "--target", "127.0.0.1:9543", "--terminals", "1", "--requests", "1",
                  "--tls-ca", str(pki.layout.ca_certificate)])
     assert code == 2 and "--tls-ca and --tls-cert-dir go together" in capsys.readouterr().err
+
+
+
+def test_the_simulators_tls_transport_writes_at_once(pki: TerminalPki) -> None:
+    """Its terminals write one frame per turn: Twisted's BufferingTLSTransport would add a timer per write to the
+    load generator's own cost, which shares the machine with the gateway it measures."""
+    built: list[object] = []
+
+    class Endpoint:
+        def connect(self, factory: Factory) -> Deferred[object]:
+            built.append(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9543)))
+            return Deferred()
+
+    endpoint = client_endpoint(reactor, "127.0.0.1", 9543, DEMO_TERMINAL,
+                               TlsFiles(pki.layout.ca_certificate, pki.layout.terminals))
+    endpoint._endpoint = Endpoint()
+    endpoint.connect(Factory.forProtocol(Protocol))
+    [transport] = built
+    assert type(transport) is TLSMemoryBIOProtocol and not isinstance(transport, BufferingTLSTransport)
