@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.prefill import CHUNK, synthetic_ssn
+from benchmarks.targets import RECONCILE_SECONDS_TARGET, RECONCILE_SETTLEMENTS
 from gateway.db.engine import make_engine
 from gateway.db.migrate import upgrade
 from gateway.finance.reconcile import reconcile_file
@@ -63,7 +64,7 @@ def fill(url: str, count: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reconcile_bench", description=__doc__)
-    parser.add_argument("--settlements", type=int, default=1_000_000)
+    parser.add_argument("--settlements", type=int, default=RECONCILE_SETTLEMENTS)
     parser.add_argument("--json", type=Path, default=Path("bench/reconcile.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
     figures = {"settlements": args.settlements, "fill_seconds": round(filled, 1),
                "reconcile_seconds": round(seconds, 1),
-               "matches": result.matches, "target_seconds": 30}
+               "matches": result.matches, "target_seconds": RECONCILE_SECONDS_TARGET}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     print(json.dumps(figures, indent=2))

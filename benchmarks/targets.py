@@ -13,3 +13,5 @@ IDLE_KB_TARGET = 5.0  # memory per idle connection at IDLE_CONNECTIONS, TLS incl
 IDLE_CONNECTIONS = 10_000
 LARGE_LEDGER_SLOWDOWN_LIMIT = 0.10  # settlements/s on a 10-million-settlement ledger vs the empty one
 PROCESSES_RATIO_TARGET = 1.6  # two gateway processes ÷ one, where cores allow
+RECONCILE_SECONDS_TARGET = 10.0  # reconciling one business day of RECONCILE_SETTLEMENTS settlements
+RECONCILE_SETTLEMENTS = 1_000_000
