@@ -41,6 +41,16 @@ def execute(engine: Engine, sql: str) -> None:
         conn.execute(text(sql))
 
 
+def held_in(pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]]) -> Callable[..., Deferred[Any]]:
+    """A way to run the cache's reads that holds each one in `pending`, unanswered, until the test answers it."""
+    def later(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        waiting: Deferred[Any] = Deferred()
+        pending.append((waiting, function, args))
+        return waiting
+
+    return later
+
+
 REGISTRY_WRITES = [
     ("institutions", "UPDATE institutions SET name = name || ' ' WHERE code = 'H33020300001'"),
     ("terminals", "DELETE FROM terminals WHERE terminal_id = 'H33020300001-02'"),
@@ -102,13 +112,7 @@ def test_an_unknown_institution_is_not_registered(demo_engine_on_both: Engine) -
 
 def test_a_read_in_flight_when_facts_are_dropped_is_answered_but_not_kept(demo_engine_on_both: Engine) -> None:
     pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def later(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        waiting: Deferred[Any] = Deferred()
-        pending.append((waiting, function, args))
-        return waiting
-
-    cache = RegistryCache(demo_engine_on_both, later)
+    cache = RegistryCache(demo_engine_on_both, held_in(pending))
     answers: list[Any] = []
     Deferred.fromCoroutine(cache.facts(INSTITUTION, CARD, SSN)).addCallback(answers.append)
     cache.forget_all()  # e.g. the writer recorded a first use meanwhile
@@ -202,13 +206,7 @@ def test_a_first_use_after_another_registry_write_forgets_everything(demo_engine
 
 def test_a_read_in_flight_across_a_first_use_is_not_kept(demo_engine_on_both: Engine) -> None:
     pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def later(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        waiting: Deferred[Any] = Deferred()
-        pending.append((waiting, function, args))
-        return waiting
-
-    cache = RegistryCache(demo_engine_on_both, later)
+    cache = RegistryCache(demo_engine_on_both, held_in(pending))
     Deferred.fromCoroutine(cache.facts(INSTITUTION, CARD, SSN))
     waiting, function, args = pending.pop()
     waiting.callback(function(*args))          # held at the version before the first use
