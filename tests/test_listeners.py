@@ -118,3 +118,27 @@ def test_a_tls_listener_without_pyopenssl_is_one_line_and_exit_1(database: str, 
     assert len(lines) == 1 and "needs pyOpenSSL" in lines[0] and "twisted[tls]" in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "Gateway listening" not in result.stdout
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_once_listening_the_gateway_sets_its_startup_objects_aside_from_the_collector(
+        database: str, tmp_path: Path, freeze: bool) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[server]\nfreeze_startup_objects = {str(freeze).lower()}\n", encoding="utf-8")
+    running = subprocess.Popen([*GATEWAY, "serve", "--db", database, "--config", str(config), "--listen",
+                                "tcp:0:interface=127.0.0.1", "--log-level", "debug", *EPHEMERAL_METRICS],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        listening_line(running)
+        running.send_signal(signal.SIGTERM)
+        output, _ = running.communicate(timeout=30)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    said = [line for line in output.splitlines() if "set aside from the garbage collector" in line]
+    if not freeze:
+        assert said == [], said
+        return
+    assert len(said) == 1, output[-2000:]
+    count = int(said[0].split("] ", 1)[1].split()[0])
+    assert count > 10_000, said[0]  # modules, tables, the reactor: far more than a handful
