@@ -422,6 +422,30 @@ def test_a_lines_time_is_the_moment_in_the_hosts_zone_to_the_millisecond(moments
         time.tzset()
 
 
+@pytest.mark.parametrize(("first_zone", "then_zone", "then_text"),
+                         [("Asia/Shanghai", "UTC", "1970-01-01T00:00:02.000+00:00"),
+                          ("UTC", "Asia/Kolkata", "1970-01-01T05:30:02.000+05:30")])
+def test_the_same_second_in_another_zone_is_written_in_that_zone(first_zone: str, then_zone: str,
+                                                                   then_text: str) -> None:
+    """The text kept from the last line's second is not reused once the host's zone changed (TZ set again)."""
+    import os
+    import time
+
+    before = os.environ.get("TZ")
+    try:
+        for zone in (first_zone, then_zone):
+            os.environ["TZ"] = zone
+            time.tzset()
+            written = json.loads(json_line({"log_time": 2.0, "log_format": "x"}))["time"]
+        assert written == then_text
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
 def test_events_with_the_same_keys_each_give_their_own_fields() -> None:
     """Which keys are an event's own is remembered per set of keys: the values are always the event's."""
     captured = Captured()

@@ -152,15 +152,18 @@ def _time_text(moment: float) -> str:
         second += 1
         micros -= 1_000_000
     cached = _second_text
-    if cached[0] != second:
+    # The host's zone as the C library holds it: a TZ set again (and time.tzset) makes the same second another text.
+    host_zone = (time.timezone, time.altzone, time.tzname)
+    if cached[0] != second or cached[3] != host_zone:
         zone = _zone(time.localtime(second).tm_gmtoff)
         whole = datetime.fromtimestamp(second, zone).isoformat(timespec="seconds")
-        cached = _second_text[:] = [second, whole[:19], whole[19:]]
+        cached = _second_text[:] = [second, whole[:19], whole[19:], host_zone]
     return f"{cached[1]}.{micros // 1000:03d}{cached[2]}"
 
 
-# The second last written: [POSIX second, its local date and time "YYYY-MM-DDTHH:MM:SS", its offset "+HH:MM"].
-_second_text: list[Any] = [None, "", ""]
+# The second last written: [POSIX second, its local date and time "YYYY-MM-DDTHH:MM:SS", its offset "+HH:MM", the
+# host's zone it was written in].
+_second_text: list[Any] = [None, "", "", None]
 
 
 @functools.lru_cache(maxsize=8)
