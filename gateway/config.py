@@ -82,7 +82,7 @@ class ServerConfig:
     # Reactor processes sharing each listening address (SO_REUSEPORT) and the ledger (gateway.serve.processes);
     # 1: the gateway is this one process.
     processes: int = 1
-    # Once listening, what is alive is set aside from the garbage collector's full passes (gateway.serve.collector).
+    # Once listening, what is alive is set aside from the garbage collector's full passes (gateway.ops.collector).
     freeze_startup_objects: bool = True
 
     def session_limits(self) -> SessionLimits:

@@ -10,7 +10,6 @@ the bottleneck) and their figures merged.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from gateway.demo.registry import (
     VIRTUAL_READER_TERMINAL,
     demo_terminal_id,
 )
+from gateway.ops.collector import live_objects_set_aside
 from gateway.protocol.framing import FrameDecoder, encode_frame
 from gateway.protocol.messages import pb
 from gateway.protocol.status import status_name
@@ -447,10 +447,12 @@ class Simulator:
     async def run(self) -> Figures:
         terminals = await self.connect()
         # What the run keeps alive (its terminals, their connections and cards) is set aside from the cyclic
-        # collector: its full passes over them paused the simulator tens of ms, which showed as the gateway's
-        # latency (every request is timed from its intended send).
-        gc.collect()
-        gc.freeze()
+        # collector while it runs: full passes over them paused the simulator tens of ms, which showed as the
+        # gateway's latency (every request is timed from its intended send).
+        with live_objects_set_aside():
+            return await self._measured(terminals)
+
+    async def _measured(self, terminals: list[tuple[str, SimTerminal]]) -> Figures:
         progress = task.LoopingCall(self._progress)
         self.figures.started, self.figures.wall_started = time.perf_counter(), time.time()
         progress.start(0.5, now=False)

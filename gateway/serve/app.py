@@ -20,11 +20,11 @@ from gateway.config import GatewayConfig
 from gateway.db.engine import make_engine, redact_url
 from gateway.db.migrate import current_revision, head_revision
 from gateway.ledger.writer import LedgerWriter
+from gateway.ops.collector import set_aside_live_objects
 from gateway.ops.logs import ANNOUNCE, report_fatal, start_logging
 from gateway.ops.metrics import GatewayMetrics, Sampled
 from gateway.registry.directory import TerminalDirectory
 from gateway.serve.adapter import TerminalFactory
-from gateway.serve.collector import set_aside_startup_objects
 from gateway.serve.dispatch import GatewayService
 from gateway.serve.drain import drain
 from gateway.serve.health import HealthChecks, ListenerState, policy_remaining_s, terminals_by_institution
@@ -198,7 +198,7 @@ def serve(config: GatewayConfig, worker: WorkerRole | None = None) -> int:
                      ca=config.tls.client_ca, crl=config.tls.crl or "none", count=tls.revoked_count)
         if config.server.freeze_startup_objects:
             log.debug("{count} objects alive at start set aside from the garbage collector's full passes",
-                      count=set_aside_startup_objects())
+                      count=set_aside_live_objects())
 
     def failed_to_listen(failure: Failure) -> None:
         cause = getattr(failure.value, "subFailure", None) or failure
